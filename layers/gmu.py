@@ -1,0 +1,23 @@
+"""Gated Memory Unit: the cross-decoder's cheap token mixer over the self-decoder's memory."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GMU(nn.Module):
+    """``out_proj(silu(in_proj(x)) * memory)``.
+
+    ``memory`` (B, T, d_inner) is the SSM output of the memory layer (layer h) for the same
+    tokens, so the GMU needs no cache of its own.
+    """
+
+    def __init__(self, dim: int, d_inner: int, bias: bool = False) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(dim, d_inner, bias=bias)
+        self.out_proj = nn.Linear(d_inner, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(F.silu(self.in_proj(x)) * memory)

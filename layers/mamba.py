@@ -1,0 +1,197 @@
+"""Mamba-1 mixer (selective SSM), with a whole-sequence path and a one-token step path.
+
+The four kernels sit behind small functions, each with a plain-PyTorch reference twin with the
+same signature as the mamba-ssm / causal-conv1d function it stands for (layout (B, E, T)):
+
+    causal_conv1d          silu(depthwise causal conv) over a sequence, from a conv state
+    causal_conv1d_update   the same for one token, updating the conv state in place
+    selective_scan         the SSM over a sequence, from an SSM state
+    selective_state_update the SSM for one token, updating the SSM state in place
+
+State conventions: the conv state holds the last ``K - 1`` inputs (B, E, K-1) in the model
+dtype; the SSM state (B, E, N) is fp32. Both start at zero for a new sequence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ----------------------------------------------------------------------------- reference kernels
+
+
+def causal_conv1d_ref(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_state: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``silu(conv)`` of x (B, E, T) with weight (E, K), continuing from ``conv_state`` (B, E, K-1).
+
+    Returns the output (B, E, T) in x's dtype and the new conv state (the last K-1 inputs).
+    """
+    B, E, T = x.shape
+    K = weight.shape[-1]
+    if conv_state is None:
+        conv_state = x.new_zeros(B, E, K - 1)
+    xx = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # (B, E, K-1+T)
+    out = F.conv1d(xx.float(), weight.float().unsqueeze(1), None if bias is None else bias.float(), groups=E)
+    return F.silu(out).to(x.dtype), xx[..., T:]
+
+
+def causal_conv1d_update_ref(
+    x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """One token x (B, E): returns ``silu(conv)`` (B, E) and shifts x into ``conv_state`` in place."""
+    xx = torch.cat([conv_state, x.unsqueeze(-1).to(conv_state.dtype)], dim=-1)  # (B, E, K)
+    out = (xx.float() * weight.float()).sum(-1)
+    if bias is not None:
+        out = out + bias.float()
+    conv_state.copy_(xx[..., 1:])
+    return F.silu(out).to(x.dtype)
+
+
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    delta_bias: torch.Tensor,
+    ssm_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The selective SSM over a sequence, in fp32.
+
+    u, delta (B, E, T); A (E, N); B, C (B, N, T); D, delta_bias (E,); ssm_state (B, E, N) or None.
+    ``dt = softplus(delta + delta_bias)``, ``h_t = exp(dt A) h_{t-1} + dt u_t B_t``,
+    ``y_t = C_t . h_t + D u_t``. Returns y (B, E, T) in u's dtype and the last state (B, E, N) fp32.
+    """
+    Bsz, E, T = u.shape
+    uf = u.float()
+    dt = F.softplus(delta.float() + delta_bias.float()[:, None])  # (B, E, T)
+    A, Bf, Cf = A.float(), B.float(), C.float()
+    h = u.new_zeros(Bsz, E, A.shape[1], dtype=torch.float32) if ssm_state is None else ssm_state.float()
+    ys = []
+    for t in range(T):
+        dt_t = dt[:, :, t, None]  # (B, E, 1)
+        h = torch.exp(dt_t * A) * h + (dt_t * uf[:, :, t, None]) * Bf[:, None, :, t]
+        ys.append((h * Cf[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1) + D.float()[:, None] * uf
+    return y.to(u.dtype), h
+
+
+def selective_state_update_ref(
+    ssm_state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    dt_bias: torch.Tensor,
+) -> torch.Tensor:
+    """One SSM step: x, dt (B, E); B, C (B, N); updates ``ssm_state`` (B, E, N) in place, returns y (B, E)."""
+    dt = F.softplus(dt.float() + dt_bias.float())[..., None]  # (B, E, 1)
+    h = torch.exp(dt * A.float()) * ssm_state.float() + dt * x.float()[..., None] * B.float()[:, None]
+    ssm_state.copy_(h)
+    y = (h * C.float()[:, None]).sum(-1) + D.float() * x.float()
+    return y.to(x.dtype)
+
+
+# Entry points the module calls; layers.backends may point them at fused kernels.
+causal_conv1d = causal_conv1d_ref
+causal_conv1d_update = causal_conv1d_update_ref
+selective_scan = selective_scan_ref
+selective_state_update = selective_state_update_ref
+
+# ----------------------------------------------------------------------------- module
+
+
+class Mamba(nn.Module):
+    """Mamba-1 mixer: ``out_proj(ssm(silu(conv(x_in))) * silu(z))`` with ``x_in, z = in_proj(x)``.
+
+    ``forward`` returns ``(out, y)``: ``y`` (B, T, E) is the SSM output before the ``silu(z)``
+    gate, which SambaY's memory layer hands to the GMUs. ``A_log`` and ``D`` are used in fp32
+    (checkpoint loading keeps them fp32), the ``dt`` bias is added in fp32.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_inner: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        dt_rank: int | None = None,
+        conv_bias: bool = True,
+        proj_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=proj_bias)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, bias=conv_bias, padding=d_conv - 1)
+        self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(d_inner, d_state))
+        self.D = nn.Parameter(torch.empty(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=proj_bias)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
+        """Mamba's initialization: S4D-real A, D = 1, dt log-uniform in [dt_min, dt_max]."""
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=self.A_log.device)
+        self.A_log.copy_(torch.log(A).expand(self.d_inner, -1))
+        self.D.fill_(1.0)
+        dt = torch.exp(torch.rand(self.d_inner, device=self.D.device) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=1e-4)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+
+    def _ssm_inputs(self, x_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_c (..., E) -> dt (..., E) before bias, B and C (..., N)."""
+        dt, Bm, Cm = self.x_proj(x_c).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.linear(dt, self.dt_proj.weight), Bm, Cm
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        pad_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, d) -> (out (B, T, d), y (B, T, E)).
+
+        ``state`` = (conv_state, ssm_state) continues a sequence and is updated in place.
+        ``pad_mask`` (B, T), True on real tokens: left padding is zeroed before and after the
+        conv so that the state after the pads is the zero state of a fresh sequence.
+        """
+        if state is not None and x.shape[1] == 1:
+            return self.step(x, state)
+        x_in, z = self.in_proj(x).chunk(2, dim=-1)
+        x_in = x_in.transpose(1, 2)  # (B, E, T)
+        if pad_mask is not None:
+            x_in = x_in.masked_fill(~pad_mask[:, None], 0)
+        conv_state, ssm_state = state if state is not None else (None, None)
+        x_c, new_conv = causal_conv1d(x_in, self.conv1d.weight.squeeze(1), self.conv1d.bias, conv_state)
+        if pad_mask is not None:
+            x_c = x_c.masked_fill(~pad_mask[:, None], 0)
+        dt, Bm, Cm = self._ssm_inputs(x_c.transpose(1, 2))
+        A = -torch.exp(self.A_log.float())
+        y, new_ssm = selective_scan(
+            x_c, dt.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2), self.D, self.dt_proj.bias, ssm_state
+        )
+        if state is not None:
+            conv_state.copy_(new_conv)
+            ssm_state.copy_(new_ssm)
+        y = y.transpose(1, 2)  # (B, T, E)
+        return self.out_proj(y * F.silu(z)), y
+
+    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token x (B, 1, d), updating ``state`` in place."""
+        conv_state, ssm_state = state
+        x_in, z = self.in_proj(x[:, 0]).chunk(2, dim=-1)  # (B, E) each
+        x_c = causal_conv1d_update(x_in, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        dt, Bm, Cm = self._ssm_inputs(x_c)
+        A = -torch.exp(self.A_log.float())
+        y = selective_state_update(ssm_state, x_c, dt, A, Bm, Cm, self.D, self.dt_proj.bias)
+        return self.out_proj(y * F.silu(z))[:, None], y[:, None]

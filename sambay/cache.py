@@ -1,0 +1,118 @@
+"""All inference state, preallocated for a batch of sequences up to ``max_seq_len`` tokens.
+
+SambaY keeps (SAMBAY.md, "Inference state"):
+
+* per self-decoder Mamba layer: a conv state (B, E, K-1) and an SSM state (B, E, N, fp32);
+* per sliding-window layer: a ring of the last ``window`` keys/values (B, W, G, D);
+* for the full-attention layer h+1 only: the one growing K/V (B, max_seq_len, G, D), which
+  every cross-attention layer reads;
+* nothing for the GMU and cross-attention layers: the memory and the shared K/V are handed
+  down the cross-decoder inside a forward call.
+
+Positions are absolute indices into the (left-padded) batch; ``start[b]`` counts row b's pad
+tokens, which attention skips and Mamba zeroes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import FULL, MAMBA, SLIDING, SambaYConfig
+
+
+class CacheBase:
+    """Length bookkeeping shared by the model caches."""
+
+    def __init__(self, batch_size: int, max_seq_len: int, device: torch.device | str | None) -> None:
+        if batch_size < 1 or max_seq_len < 1:
+            raise ValueError(f"batch_size and max_seq_len must be >= 1, got {batch_size}, {max_seq_len}")
+        self.batch_size, self.max_seq_len = batch_size, max_seq_len
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.length = 0  # tokens written so far (pads included)
+        self.start: torch.Tensor | None = None  # (B,) pad tokens per row; None: no padding
+        self.max_start = 0  # max(start), as a Python int
+
+    def set_padding(self, start: torch.Tensor) -> None:
+        """Record each row's number of left-pad tokens (only before anything is written)."""
+        self.start = start.to(self.device)
+        self.max_start = int(start.max())
+
+    def check_room(self, batch_size: int, num_new: int) -> None:
+        if batch_size != self.batch_size:
+            raise ValueError(f"input batch size {batch_size} does not match the cache's {self.batch_size}")
+        if self.length + num_new > self.max_seq_len:
+            raise ValueError(f"{self.length} cached + {num_new} new tokens exceed the cache's "
+                             f"max_seq_len of {self.max_seq_len}")
+
+    def advance(self, num_new: int) -> None:
+        self.length += num_new
+
+    def reset(self) -> None:
+        """Forget every sequence (buffers are overwritten or masked on reuse)."""
+        self.length, self.start, self.max_start = 0, None, 0
+
+
+class SambaYCache(CacheBase):
+    """Inference state of a :class:`~sambay.model.SambaYForCausalLM` (see the module docstring)."""
+
+    def __init__(self, config: SambaYConfig, batch_size: int, max_seq_len: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(batch_size, max_seq_len, device)
+        B, E, N, K = batch_size, config.d_inner, config.mamba_d_state, config.mamba_d_conv
+        G, D, W = config.num_key_value_heads, config.head_dim, config.window
+        kinds = config.layer_types
+        dev = self.device
+        self.window = W
+        # Layer index -> slot in the stacked buffers below.
+        self.mamba_slot = {i: n for n, i in enumerate(i for i, k in enumerate(kinds) if k == MAMBA)}
+        self.sliding_slot = {i: n for n, i in enumerate(i for i, k in enumerate(kinds) if k == SLIDING)}
+        assert kinds[config.kv_layer] == FULL
+        self.conv_state = torch.zeros(len(self.mamba_slot), B, E, K - 1, device=dev, dtype=dtype)
+        self.ssm_state = torch.zeros(len(self.mamba_slot), B, E, N, device=dev, dtype=torch.float32)
+        self.ring_k = torch.zeros(len(self.sliding_slot), B, W, G, D, device=dev, dtype=dtype)
+        self.ring_v = torch.zeros_like(self.ring_k)
+        self.ring_pos = torch.full((W,), -1, dtype=torch.long, device=dev)  # position held by each slot
+        self.k = torch.zeros(B, max_seq_len, G, D, device=dev, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+
+    def mamba_state(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.mamba_slot[layer_idx]
+        return self.conv_state[n], self.ssm_state[n]
+
+    def sliding_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
+                   positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys/values a sliding layer attends to for new k, v (B, T, G, D): the ring as it was
+        plus the new tokens. Then the last ``window`` new tokens go into the ring."""
+        n, W = self.sliding_slot[layer_idx], self.window
+        keys = torch.cat([self.ring_k[n], k], dim=1)
+        values = torch.cat([self.ring_v[n], v], dim=1)
+        k_pos = torch.cat([self.ring_pos, positions])
+        slots = positions[-W:] % W
+        self.ring_k[n].index_copy_(1, slots, k[:, -W:])
+        self.ring_v[n].index_copy_(1, slots, v[:, -W:])
+        return keys, values, k_pos
+
+    def shared_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Append layer h+1's new k, v (B, T, G, D); return all cached K/V and their positions."""
+        end = self.length + k.shape[1]
+        self.k[:, self.length:end] = k
+        self.v[:, self.length:end] = v
+        return self.k[:, :end], self.v[:, :end], torch.arange(end, device=self.device)
+
+    def advance(self, num_new: int) -> None:
+        positions = torch.arange(self.length, self.length + num_new, device=self.device)[-self.window:]
+        self.ring_pos[positions % self.window] = positions
+        super().advance(num_new)
+
+    def reset(self) -> None:
+        super().reset()
+        self.conv_state.zero_()
+        self.ssm_state.zero_()
+        self.ring_pos.fill_(-1)
+
+    def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
+        """Bytes of state one sequence of ``seq_len`` tokens (default: max_seq_len) needs."""
+        seq_len = self.max_seq_len if seq_len is None else seq_len
+        per_row = sum(t[:, 0].numel() * t.element_size()  # t: (layers, B, ...)
+                      for t in (self.conv_state, self.ssm_state, self.ring_k, self.ring_v))
+        return per_row + 2 * seq_len * self.k[0, 0].numel() * self.k.element_size()

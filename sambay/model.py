@@ -1,0 +1,233 @@
+"""SambaY (Phi-4-mini-flash-reasoning): the network, top to bottom.
+
+    embed -> self-decoder  [Mamba | SWA] * (h/2), Mamba (emits memory), full attention (emits K/V)
+          -> cross-decoder [GMU(memory) | cross-attention(K/V)] * ((L-h-2)/2)
+          -> final LayerNorm -> lm_head (tied)
+
+Every layer is ``x += mixer(LN(x)); x += MLP(LN(x))``. The residual stream is kept in fp32
+(the reference code upcasts it at the first Mamba layer, which is layer 0); each block reads
+it cast to the weights' dtype. Parameter names are the official checkpoint's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from layers.attention import DiffAttention
+from layers.gmu import GMU
+from layers.mamba import Mamba
+from layers.mlp import MLP
+from layers.norm import LayerNorm
+
+from .cache import CacheBase, SambaYCache
+from .checkpoint import load_pretrained, save_pretrained
+from .config import CROSS, FULL, GMU as GMU_KIND, MAMBA, SLIDING, SambaYConfig
+
+
+@dataclass
+class CausalLMOutput:
+    """``logits`` (B, T or logits_to_keep, vocab) in the model dtype, and the cache passed in."""
+
+    logits: torch.Tensor
+    cache: CacheBase | None
+
+
+@dataclass
+class ForwardContext:
+    """What one forward call hands from layer to layer."""
+
+    positions: torch.Tensor  # (T,) absolute positions of the new tokens
+    start: torch.Tensor | None  # (B,) left-pad tokens per row, None without padding
+    pad_mask: torch.Tensor | None  # (B, T) True on real tokens, None when all are real
+    cache: SambaYCache | None
+    memory: torch.Tensor | None = None  # layer h's SSM output for the new tokens (B, T, E)
+    shared_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # layer h+1's K, V, positions
+
+
+def resolve_padding(
+    attention_mask: torch.Tensor | None, cache: CacheBase | None, batch: int, T: int, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """Turn an HF-style ``attention_mask`` (B, past + T; 1 = token, 0 = left pad) into
+    (start, pad_mask, positions). Only left padding is supported, and only before any token
+    of the row was cached; the cache remembers it afterwards, so later calls may omit the mask."""
+    past = cache.length if cache is not None else 0
+    positions = torch.arange(past, past + T, device=device)
+    start = cache.start if cache is not None else None
+    if attention_mask is not None:
+        m = attention_mask.to(device=device, dtype=torch.bool)
+        if m.shape != (batch, past + T):
+            raise ValueError(f"attention_mask has shape {tuple(m.shape)}, expected (batch, cached + new) = "
+                             f"{(batch, past + T)}")
+        if bool((m[:, :-1] & ~m[:, 1:]).any()):
+            raise ValueError("attention_mask must be left padding only: zeros then ones in every row")
+        if not bool(m[:, -1].all()):
+            raise ValueError("attention_mask has a row without any token")
+        new_start = (~m).sum(1)
+        if past == 0:
+            if cache is not None:
+                cache.set_padding(new_start)
+            start = new_start if bool(new_start.any()) else None
+        elif not torch.equal(new_start, start if start is not None else torch.zeros_like(new_start)):
+            raise ValueError("attention_mask disagrees with the padding recorded in the cache")
+    if start is None or past >= int(start.max()):
+        return start, None, positions
+    return start, positions[None] >= start[:, None], positions
+
+
+class SambaYDecoderLayer(nn.Module):
+    def __init__(self, config: SambaYConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.kind = config.layer_types[layer_idx]
+        self.is_memory_layer = layer_idx == config.memory_layer
+        self.window = config.window if self.kind == SLIDING else None
+        d = config.hidden_size
+        self.input_layernorm = LayerNorm(d, eps=config.layer_norm_eps)
+        if self.kind == MAMBA:
+            self.attn = Mamba(d, config.d_inner, config.mamba_d_state, config.mamba_d_conv, config.dt_rank,
+                              config.mamba_conv_bias, config.mamba_proj_bias)
+        elif self.kind == GMU_KIND:
+            self.attn = GMU(d, config.d_inner, bias=config.mamba_proj_bias)
+        else:
+            self.attn = DiffAttention(d, config.num_attention_heads, config.num_key_value_heads, layer_idx,
+                                      cross=self.kind == CROSS, eps=config.layer_norm_eps)
+        self.post_attention_layernorm = LayerNorm(d, eps=config.layer_norm_eps)
+        self.mlp = MLP(d, config.intermediate_size, bias=config.mlp_bias)
+
+    def mix(self, h: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        cache = ctx.cache
+        if self.kind == MAMBA:
+            state = cache.mamba_state(self.layer_idx) if cache is not None else None
+            out, y = self.attn(h, state, ctx.pad_mask)
+            if self.is_memory_layer:
+                ctx.memory = y
+            return out
+        if self.kind == GMU_KIND:
+            return self.attn(h, ctx.memory)
+        q, k, v = self.attn.project(h)
+        if self.kind == CROSS:
+            k, v, k_pos = ctx.shared_kv
+        elif cache is None:
+            k_pos = ctx.positions
+        elif self.kind == SLIDING:
+            k, v, k_pos = cache.sliding_kv(self.layer_idx, k, v, ctx.positions)
+        else:
+            k, v, k_pos = cache.shared_kv(k, v)
+        if self.kind == FULL:
+            ctx.shared_kv = (k, v, k_pos)
+        return self.attn.attend(q, k, v, ctx.positions, k_pos, ctx.start, self.window)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        """x: the fp32 residual stream (B, T, d)."""
+        dtype = self.input_layernorm.weight.dtype
+        x = x + self.mix(self.input_layernorm(x.to(dtype)), ctx)
+        return x + self.mlp(self.post_attention_layernorm(x.to(dtype)))
+
+
+class SambaYModel(nn.Module):
+    def __init__(self, config: SambaYConfig) -> None:
+        super().__init__()
+        # Passing the (uninitialized) weight skips nn.Embedding's own init, which on the meta
+        # device costs a second of torch imports; reset_parameters initializes it instead.
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size,
+                                         _weight=torch.empty(config.vocab_size, config.hidden_size))
+        self.layers = nn.ModuleList(SambaYDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.final_layernorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+class SambaYForCausalLM(nn.Module):
+    """SambaY language model with the official parameter names.
+
+    >>> model = SambaYForCausalLM(SambaYConfig.tiny())
+    >>> cache = model.allocate_cache(batch_size=1, max_seq_len=64)
+    >>> out = model(torch.tensor([[1, 2, 3]]), cache=cache)     # prefill
+    >>> out = model(out.logits[:, -1:].argmax(-1), cache=cache)  # one decode step
+    """
+
+    config_class = SambaYConfig
+
+    def __init__(self, config: SambaYConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = SambaYModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
+        if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
+            self.reset_parameters()
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random initialization (used for tests, benchmarks and training from scratch)."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=std)
+            elif isinstance(m, Mamba):
+                m.reset_ssm_parameters()
+            elif isinstance(m, DiffAttention):
+                for p in (m.inner_cross_attn.lambda_q1, m.inner_cross_attn.lambda_k1,
+                          m.inner_cross_attn.lambda_q2, m.inner_cross_attn.lambda_k2):
+                    nn.init.normal_(p, std=0.1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def allocate_cache(self, batch_size: int, max_seq_len: int) -> SambaYCache:
+        """Preallocate the inference state for ``batch_size`` sequences of up to ``max_seq_len`` tokens."""
+        return SambaYCache(self.config, batch_size, max_seq_len, self.device, self.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: SambaYCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int | None = None,
+    ) -> CausalLMOutput:
+        """Run ``input_ids`` (B, T) after whatever ``cache`` holds (appending to it).
+
+        Without a cache this is a plain full-sequence forward. ``attention_mask`` (B, cached + T)
+        marks left padding (0) for batches of prompts of different lengths. ``logits_to_keep``
+        computes logits for the last positions only (generation needs one).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if cache is not None:
+            cache.check_room(B, T)
+        start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
+        ctx = ForwardContext(positions, start, pad_mask, cache)
+        x = self.model.embed_tokens(input_ids).float()
+        for layer in self.model.layers:
+            x = layer(x, ctx)
+        if cache is not None:
+            cache.advance(T)
+        if logits_to_keep is not None:
+            x = x[:, -logits_to_keep:]
+        x = self.model.final_layernorm(x.to(self.dtype))
+        return CausalLMOutput(self.lm_head(x), cache)
+
+    # ----- checkpoints -----
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> "SambaYForCausalLM":
+        """Load ``folder`` (config.json + safetensors, official layout). ``dtype`` defaults to the
+        checkpoint's ``torch_dtype``; ``device`` to CPU."""
+        return load_pretrained(cls, folder, dtype=dtype, device=device)
+
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+        """Write config.json and the weights as ``model.safetensors`` or shards + index."""
+        save_pretrained(self, folder, max_shard_size=max_shard_size)
