@@ -51,7 +51,7 @@ evaluation set is ``generate_problems(500, seed=1234, split="test")``.
 
 Chat format (Phi): :meth:`Problem.chat_text` gives
 ``[<|system|>{system}<|end|>]<|user|>{question}<|end|><|assistant|>{completion}<|end|>``
-and :attr:`Problem.completion` is ``"{reasoning}\\nThe answer is \\boxed{{answer}}."``.
+and :attr:`Problem.completion` is ``"{reasoning}\\nThe answer is \\boxed{answer}."``.
 
 Everything here is deterministic and standard-library only.
 """
@@ -143,7 +143,7 @@ class Problem:
 
     @property
     def completion(self) -> str:
-        """Assistant text: ``"{reasoning}\\nThe answer is \\boxed{{answer}}."``."""
+        """Assistant text: ``"{reasoning}\\nThe answer is \\boxed{answer}."``."""
         return f"{self.reasoning}\nThe answer is \\boxed{{{self.answer}}}."
 
     def prompt(self, system: str | None = None) -> str:
