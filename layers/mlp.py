@@ -24,3 +24,16 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return swiglu(x, self.fc1, self.fc2)
+
+
+class Phi3MLP(nn.Module):
+    """The dense Phi-4-mini's MLP (transformers' Phi3 names): ``gate_up_proj: d -> 2*ff`` (gate, up),
+    ``down_proj: ff -> d``, no biases."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swiglu(x, self.gate_up_proj, self.down_proj)

@@ -1,8 +1,10 @@
 """SambaY (Phi-4-mini-flash-reasoning) and the dense Phi-4-mini baseline."""
 
-from .cache import SambaYCache
-from .checkpoint import CheckpointError
-from .config import ConfigError, SambaYConfig
+from .cache import DenseCache, SambaYCache
+from .checkpoint import CheckpointError, load_model
+from .config import ConfigError, Phi4MiniConfig, SambaYConfig
 from .model import CausalLMOutput, SambaYForCausalLM
+from .phi4mini import Phi4MiniForCausalLM
 
-__all__ = ["CausalLMOutput", "CheckpointError", "ConfigError", "SambaYCache", "SambaYConfig", "SambaYForCausalLM"]
+__all__ = ["CausalLMOutput", "CheckpointError", "ConfigError", "DenseCache", "Phi4MiniConfig", "Phi4MiniForCausalLM",
+           "SambaYCache", "SambaYConfig", "SambaYForCausalLM", "load_model"]

@@ -9,6 +9,9 @@ SambaY keeps (SAMBAY.md, "Inference state"):
 * nothing for the GMU and cross-attention layers: the memory and the shared K/V are handed
   down the cross-decoder inside a forward call.
 
+The dense Phi-4-mini baseline keeps a K/V per layer (:class:`DenseCache`), 32 x 2 x 8 x 128
+values per token for the official shape (16x SambaY's).
+
 Positions are absolute indices into the (left-padded) batch; ``start[b]`` counts row b's pad
 tokens, which attention skips and Mamba zeroes.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import FULL, MAMBA, SLIDING, SambaYConfig
+from .config import FULL, MAMBA, SLIDING, Phi4MiniConfig, SambaYConfig
 
 
 class CacheBase:
@@ -116,3 +119,27 @@ class SambaYCache(CacheBase):
         per_row = sum(t[:, 0].numel() * t.element_size()  # t: (layers, B, ...)
                       for t in (self.conv_state, self.ssm_state, self.ring_k, self.ring_v))
         return per_row + 2 * seq_len * self.k[0, 0].numel() * self.k.element_size()
+
+
+class DenseCache(CacheBase):
+    """Inference state of a :class:`~sambay.phi4mini.Phi4MiniForCausalLM`: every layer's keys (after
+    RoPE) and values, preallocated as (L, B, max_seq_len, G, D)."""
+
+    def __init__(self, config: Phi4MiniConfig, batch_size: int, max_seq_len: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(batch_size, max_seq_len, device)
+        L, G, D = config.num_hidden_layers, config.num_key_value_heads, config.head_size
+        self.k = torch.zeros(L, batch_size, max_seq_len, G, D, device=self.device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+
+    def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Append layer ``layer_idx``'s new k, v (B, T, G, D); return its cached K/V and their positions."""
+        end = self.length + k.shape[1]
+        self.k[layer_idx, :, self.length:end] = k
+        self.v[layer_idx, :, self.length:end] = v
+        return self.k[layer_idx, :, :end], self.v[layer_idx, :, :end], torch.arange(end, device=self.device)
+
+    def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
+        """Bytes of state one sequence of ``seq_len`` tokens (default: max_seq_len) needs."""
+        seq_len = self.max_seq_len if seq_len is None else seq_len
+        return 2 * seq_len * self.k[:, 0, 0].numel() * self.k.element_size()

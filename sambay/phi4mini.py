@@ -1,0 +1,176 @@
+"""Dense Phi-4-mini (transformers ``Phi3ForCausalLM``, model type ``phi3``): the network, top to bottom.
+
+    embed -> [x += attn(RMSNorm(x)); x += MLP(RMSNorm(x))] * L -> RMSNorm -> lm_head (tied)
+
+The baseline SambaY is compared against, built from the same parts: the attention kernel
+(``layers.attention.attend``, looked up at each call so a GPU backend can re-point it), RMSNorm,
+the gated SiLU MLP, padding handling, output type and checkpoint code. Attention is GQA with
+partial rotary LongRoPE (``layers/rope.py``, which also states when the long factors apply). The
+residual stream stays in the model dtype, as in transformers. Parameter names are transformers'
+Phi3 names, those of the official checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from layers import attention
+from layers.mlp import Phi3MLP
+from layers.norm import RMSNorm
+from layers.rope import RotaryEmbedding, apply_rotary
+
+from .cache import DenseCache
+from .checkpoint import load_pretrained, save_pretrained
+from .config import Phi4MiniConfig
+from .model import CausalLMOutput, resolve_padding
+
+
+class Phi3Attention(nn.Module):
+    """GQA self-attention: fused ``qkv_proj`` (queries, then keys, then values; no bias), RoPE, ``o_proj``."""
+
+    def __init__(self, config: Phi4MiniConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads, self.head_dim = (config.num_attention_heads, config.num_key_value_heads,
+                                                            config.head_size)
+        self.window = config.sliding_window
+        H, G, D = self.num_heads, self.num_kv_heads, self.head_dim
+        self.qkv_proj = nn.Linear(config.hidden_size, (H + 2 * G) * D, bias=False)
+        self.o_proj = nn.Linear(H * D, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
+                start: torch.Tensor | None, cache: DenseCache | None) -> torch.Tensor:
+        """x (B, T, d); cos, sin (B|1, T, rotary_dim); positions (T,) absolute (pads included)."""
+        B, T, _ = x.shape
+        H, G, D = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = self.qkv_proj(x).split([H * D, G * D, G * D], dim=-1)
+        q = apply_rotary(q.view(B, T, H, D), cos, sin)
+        k = apply_rotary(k.view(B, T, G, D), cos, sin)
+        v = v.view(B, T, G, D)
+        k_pos = positions
+        if cache is not None:
+            k, v, k_pos = cache.kv(self.layer_idx, k, v)
+        out = attention.attend(q, k, v, positions, k_pos, start, self.window)  # (B, T, H, D)
+        return self.o_proj(out.reshape(B, T, H * D))
+
+
+class Phi3DecoderLayer(nn.Module):
+    def __init__(self, config: Phi4MiniConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = Phi3Attention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = Phi3MLP(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
+                start: torch.Tensor | None, cache: DenseCache | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, start, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Phi3Model(nn.Module):
+    def __init__(self, config: Phi4MiniConfig) -> None:
+        super().__init__()
+        # Passing the (uninitialized) weight skips nn.Embedding's own init (see SambaYModel).
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size,
+                                         _weight=torch.empty(config.vocab_size, config.hidden_size))
+        self.layers = nn.ModuleList(Phi3DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.rope)  # buffers only, none in checkpoints
+
+
+class Phi4MiniForCausalLM(nn.Module):
+    """Dense Phi-4-mini language model with transformers' Phi3 parameter names.
+
+    >>> model = Phi4MiniForCausalLM(Phi4MiniConfig.tiny())
+    >>> cache = model.allocate_cache(batch_size=1, max_seq_len=64)
+    >>> out = model(torch.tensor([[1, 2, 3]]), cache=cache)     # prefill
+    >>> out = model(out.logits[:, -1:].argmax(-1), cache=cache)  # one decode step
+    """
+
+    config_class = Phi4MiniConfig
+
+    def __init__(self, config: Phi4MiniConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Phi3Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
+            self.reset_parameters()
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random initialization (used for tests, benchmarks and training from scratch)."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+
+    def init_buffers(self) -> None:
+        """Build the RoPE tables on the weights' device (after loading into a meta-built model)."""
+        self.model.rotary_emb.init_buffers(self.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def allocate_cache(self, batch_size: int, max_seq_len: int) -> DenseCache:
+        """Preallocate K/V for ``batch_size`` sequences of up to ``max_seq_len`` tokens. ``max_seq_len``
+        is also the capacity that picks LongRoPE's short or long factors (see ``layers/rope.py``)."""
+        return DenseCache(self.config, batch_size, max_seq_len, self.device, self.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: DenseCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int | None = None,
+    ) -> CausalLMOutput:
+        """Run ``input_ids`` (B, T) after whatever ``cache`` holds (appending to it).
+
+        Without a cache this is a plain full-sequence forward. ``attention_mask`` (B, cached + T)
+        marks left padding (0); a padded row computes what its prompt alone computes, RoPE
+        positions counting from its first real token. ``logits_to_keep`` computes logits for the
+        last positions only. LongRoPE uses the long factors iff the capacity (the cache's
+        ``max_seq_len``, else T) exceeds ``original_max_position_embeddings``.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if cache is not None:
+            cache.check_room(B, T)
+        start, _, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
+        rope_positions = positions[None] if start is None else positions[None] - start[:, None]  # (B|1, T)
+        capacity = cache.max_seq_len if cache is not None else T
+        cos, sin = self.model.rotary_emb(rope_positions, capacity, self.dtype)
+        x = self.model.embed_tokens(input_ids)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, positions, start, cache)
+        if cache is not None:
+            cache.advance(T)
+        if logits_to_keep is not None:
+            x = x[:, -logits_to_keep:]
+        return CausalLMOutput(self.lm_head(self.model.norm(x)), cache)
+
+    # ----- checkpoints -----
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> "Phi4MiniForCausalLM":
+        """Load ``folder`` (config.json + safetensors, official layout). ``dtype`` defaults to the
+        checkpoint's ``torch_dtype``; ``device`` to CPU."""
+        return load_pretrained(cls, folder, dtype=dtype, device=device)
+
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+        """Write config.json and the weights as ``model.safetensors`` or shards + index."""
+        save_pretrained(self, folder, max_shard_size=max_shard_size)
