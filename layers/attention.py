@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import backends
 from .norm import RMSNorm
 
 
@@ -41,25 +42,126 @@ def attention_ref(
     k: torch.Tensor,
     v: torch.Tensor,
     q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
+    k_pos: torch.Tensor | None = None,
     start: torch.Tensor | None = None,
     window: int | None = None,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Reference: q (B, T, Hq, D), k (B, S, Hk, D), v (B, S, Hk, Dv) -> (B, T, Hq, Dv), fp32 math.
 
-    GQA: query head i reads key/value head ``i // (Hq // Hk)``.
+    GQA: query head i reads key/value head ``i // (Hq // Hk)``. ``k_pos=None``: slot s holds
+    position s. ``scale`` defaults to ``D ** -0.5``.
     """
     B, T, Hq, D = q.shape
-    Hk = k.shape[2]
+    S, Hk = k.shape[1], k.shape[2]
+    if k_pos is None:
+        k_pos = torch.arange(S, device=q.device)
     qf = q.float().reshape(B, T, Hk, Hq // Hk, D)
-    scores = torch.einsum("bthrd,bshd->bhrts", qf, k.float()) * D**-0.5
+    scores = torch.einsum("bthrd,bshd->bhrts", qf, k.float()) * (D**-0.5 if scale is None else scale)
     mask = attention_mask(q_pos, k_pos, start, window)  # (B|1, T, S)
     scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
     out = torch.einsum("bhrts,bshd->bthrd", scores.softmax(-1), v.float())
     return out.reshape(B, T, Hq, v.shape[-1]).to(q.dtype)
 
 
-attend = attention_ref
+def _host_positions(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int) -> tuple[int, int] | None:
+    """(first query position, position of key slot 0) when the keys are consecutive positions,
+    else None. One device sync: prefill only."""
+    if k_pos is None:
+        return int(q_pos[0]), 0
+    q0, k0, k_last = torch.stack([q_pos[0], k_pos[0], k_pos[-1]]).tolist()
+    return (q0, k0) if k_last - k0 == S - 1 and bool((k_pos.diff() == 1).all()) else None
+
+
+def attention_sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
+    window: int | None = None,
+    scale: float | None = None,
+    block: int = 1024,
+) -> torch.Tensor:
+    """``attention_ref`` through torch's scaled_dot_product_attention (prefill).
+
+    A plain causal prefill (keys are exactly the queries, no padding, no window) is one
+    ``is_causal`` call (flash / cuDNN kernels). Otherwise queries go in blocks of ``block``,
+    each against only the key slots it can see, with an explicit mask.
+    """
+    B, T, Hq, D = q.shape
+    S = k.shape[1]
+    scale = D**-0.5 if scale is None else scale
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, L, D)
+    host = _host_positions(q_pos, k_pos, S)
+    if host is not None and host[0] == host[1] == 0 and T == S and start is None and window is None:
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=scale, enable_gqa=True)
+        return out.transpose(1, 2)
+    if k_pos is None:
+        k_pos = torch.arange(S, device=q.device)
+    outs = []
+    for i in range(0, T, block):
+        j = min(T, i + block)
+        lo, hi = 0, S
+        if host is not None:  # only the slots these queries can see
+            q0, k0 = host
+            first = max(0, q0 + i - window + 1) if window is not None else 0
+            lo, hi = max(0, first - k0), min(S, q0 + j - k0)
+        mask = attention_mask(q_pos[i:j], k_pos[lo:hi], start, window)[:, None]  # (B|1, 1, t, s)
+        outs.append(F.scaled_dot_product_attention(qt[:, :, i:j], kt[:, :, lo:hi], vt[:, :, lo:hi],
+                                                   attn_mask=mask, scale=scale, enable_gqa=True))
+    return torch.cat(outs, dim=2).transpose(1, 2)
+
+
+def attention_flash(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor | None = None,
+    start: torch.Tensor | None = None, window: int | None = None, scale: float | None = None,
+) -> torch.Tensor | None:
+    """flash-attn for prefill without padding whose keys are consecutive positions ending at
+    the last query (flash's bottom-right causal alignment); None where it does not apply."""
+    from flash_attn import flash_attn_func
+
+    host = _host_positions(q_pos, k_pos, k.shape[1])
+    if start is not None or host is None or q.shape[-1] != v.shape[-1]:
+        return None
+    q0, k0 = host
+    if k0 + k.shape[1] != q0 + q.shape[1]:
+        return None
+    first = max(0, k0)  # slots before position 0 are empty
+    k, v = k[:, first - k0:], v[:, first - k0:]
+    return flash_attn_func(q, k, v, softmax_scale=scale, causal=True,
+                           window_size=(window - 1, 0) if window is not None else (-1, -1))
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
+    window: int | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Every attention of the package. Same contract as :func:`attention_ref`; the backend
+    comes from :mod:`layers.backends`. One-token queries on CUDA use the Triton decode kernel."""
+    backend = backends.attention_backend(q.device)
+    if backend != "ref":
+        if q.shape[1] == 1 and q.is_cuda:
+            from .attention_triton import decode_attention_triton
+
+            backends.announce("attention decode", "triton")
+            return decode_attention_triton(q, k, v, q_pos, k_pos, start, window, scale)
+        if backend == "flash" and q.shape[1] > 1:
+            out = attention_flash(q, k, v, q_pos, k_pos, start, window, scale)
+            if out is not None:
+                backends.announce("attention prefill", "flash")
+                return out
+        backends.announce("attention prefill" if q.shape[1] > 1 else "attention decode", "sdpa")
+        return attention_sdpa(q, k, v, q_pos, k_pos, start, window, scale)
+    backends.announce("attention", "ref")
+    return attention_ref(q, k, v, q_pos, k_pos, start, window, scale)
 
 
 def lambda_init_fn(layer_idx: int) -> float:
@@ -97,16 +199,27 @@ class DiffAttnCore(nn.Module):
         k: torch.Tensor,
         v: torch.Tensor,
         q_pos: torch.Tensor,
-        k_pos: torch.Tensor,
+        k_pos: torch.Tensor | None = None,
         start: torch.Tensor | None = None,
         window: int | None = None,
     ) -> torch.Tensor:
-        """q (B, T, H, D), k and v (B, S, G, D) -> (B, T, H * D)."""
+        """q (B, T, H, D), k and v (B, S, G, D) -> (B, T, H * D).
+
+        Both stripes run as one GQA attention over G/2 "pair" heads of width 2D, so K and V
+        are read once: a pair head is ``[k_even | k_odd]`` (a free view of k), and each query
+        is placed block-diagonally, ``[q, 0]`` for stripe 1 and ``[0, q]`` for stripe 2, so its
+        dot product picks its own stripe's key; the scale stays ``D ** -0.5``.
+        """
         B, T, H, D = q.shape
         S, G = k.shape[1], k.shape[2]
-        v2 = v.reshape(B, S, G // 2, 2 * D)  # adjacent heads side by side: [v_even | v_odd]
-        a1 = attend(q[:, :, 0::2], k[:, :, 0::2], v2, q_pos, k_pos, start, window)  # (B, T, H/2, 2D)
-        a2 = attend(q[:, :, 1::2], k[:, :, 1::2], v2, q_pos, k_pos, start, window)
+        r = H // G
+        qs = q.view(B, T, G // 2, r, 2, D)  # head 2 * (j * r + t) + stripe
+        zero = torch.zeros_like(qs[..., 0, :])
+        q_pair = torch.stack([torch.cat([qs[..., 0, :], zero], -1), torch.cat([zero, qs[..., 1, :]], -1)], dim=3)
+        q_pair = q_pair.view(B, T, H, 2 * D)  # (B, T, [G/2, stripe, r], 2D)
+        a = attend(q_pair, k.view(B, S, G // 2, 2 * D), v.view(B, S, G // 2, 2 * D),
+                   q_pos, k_pos, start, window, scale=D**-0.5).view(B, T, G // 2, 2, r, 2 * D)
+        a1, a2 = a[:, :, :, 0].reshape(B, T, H // 2, 2 * D), a[:, :, :, 1].reshape(B, T, H // 2, 2 * D)
         o = self.subln(a1 - self.lambda_full().to(a1.dtype) * a2) * (1 - self.lambda_init)
         return o.reshape(B, T, H * D)
 
@@ -142,5 +255,5 @@ class DiffAttention(nn.Module):
                 v.view(B, T, self.num_kv_heads, self.head_dim))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
-               k_pos: torch.Tensor, start: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
+               k_pos: torch.Tensor | None, start: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
         return self.out_proj(self.inner_cross_attn(q, k, v, q_pos, k_pos, start, window))

@@ -1,7 +1,7 @@
 """Mamba-1 mixer (selective SSM), with a whole-sequence path and a one-token step path.
 
-The four kernels sit behind small functions, each with a plain-PyTorch reference twin with the
-same signature as the mamba-ssm / causal-conv1d function it stands for (layout (B, E, T)):
+The four kernels sit behind small functions, a plain-PyTorch reference (``*_ref``) and a CUDA
+version (``*_cuda``, wrapping mamba-ssm and causal-conv1d) with one signature (layout (B, E, T)):
 
     causal_conv1d          silu(depthwise causal conv) over a sequence, from a conv state
     causal_conv1d_update   the same for one token, updating the conv state in place
@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import backends
 
 # ----------------------------------------------------------------------------- reference kernels
 
@@ -99,11 +101,87 @@ def selective_state_update_ref(
     return y.to(x.dtype)
 
 
-# Entry points the module calls; layers.backends may point them at fused kernels.
-causal_conv1d = causal_conv1d_ref
-causal_conv1d_update = causal_conv1d_update_ref
-selective_scan = selective_scan_ref
-selective_state_update = selective_state_update_ref
+# ----------------------------------------------------------------------------- CUDA kernels
+
+
+def causal_conv1d_cuda(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_state: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`causal_conv1d_ref` through causal-conv1d; the state is prepended as K-1 extra inputs."""
+    from causal_conv1d import causal_conv1d_fn
+
+    K = weight.shape[-1]
+    xx = x if conv_state is None else torch.cat([conv_state.to(x.dtype), x], dim=-1)
+    out = causal_conv1d_fn(xx.contiguous(), weight, bias, activation="silu")
+    if conv_state is not None:
+        out = out[..., K - 1:]
+    new_state = F.pad(xx, (max(0, K - 1 - xx.shape[-1]), 0))[..., -(K - 1):]
+    return out, new_state
+
+
+def causal_conv1d_update_cuda(
+    x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    from causal_conv1d import causal_conv1d_update
+
+    return causal_conv1d_update(x.contiguous(), conv_state, weight, bias, activation="silu")
+
+
+def selective_scan_cuda(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    delta_bias: torch.Tensor,
+    ssm_state: torch.Tensor | None = None,
+    chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`selective_scan_ref` through mamba-ssm's kernel, which always starts from a zero state.
+
+    The scan is linear in its state, so a nonzero initial state h0 adds
+    ``C_t . (exp(A * sum_{s<=t} dt_s) h0)`` to y_t and ``exp(A * sum_s dt_s) h0`` to the last
+    state; that correction is computed here in fp32, ``chunk`` time steps at a time.
+    """
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    y, last = selective_scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D.float(), z=None,
+                                delta_bias=delta_bias.float(), delta_softplus=True, return_last_state=True)
+    if ssm_state is None:
+        return y, last
+    dt_cum = F.softplus(delta.float() + delta_bias.float()[:, None]).cumsum(-1)  # (B, E, T)
+    A = A.float()
+    h0 = ssm_state.float()
+    y = y.float()
+    for t in range(0, u.shape[-1], chunk):
+        decay = torch.exp(dt_cum[:, :, t:t + chunk, None] * A[:, None])  # (B, E, t, N)
+        y[:, :, t:t + chunk] += torch.einsum("bnt,betn,ben->bet", C[:, :, t:t + chunk].float(), decay, h0)
+    last = last + torch.exp(dt_cum[:, :, -1:] * A) * h0
+    return y.to(u.dtype), last
+
+
+def selective_state_update_cuda(
+    ssm_state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+    C: torch.Tensor, D: torch.Tensor, dt_bias: torch.Tensor,
+) -> torch.Tensor:
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+
+    return selective_state_update(ssm_state, x, dt, A, B, C, D=D.float(), z=None, dt_bias=dt_bias.float(),
+                                  dt_softplus=True)
+
+
+KERNELS = {
+    "ref": (causal_conv1d_ref, causal_conv1d_update_ref, selective_scan_ref, selective_state_update_ref),
+    "cuda": (causal_conv1d_cuda, causal_conv1d_update_cuda, selective_scan_cuda, selective_state_update_cuda),
+}
+
+
+def kernels(device: torch.device, what: str):
+    """(conv, conv_update, scan, state_update) for ``device``, as :mod:`layers.backends` picks."""
+    name = backends.mamba_backend(device)
+    backends.announce(f"mamba {what}", name)
+    return KERNELS[name]
 
 # ----------------------------------------------------------------------------- module
 
@@ -158,20 +236,20 @@ class Mamba(nn.Module):
         x: torch.Tensor,
         state: tuple[torch.Tensor, torch.Tensor] | None = None,
         pad_mask: torch.Tensor | None = None,
+        fresh: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d) -> (out (B, T, d), y (B, T, E)).
 
-        ``state`` = (conv_state, ssm_state) continues a sequence and is updated in place.
-        ``pad_mask`` (B, T), True on real tokens: left padding is zeroed before and after the
-        conv so that the state after the pads is the zero state of a fresh sequence.
+        ``state`` = (conv_state, ssm_state) continues a sequence (from zero when ``fresh``) and
+        is updated in place. ``pad_mask`` (B, T), True on real tokens: left padding is zeroed
+        before and after the conv so that the state after the pads is a fresh sequence's.
         """
-        if state is not None and x.shape[1] == 1:
-            return self.step(x, state)
+        causal_conv1d, _, selective_scan, _ = kernels(x.device, "prefill")
         x_in, z = self.in_proj(x).chunk(2, dim=-1)
         x_in = x_in.transpose(1, 2)  # (B, E, T)
         if pad_mask is not None:
             x_in = x_in.masked_fill(~pad_mask[:, None], 0)
-        conv_state, ssm_state = state if state is not None else (None, None)
+        conv_state, ssm_state = state if state is not None and not fresh else (None, None)
         x_c, new_conv = causal_conv1d(x_in, self.conv1d.weight.squeeze(1), self.conv1d.bias, conv_state)
         if pad_mask is not None:
             x_c = x_c.masked_fill(~pad_mask[:, None], 0)
@@ -181,13 +259,14 @@ class Mamba(nn.Module):
             x_c, dt.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2), self.D, self.dt_proj.bias, ssm_state
         )
         if state is not None:
-            conv_state.copy_(new_conv)
-            ssm_state.copy_(new_ssm)
+            state[0].copy_(new_conv)
+            state[1].copy_(new_ssm)
         y = y.transpose(1, 2)  # (B, T, E)
         return self.out_proj(y * F.silu(z)), y
 
     def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One token x (B, 1, d), updating ``state`` in place."""
+        _, causal_conv1d_update, _, selective_state_update = kernels(x.device, "decode")
         conv_state, ssm_state = state
         x_in, z = self.in_proj(x[:, 0]).chunk(2, dim=-1)  # (B, E) each
         x_c = causal_conv1d_update(x_in, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias)

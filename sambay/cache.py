@@ -24,20 +24,27 @@ from .config import FULL, MAMBA, SLIDING, Phi4MiniConfig, SambaYConfig
 
 
 class CacheBase:
-    """Length bookkeeping shared by the model caches."""
+    """Length and padding bookkeeping shared by the model caches.
+
+    ``length`` (host int) and ``seqlen`` (a device tensor of shape (1,)) both count the tokens
+    written so far, pads included; the one-token decode step reads only device tensors, so a
+    captured CUDA graph of it stays valid from step to step. ``start`` (B,) counts each row's
+    left-pad tokens (zeros without padding).
+    """
 
     def __init__(self, batch_size: int, max_seq_len: int, device: torch.device | str | None) -> None:
         if batch_size < 1 or max_seq_len < 1:
             raise ValueError(f"batch_size and max_seq_len must be >= 1, got {batch_size}, {max_seq_len}")
         self.batch_size, self.max_seq_len = batch_size, max_seq_len
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.length = 0  # tokens written so far (pads included)
-        self.start: torch.Tensor | None = None  # (B,) pad tokens per row; None: no padding
-        self.max_start = 0  # max(start), as a Python int
+        self.length = 0
+        self.seqlen = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.start = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.max_start = 0  # max(start) as a host int: no padding when 0
 
     def set_padding(self, start: torch.Tensor) -> None:
-        """Record each row's number of left-pad tokens (only before anything is written)."""
-        self.start = start.to(self.device)
+        """Record each row's number of left-pad tokens (before anything is written)."""
+        self.start.copy_(start)
         self.max_start = int(start.max())
 
     def check_room(self, batch_size: int, num_new: int) -> None:
@@ -49,14 +56,22 @@ class CacheBase:
 
     def advance(self, num_new: int) -> None:
         self.length += num_new
+        self.seqlen += num_new
 
     def reset(self) -> None:
-        """Forget every sequence (buffers are overwritten or masked on reuse)."""
-        self.length, self.start, self.max_start = 0, None, 0
+        """Forget every sequence (stale buffer contents are masked or overwritten on reuse)."""
+        self.length, self.max_start = 0, 0
+        self.seqlen.zero_()
+        self.start.zero_()
 
 
 class SambaYCache(CacheBase):
-    """Inference state of a :class:`~sambay.model.SambaYForCausalLM` (see the module docstring)."""
+    """Inference state of a :class:`~sambay.model.SambaYForCausalLM` (see the module docstring).
+
+    Two ways in: the eager methods (``sliding_kv``, ``shared_kv``) take any number of new
+    tokens and index with host ints; the decode methods (``begin_decode``, ``sliding_step``,
+    ``shared_step``) take one token and index with ``seqlen``, so they can be graph-captured.
+    """
 
     def __init__(self, config: SambaYConfig, batch_size: int, max_seq_len: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
@@ -72,9 +87,11 @@ class SambaYCache(CacheBase):
         assert kinds[config.kv_layer] == FULL
         self.conv_state = torch.zeros(len(self.mamba_slot), B, E, K - 1, device=dev, dtype=dtype)
         self.ssm_state = torch.zeros(len(self.mamba_slot), B, E, N, device=dev, dtype=torch.float32)
+        # Ring of the last W tokens: position p lives in slot p % W.
         self.ring_k = torch.zeros(len(self.sliding_slot), B, W, G, D, device=dev, dtype=dtype)
         self.ring_v = torch.zeros_like(self.ring_k)
-        self.ring_pos = torch.full((W,), -1, dtype=torch.long, device=dev)  # position held by each slot
+        self.ring_pos = torch.full((W,), -1, dtype=torch.long, device=dev)  # decode: position in each slot
+        self._slots = torch.arange(W, device=dev)
         self.k = torch.zeros(B, max_seq_len, G, D, device=dev, dtype=dtype)
         self.v = torch.zeros_like(self.k)
 
@@ -82,36 +99,53 @@ class SambaYCache(CacheBase):
         n = self.mamba_slot[layer_idx]
         return self.conv_state[n], self.ssm_state[n]
 
+    # ----- eager: T new tokens, host-int indexing
     def sliding_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
                    positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Keys/values a sliding layer attends to for new k, v (B, T, G, D): the ring as it was
-        plus the new tokens. Then the last ``window`` new tokens go into the ring."""
-        n, W = self.sliding_slot[layer_idx], self.window
-        keys = torch.cat([self.ring_k[n], k], dim=1)
-        values = torch.cat([self.ring_v[n], v], dim=1)
-        k_pos = torch.cat([self.ring_pos, positions])
+        """Keys/values a sliding layer attends to for new k, v (B, T, G, D): the ring's tokens in
+        position order, then the new ones. The last ``window`` new tokens then go into the ring."""
+        n, W, past = self.sliding_slot[layer_idx], self.window, self.length
+        if past == 0:
+            keys, values, k_pos = k, v, positions
+        else:
+            old = torch.arange(past - W, past, device=self.device)  # negative: never written
+            keys = torch.cat([self.ring_k[n][:, old % W], k], dim=1)
+            values = torch.cat([self.ring_v[n][:, old % W], v], dim=1)
+            k_pos = torch.cat([old, positions])
         slots = positions[-W:] % W
         self.ring_k[n].index_copy_(1, slots, k[:, -W:])
         self.ring_v[n].index_copy_(1, slots, v[:, -W:])
         return keys, values, k_pos
 
-    def shared_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Append layer h+1's new k, v (B, T, G, D); return all cached K/V and their positions."""
+    def shared_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Append layer h+1's new k, v (B, T, G, D); return all cached K/V (slot s = position s)."""
         end = self.length + k.shape[1]
         self.k[:, self.length:end] = k
         self.v[:, self.length:end] = v
-        return self.k[:, :end], self.v[:, :end], torch.arange(end, device=self.device)
+        return self.k[:, :end], self.v[:, :end], None
 
-    def advance(self, num_new: int) -> None:
-        positions = torch.arange(self.length, self.length + num_new, device=self.device)[-self.window:]
-        self.ring_pos[positions % self.window] = positions
-        super().advance(num_new)
+    # ----- decode: one token at position seqlen, device indexing
+    def begin_decode(self) -> None:
+        """Before a decode step: the position each ring slot holds once this token is in."""
+        torch.sub(self.seqlen, (self.seqlen - self._slots) % self.window, out=self.ring_pos)
+
+    def sliding_step(self, layer_idx: int, k: torch.Tensor,
+                     v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = self.sliding_slot[layer_idx]
+        slot = self.seqlen % self.window
+        self.ring_k[n].index_copy_(1, slot, k)
+        self.ring_v[n].index_copy_(1, slot, v)
+        return self.ring_k[n], self.ring_v[n], self.ring_pos
+
+    def shared_step(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        self.k.index_copy_(1, self.seqlen, k)
+        self.v.index_copy_(1, self.seqlen, v)
+        return self.k, self.v, None
 
     def reset(self) -> None:
         super().reset()
         self.conv_state.zero_()
         self.ssm_state.zero_()
-        self.ring_pos.fill_(-1)
 
     def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
         """Bytes of state one sequence of ``seq_len`` tokens (default: max_seq_len) needs."""
@@ -122,24 +156,32 @@ class SambaYCache(CacheBase):
 
 
 class DenseCache(CacheBase):
-    """Inference state of a :class:`~sambay.phi4mini.Phi4MiniForCausalLM`: every layer's keys (after
-    RoPE) and values, preallocated as (L, B, max_seq_len, G, D)."""
+    """K/V of every layer of the dense :class:`~sambay.phi4mini.Phi4MiniForCausalLM`:
+    (L, B, max_seq_len, G, D) each, slot s holding position s. ``kv`` is the eager path (T new
+    tokens), ``kv_step`` the graph-capturable one-token path."""
 
     def __init__(self, config: Phi4MiniConfig, batch_size: int, max_seq_len: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__(batch_size, max_seq_len, device)
-        L, G, D = config.num_hidden_layers, config.num_key_value_heads, config.head_size
-        self.k = torch.zeros(L, batch_size, max_seq_len, G, D, device=self.device, dtype=dtype)
+        shape = (config.num_hidden_layers, batch_size, max_seq_len, config.num_key_value_heads, config.head_size)
+        self.k = torch.zeros(shape, device=self.device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
 
-    def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Append layer ``layer_idx``'s new k, v (B, T, G, D); return its cached K/V and their positions."""
+    def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Append new k, v (B, T, G, D) of a layer; return all its cached K/V."""
         end = self.length + k.shape[1]
         self.k[layer_idx, :, self.length:end] = k
         self.v[layer_idx, :, self.length:end] = v
-        return self.k[layer_idx, :, :end], self.v[layer_idx, :, :end], torch.arange(end, device=self.device)
+        return self.k[layer_idx, :, :end], self.v[layer_idx, :, :end], None
+
+    def kv_step(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        self.k[layer_idx].index_copy_(1, self.seqlen, k)
+        self.v[layer_idx].index_copy_(1, self.seqlen, v)
+        return self.k[layer_idx], self.v[layer_idx], None
+
+    def begin_decode(self) -> None:
+        pass
 
     def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
-        """Bytes of state one sequence of ``seq_len`` tokens (default: max_seq_len) needs."""
         seq_len = self.max_seq_len if seq_len is None else seq_len
         return 2 * seq_len * self.k[:, 0, 0].numel() * self.k.element_size()

@@ -44,19 +44,23 @@ class ForwardContext:
     start: torch.Tensor | None  # (B,) left-pad tokens per row, None without padding
     pad_mask: torch.Tensor | None  # (B, T) True on real tokens, None when all are real
     cache: SambaYCache | None
+    decode: bool = False  # one token through the cache's graph-capturable decode methods
     memory: torch.Tensor | None = None  # layer h's SSM output for the new tokens (B, T, E)
-    shared_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # layer h+1's K, V, positions
+    shared_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None  # layer h+1's K, V, positions
 
 
 def resolve_padding(
     attention_mask: torch.Tensor | None, cache: CacheBase | None, batch: int, T: int, device: torch.device
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-    """Turn an HF-style ``attention_mask`` (B, past + T; 1 = token, 0 = left pad) into
-    (start, pad_mask, positions). Only left padding is supported, and only before any token
-    of the row was cached; the cache remembers it afterwards, so later calls may omit the mask."""
+    """Turn an HF-style ``attention_mask`` (B, cached + T; 1 = token, 0 = left pad) into
+    ``(start, pad_mask, positions)``: pad tokens per row (None without padding), a (B, T) mask of
+    the new real tokens (None when all are real) and the new tokens' positions (T,).
+
+    Only left padding is supported, given with the first tokens of the rows; the cache
+    remembers it, so later calls may omit the mask (or must repeat it unchanged)."""
     past = cache.length if cache is not None else 0
     positions = torch.arange(past, past + T, device=device)
-    start = cache.start if cache is not None else None
+    start = cache.start if cache is not None and cache.max_start > 0 else None
     if attention_mask is not None:
         m = attention_mask.to(device=device, dtype=torch.bool)
         if m.shape != (batch, past + T):
@@ -101,8 +105,12 @@ class SambaYDecoderLayer(nn.Module):
     def mix(self, h: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         cache = ctx.cache
         if self.kind == MAMBA:
-            state = cache.mamba_state(self.layer_idx) if cache is not None else None
-            out, y = self.attn(h, state, ctx.pad_mask)
+            if cache is None:
+                out, y = self.attn(h, pad_mask=ctx.pad_mask)
+            elif ctx.decode:
+                out, y = self.attn.step(h, cache.mamba_state(self.layer_idx))
+            else:
+                out, y = self.attn(h, cache.mamba_state(self.layer_idx), ctx.pad_mask, fresh=cache.length == 0)
             if self.is_memory_layer:
                 ctx.memory = y
             return out
@@ -114,9 +122,10 @@ class SambaYDecoderLayer(nn.Module):
         elif cache is None:
             k_pos = ctx.positions
         elif self.kind == SLIDING:
-            k, v, k_pos = cache.sliding_kv(self.layer_idx, k, v, ctx.positions)
+            k, v, k_pos = (cache.sliding_step(self.layer_idx, k, v) if ctx.decode
+                           else cache.sliding_kv(self.layer_idx, k, v, ctx.positions))
         else:
-            k, v, k_pos = cache.shared_kv(k, v)
+            k, v, k_pos = cache.shared_step(k, v) if ctx.decode else cache.shared_kv(k, v)
         if self.kind == FULL:
             ctx.shared_kv = (k, v, k_pos)
         return self.attn.attend(q, k, v, ctx.positions, k_pos, ctx.start, self.window)
@@ -208,8 +217,13 @@ class SambaYForCausalLM(nn.Module):
         B, T = input_ids.shape
         if cache is not None:
             cache.check_room(B, T)
-        start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
-        ctx = ForwardContext(positions, start, pad_mask, cache)
+        if cache is not None and T == 1 and attention_mask is None:
+            # Decode: device-side positions only, so this step can be captured as a CUDA graph.
+            cache.begin_decode()
+            ctx = ForwardContext(cache.seqlen, cache.start, None, cache, decode=True)
+        else:
+            start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
+            ctx = ForwardContext(positions, start, pad_mask, cache)
         x = self.model.embed_tokens(input_ids).float()
         for layer in self.model.layers:
             x = layer(x, ctx)

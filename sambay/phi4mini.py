@@ -42,8 +42,9 @@ class Phi3Attention(nn.Module):
         self.o_proj = nn.Linear(H * D, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                start: torch.Tensor | None, cache: DenseCache | None) -> torch.Tensor:
-        """x (B, T, d); cos, sin (B|1, T, rotary_dim); positions (T,) absolute (pads included)."""
+                start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False) -> torch.Tensor:
+        """x (B, T, d); cos, sin (B|1, T, rotary_dim); positions (T,) absolute (pads included).
+        ``decode``: one token through the cache's graph-capturable ``kv_step``."""
         B, T, _ = x.shape
         H, G, D = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.qkv_proj(x).split([H * D, G * D, G * D], dim=-1)
@@ -52,7 +53,7 @@ class Phi3Attention(nn.Module):
         v = v.view(B, T, G, D)
         k_pos = positions
         if cache is not None:
-            k, v, k_pos = cache.kv(self.layer_idx, k, v)
+            k, v, k_pos = cache.kv_step(self.layer_idx, k, v) if decode else cache.kv(self.layer_idx, k, v)
         out = attention.attend(q, k, v, positions, k_pos, start, self.window)  # (B, T, H, D)
         return self.o_proj(out.reshape(B, T, H * D))
 
@@ -66,8 +67,8 @@ class Phi3DecoderLayer(nn.Module):
         self.mlp = Phi3MLP(config.hidden_size, config.intermediate_size)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                start: torch.Tensor | None, cache: DenseCache | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, start, cache)
+                start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, start, cache, decode)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -150,13 +151,17 @@ class Phi4MiniForCausalLM(nn.Module):
         B, T = input_ids.shape
         if cache is not None:
             cache.check_room(B, T)
-        start, _, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
+        decode = cache is not None and T == 1 and attention_mask is None
+        if decode:  # device-side positions only, so this step can be captured as a CUDA graph
+            start, positions = cache.start, cache.seqlen
+        else:
+            start, _, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
         rope_positions = positions[None] if start is None else positions[None] - start[:, None]  # (B|1, T)
         capacity = cache.max_seq_len if cache is not None else T
         cos, sin = self.model.rotary_emb(rope_positions, capacity, self.dtype)
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
-            x = layer(x, cos, sin, positions, start, cache)
+            x = layer(x, cos, sin, positions, start, cache, decode)
         if cache is not None:
             cache.advance(T)
         if logits_to_keep is not None:

@@ -1,0 +1,108 @@
+"""SambaY vs the dense Phi-4-mini: prefill time, batch-1 decode latency and batched decode
+throughput, side by side in one run, with random weights in the official shapes.
+
+    python examples/compare_latency.py --out bench_out                 # H100: the full comparison
+    python examples/compare_latency.py --out bench_out --device cpu --tiny   # tiny shapes, < 1 min
+
+Writes OUT/results.json (every number, with device, backends and versions), OUT/latency.png
+and OUT/throughput.png, and prints a table. See sambay/bench.py for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+import layers.backends as backends
+from sambay.bench import MODELS, BenchSettings, build, plot, run, table
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def hf_comparison(settings: BenchSettings, prompt: int = 2048, new_tokens: int = 256) -> dict:
+    """The dense model through our engine vs transformers' own ``generate`` on the same weights
+    (greedy, batch 1, ``prompt`` + ``new_tokens``)."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    from sambay.generate import Engine, Request, SamplingParams
+
+    device, dtype = torch.device(settings.device), getattr(torch, settings.dtype)
+    ours = build("dense", settings.shape, settings.device, dtype)
+    hf_config = Phi3Config(**{k: v for k, v in ours.config.to_dict().items() if k != "model_type"})
+    with torch.device(device):
+        hf = Phi3ForCausalLM(hf_config).to(dtype).eval()
+    missing, unexpected = hf.load_state_dict(ours.state_dict(), strict=False)
+    assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+    ids = torch.randint(0, ours.config.vocab_size, (1, prompt), device=device)
+
+    def time_it(fn) -> float:
+        fn()  # warm up (graph capture, kernel compilation)
+        torch.cuda.synchronize() if device.type == "cuda" else None
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize() if device.type == "cuda" else None
+        return time.perf_counter() - t
+
+    engine = Engine(ours)
+    req = [Request(ids[0].tolist(), SamplingParams(temperature=0.0, max_new_tokens=new_tokens))]
+    ours_s = time_it(lambda: engine.generate(req))
+    with torch.no_grad():
+        hf_s = time_it(lambda: hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                           do_sample=False, eos_token_id=None, pad_token_id=0))
+    return {"prompt": prompt, "new_tokens": new_tokens, "ours_s": ours_s, "transformers_s": hf_s,
+            "speedup": hf_s / ours_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="folder for results.json and the plots")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true", help="tiny shapes and sizes (CPU smoke run)")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma list of sambay,dense")
+    ap.add_argument("--prompt-lengths", type=ints, help="prefill lengths, e.g. 1024,2048")
+    ap.add_argument("--contexts", type=ints, help="batch-1 decode contexts")
+    ap.add_argument("--batch-sizes", type=ints, help="throughput batch sizes")
+    ap.add_argument("--prompt", type=int, help="throughput prompt length (default 2048)")
+    ap.add_argument("--generate", type=int, help="throughput generation budget (default 32768)")
+    ap.add_argument("--decode-steps", type=int, help="timed steps per point")
+    ap.add_argument("--attention", choices=backends.ATTENTION, default="auto")
+    ap.add_argument("--mamba", choices=backends.MAMBA, default="auto")
+    ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    backends.set_backend(attention=args.attention, mamba=args.mamba)
+
+    s = BenchSettings.tiny(args.device) if args.tiny else BenchSettings(device=args.device)
+    s.models = args.models.split(",")
+    for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps"):
+        if getattr(args, name) is not None:
+            setattr(s, name, getattr(args, name))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = run(s)
+    if not args.no_hf and "dense" in s.models:
+        print("[dense] our engine vs transformers generate")
+        results["transformers_generate"] = hf_comparison(s, *((32, 16) if args.tiny else ()))
+    results["wall_seconds"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    if "transformers_generate" in results:
+        h = results["transformers_generate"]
+        print(f"dense, {h['prompt']} prompt + {h['new_tokens']} tokens: our engine {h['ours_s']:.2f}s, "
+              f"transformers generate {h['transformers_s']:.2f}s ({h['speedup']:.2f}x)")
+    if not args.no_plot:
+        print("plots:", ", ".join(plot(results, str(out))))
+    print(f"wrote {out / 'results.json'} in {results['wall_seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Flash-decoding in Triton: one query token per row against a preallocated K/V buffer.
+
+Its reference twin is :func:`layers.attention.attention_ref` with T = 1. The buffer is static
+(so the call can be captured in a CUDA graph) and only the keys the query may see are read:
+with ``k_pos=None`` slot s holds position s and the scan stops at the query's position, with
+``k_pos`` (a ring buffer's slot positions) every slot is read and masked by its position.
+
+The key range is split over ``num_splits`` programs per (row, KV head); a second kernel
+merges their partial softmax sums.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
+             sqb, sqh, skb, sks, skh, svb, svs, svh,
+             S, HK, R, scale, window,
+             HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
+             RP: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr,
+             SPLITS: tl.constexpr, IEEE: tl.constexpr):
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    b = pid // HK
+    h = pid % HK
+    qp = tl.load(QPOS)
+    st = 0
+    if HAS_START:
+        st = tl.load(START + b)
+    lo = 0
+    hi = S
+    if not HAS_KPOS:  # slot == position: only slots lo..qp can be visible
+        hi = tl.minimum(qp + 1, S)
+        if HAS_WINDOW:
+            lo = tl.maximum(lo, qp - window + 1)
+        if HAS_START:
+            lo = tl.maximum(lo, st)
+    chunk = tl.cdiv(tl.cdiv(hi - lo, SPLITS), BLOCK) * BLOCK
+    s_lo = lo + split * chunk
+    s_hi = tl.minimum(hi, s_lo + chunk)
+
+    rows = tl.arange(0, RP)
+    dk = tl.arange(0, DK)
+    dv = tl.arange(0, DV)
+    q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + dk[None, :], mask=(rows < R)[:, None], other=0.0)
+    m_i = tl.full((RP,), float("-inf"), tl.float32)
+    l_i = tl.zeros((RP,), tl.float32)
+    acc = tl.zeros((RP, DV), tl.float32)
+    s0 = s_lo
+    while s0 < s_hi:
+        offs = s0 + tl.arange(0, BLOCK)
+        valid = offs < s_hi
+        if HAS_KPOS:
+            kp = tl.load(KPOS + offs, mask=valid, other=-1)
+            valid = valid & (kp >= 0) & (kp <= qp)
+            if HAS_WINDOW:
+                valid = valid & (qp - kp < window)
+            if HAS_START:
+                valid = valid & (kp >= st)
+        kt = tl.load(K + b * skb + offs[:, None] * sks + h * skh + dk[None, :], mask=valid[:, None], other=0.0)
+        if IEEE:
+            sc = tl.dot(q, tl.trans(kt), input_precision="ieee")
+        else:
+            sc = tl.dot(q, tl.trans(kt))
+        sc = tl.where(valid[None, :], sc * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(sc, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(sc - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        vt = tl.load(V + b * svb + offs[:, None] * svs + h * svh + dv[None, :], mask=valid[:, None], other=0.0)
+        if IEEE:
+            pv = tl.dot(p, vt.to(tl.float32), input_precision="ieee")
+        else:
+            pv = tl.dot(p.to(vt.dtype), vt)
+        acc = acc * alpha[:, None] + pv
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+        s0 += BLOCK
+    base = (pid * SPLITS + split) * RP
+    tl.store(ACC + (base + rows)[:, None] * DV + dv[None, :], acc)
+    tl.store(ML + (base + rows) * 2, m_i)
+    tl.store(ML + (base + rows) * 2 + 1, l_i)
+
+
+@triton.jit
+def _combine(ACC, ML, OUT, sob, soh, HK, R,
+             RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl.constexpr):
+    pid = tl.program_id(0)
+    b = pid // HK
+    h = pid % HK
+    rows = tl.arange(0, RP)
+    splits = tl.arange(0, SPLITS)
+    idx = (pid * SPLITS + splits[:, None]) * RP + rows[None, :]  # (SPLITS, RP)
+    m = tl.load(ML + idx * 2)
+    m_max = tl.max(m, 0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+    w = tl.exp(m - m_max[None, :])  # empty splits weigh 0
+    denom = tl.sum(w * tl.load(ML + idx * 2 + 1), 0)
+    dv = tl.arange(0, DV)
+    out = tl.zeros((RP, DV), tl.float32)
+    for s in range(SPLITS):
+        ws = tl.exp(tl.load(ML + ((pid * SPLITS + s) * RP + rows) * 2) - m_max)
+        a = tl.load(ACC + ((pid * SPLITS + s) * RP + rows)[:, None] * DV + dv[None, :])
+        out += ws[:, None] * a
+    out = out / denom[:, None]
+    tl.store(OUT + b * sob + (h * R + rows)[:, None] * soh + dv[None, :], out.to(OUT.dtype.element_ty),
+             mask=(rows < R)[:, None])
+
+
+def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132) -> int:
+    """Programs per (row, KV head): enough to fill the GPU about four times over, at least 256
+    slots each, a power of two."""
+    want = max(1, min(64, triton.cdiv(slots, 256), triton.cdiv(4 * num_sms, batch * kv_heads)))
+    return triton.next_power_of_2(want)
+
+
+def decode_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
+    window: int | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """q (B, 1, Hq, Dk), k (B, S, Hk, Dk), v (B, S, Hk, Dv) (any strides with unit last stride),
+    q_pos (1,) -> (B, 1, Hq, Dv). Same semantics as ``attention_ref`` for one query token."""
+    B, _, Hq, DK = q.shape
+    S, HK, DV = k.shape[1], k.shape[2], v.shape[-1]
+    assert q.shape[1] == 1 and k.stride(-1) == 1 and v.stride(-1) == 1 and q.stride(-1) == 1
+    R = Hq // HK
+    RP = max(16, triton.next_power_of_2(R))
+    splits = num_splits(B, HK, S)
+    acc = torch.empty(B * HK * splits * RP, DV, device=q.device, dtype=torch.float32)
+    ml = torch.empty(B * HK * splits * RP, 2, device=q.device, dtype=torch.float32)
+    out = torch.empty(B, 1, Hq, DV, device=q.device, dtype=q.dtype)
+    dummy = q_pos
+    _partial[(B * HK, splits)](
+        q, k, v, q_pos, k_pos if k_pos is not None else dummy, start if start is not None else dummy, acc, ml,
+        q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        S, HK, R, scale if scale is not None else DK**-0.5, window or 0,
+        HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
+        RP=RP, DK=DK, DV=DV, BLOCK=64, SPLITS=splits, IEEE=q.dtype == torch.float32,
+    )
+    _combine[(B * HK,)](acc, ml, out, out.stride(0), out.stride(2), HK, R, RP=RP, DV=DV, SPLITS=splits)
+    return out

@@ -1,0 +1,100 @@
+"""Which kernel runs each block: chosen automatically, forced with :func:`use` or environment
+variables, and announced once per choice on the ``sambay`` logger.
+
+Two knobs, each ``"auto"`` by default:
+
+* ``attention``: ``"ref"`` (plain PyTorch, fp32 math), ``"sdpa"`` (torch's
+  scaled_dot_product_attention for prefill, the Triton decode kernel on CUDA), ``"flash"``
+  (flash-attn for prefill where it applies, else as ``"sdpa"``). ``auto`` is ``flash`` when
+  flash-attn is installed and the tensors are on CUDA, ``sdpa`` on CUDA otherwise, ``ref`` on CPU.
+* ``mamba``: ``"ref"`` or ``"cuda"`` (mamba-ssm's selective scan + causal-conv1d).
+  ``auto`` is ``cuda`` when both packages import and the tensors are on CUDA.
+
+Environment: ``SAMBAY_ATTENTION=ref|sdpa|flash``, ``SAMBAY_MAMBA=ref|cuda``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import Iterator
+
+import torch
+
+log = logging.getLogger("sambay")
+
+ATTENTION = ("auto", "ref", "sdpa", "flash")
+MAMBA = ("auto", "ref", "cuda")
+
+_choice = {"attention": os.environ.get("SAMBAY_ATTENTION", "auto"), "mamba": os.environ.get("SAMBAY_MAMBA", "auto")}
+_announced: set[tuple[str, str]] = set()
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+HAS_FLASH_ATTN = _installed("flash_attn")
+HAS_MAMBA_KERNELS = _installed("mamba_ssm", "causal_conv1d")
+
+
+def _check(kind: str, value: str) -> None:
+    allowed = ATTENTION if kind == "attention" else MAMBA
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} backend {value!r}; choose from {allowed}")
+    if value == "flash" and not HAS_FLASH_ATTN:
+        raise ValueError("attention backend 'flash' needs flash-attn: pip install flash-attn")
+    if value == "cuda" and not HAS_MAMBA_KERNELS:
+        raise ValueError("mamba backend 'cuda' needs mamba-ssm and causal-conv1d: pip install 'sambay[gpu]'")
+
+
+def set_backend(*, attention: str | None = None, mamba: str | None = None) -> None:
+    """Force a backend (``"auto"`` restores the automatic choice)."""
+    for kind, value in (("attention", attention), ("mamba", mamba)):
+        if value is not None:
+            _check(kind, value)
+            _choice[kind] = value
+
+
+@contextlib.contextmanager
+def use(*, attention: str | None = None, mamba: str | None = None) -> Iterator[None]:
+    """Context manager form of :func:`set_backend`."""
+    saved = dict(_choice)
+    set_backend(attention=attention, mamba=mamba)
+    try:
+        yield
+    finally:
+        _choice.update(saved)
+
+
+def announce(what: str, backend: str) -> None:
+    """Log ``what`` ran on ``backend``, once per pair."""
+    if (what, backend) not in _announced:
+        _announced.add((what, backend))
+        log.info("%s: %s", what, backend)
+
+
+def attention_backend(device: torch.device) -> str:
+    choice = _choice["attention"]
+    if choice == "auto":
+        if device.type != "cuda":
+            return "ref"
+        return "flash" if HAS_FLASH_ATTN else "sdpa"
+    if choice != "ref" and device.type != "cuda":
+        return "ref" if choice == "flash" else choice
+    return choice
+
+
+def mamba_backend(device: torch.device) -> str:
+    choice = _choice["mamba"]
+    if choice == "auto":
+        return "cuda" if HAS_MAMBA_KERNELS and device.type == "cuda" else "ref"
+    if choice == "cuda" and device.type != "cuda":
+        raise ValueError("mamba backend 'cuda' needs CUDA tensors")
+    return choice
+
+
+_check("attention", _choice["attention"])
+_check("mamba", _choice["mamba"])

@@ -1,0 +1,300 @@
+"""Latency and throughput of SambaY against the dense Phi-4-mini, measured side by side in one run.
+
+Models are built with random weights in the official shapes (no checkpoint needed) or in tiny
+shapes (CPU smoke runs). What is measured, per model:
+
+* prefill: seconds to prefill one prompt of each length (batch 1, real prefill);
+* decode latency: ms per token at batch 1 after a real prefill to each context length
+  (CUDA-graph replays, median over ``decode_steps`` steps);
+* decode throughput: for a batch of B sequences with a ``prompt``-token prompt and a
+  ``generate``-token budget, the step time is measured at several context lengths spread over
+  [prompt, prompt + generate] and integrated (step time is linear in context), giving
+  tokens/s for the whole generation. The cache is moved to each context length without
+  computing it (decode reads the same bytes whatever they hold), so large batches need no
+  prefill of B x context tokens. Batches grow until the cache no longer fits in memory;
+* bytes: cache bytes per sequence, and the bytes a decode step must move (weights, the cache
+  it reads, recurrent state read and written), which over the copy bandwidth gives the floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+import layers.backends as backends
+
+from .cache import CacheBase, DenseCache, SambaYCache
+from .config import Phi4MiniConfig, SambaYConfig
+from .generate import Engine
+from .model import SambaYForCausalLM
+from .phi4mini import Phi4MiniForCausalLM
+
+MODELS = ("sambay", "dense")
+
+
+@dataclass
+class BenchSettings:
+    shape: str = "official"  # or "tiny"
+    device: str = "cuda"
+    dtype: str = "bfloat16"
+    prompt_lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384, 32768])
+    contexts: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384, 32768, 65536])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8, 16, 32, 64, 128, 256, 384, 512])
+    prompt: int = 2048
+    generate: int = 32768
+    throughput_points: int = 5
+    decode_steps: int = 32
+    bandwidth: float = 3.0e12  # bytes/s, device-to-device copy on the lent H100 (GPU.md)
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+
+    @classmethod
+    def tiny(cls, device: str = "cpu") -> "BenchSettings":
+        return cls(shape="tiny", device=device, dtype="float32", prompt_lengths=[32, 64, 128],
+                   contexts=[32, 64, 128], batch_sizes=[1, 4, 16], prompt=32, generate=96,
+                   throughput_points=3, decode_steps=8)
+
+
+def build(kind: str, shape: str, device: str, dtype: torch.dtype) -> nn.Module:
+    """A randomly initialized model of ``kind`` ("sambay" / "dense") and ``shape``."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; choose from {MODELS}")
+    if shape not in ("official", "tiny"):
+        raise ValueError(f"unknown shape {shape!r}; choose 'official' or 'tiny'")
+    cls, cfg_cls = (SambaYForCausalLM, SambaYConfig) if kind == "sambay" else (Phi4MiniForCausalLM, Phi4MiniConfig)
+    config = cfg_cls.official() if shape == "official" else cfg_cls.tiny()
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = cls(config)
+    return model.to(dtype).eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> list[float]:
+    """Seconds of each of ``repeat`` calls (CUDA events on GPU)."""
+    out = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            out.append(a.elapsed_time(b) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return out
+
+
+def jump(cache: CacheBase, length: int) -> None:
+    """Benchmark only: make ``cache`` hold ``length`` tokens without computing them."""
+    cache.length = length
+    cache.seqlen.fill_(length)
+
+
+def step_bytes(model: nn.Module, cache: CacheBase, context: int) -> int:
+    """Bytes one decode step over the whole batch must move at ``context`` tokens: every weight
+    once, the K/V each attention layer reads, recurrent state read and written."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    B = cache.batch_size
+    if isinstance(cache, SambaYCache):
+        kv_token = cache.k[0, 0].numel() * cache.k.element_size() * 2  # K and V of one token
+        readers = 1 + sum(1 for k in model.config.layer_types if k == "cross_attention")
+        ring = cache.ring_k[:, 0].numel() * cache.ring_k.element_size() * 2
+        state = 2 * sum(t[:, 0].numel() * t.element_size() for t in (cache.conv_state, cache.ssm_state))
+        return weights + B * (context * kv_token * readers + ring + state)
+    assert isinstance(cache, DenseCache)
+    return weights + B * context * cache.k[:, 0, 0].numel() * cache.k.element_size() * 2
+
+
+def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torch.device) -> list[dict]:
+    """Batch 1: prefill each length (timed), then time decode steps at that context."""
+    engine = Engine(model, prefill_chunk=max(s.prompt_lengths + s.contexts))
+    lengths = sorted(set(s.prompt_lengths) | set(s.contexts))
+    cache, step = engine.slot(1, max(lengths) + s.decode_steps + 8)
+    vocab = model.config.vocab_size
+    rows = []
+    ids = torch.randint(0, vocab, (1, 1), device=device)
+    for n in [min(lengths)] + lengths:  # the first run warms up
+        prompt = torch.randint(0, vocab, (1, n), device=device)
+        cache.reset()
+        seconds = timed(lambda: engine.prefill(cache, prompt), device, 1)[0]
+        row: dict[str, Any] = {"length": n}
+        if n in s.prompt_lengths:
+            row["prefill_s"] = seconds
+        if n in s.contexts:
+            step(ids)  # warm
+            times = timed(lambda: step(ids), device, s.decode_steps)
+            row["decode_ms"] = 1e3 * statistics.median(times)
+            row["floor_ms"] = 1e3 * step_bytes(model, cache, n) / s.bandwidth
+        rows.append(row)
+    engine.release()
+    return rows[1:]
+
+
+def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device) -> list[dict]:
+    """Decode throughput over a prompt + generate budget for growing batch sizes."""
+    budget = s.prompt + s.generate
+    points = [s.prompt + round(i * s.generate / (s.throughput_points - 1)) for i in range(s.throughput_points)]
+    points[-1] = budget - s.decode_steps - 2
+    ids_vocab = model.config.vocab_size
+    rows = []
+    for B in s.batch_sizes:
+        engine = Engine(model)
+        try:
+            cache, step = engine.slot(B, budget)
+        except torch.OutOfMemoryError:
+            engine.release()
+            break
+        ids = torch.randint(0, ids_vocab, (B, 1), device=device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        step_s, floor_s = [], []
+        try:
+            for ctx in points:
+                jump(cache, ctx)
+                step(ids)
+                step_s.append(statistics.median(timed(lambda: step(ids), device, s.decode_steps)))
+                floor_s.append(step_bytes(model, cache, ctx) / s.bandwidth)
+        except torch.OutOfMemoryError:
+            engine.release()
+            break
+        # Trapezoid over the context points: seconds to generate `generate` tokens per row.
+        total = sum((step_s[i] + step_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
+        floor = sum((floor_s[i] + floor_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
+        span = points[-1] - points[0]
+        rows.append({"batch": B, "contexts": points, "step_ms": [1e3 * t for t in step_s],
+                     "tokens_per_s": B * span / total, "floor_tokens_per_s": B * span / floor,
+                     "cache_bytes_per_seq": cache.nbytes_per_sequence(budget),
+                     "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None})
+        engine.release()
+        del cache, step, engine
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
+                           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+                           "attention_backend": backends.attention_backend(device),
+                           "mamba_backend": backends.mamba_backend(device)}
+    for mod in ("triton", "mamba_ssm", "causal_conv1d", "flash_attn", "transformers"):
+        with contextlib.suppress(ImportError):
+            env[mod] = __import__(mod).__version__
+    return env
+
+
+def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    device = torch.device(s.device)
+    dtype = getattr(torch, s.dtype)
+    results: dict[str, Any] = {"settings": asdict(s), "environment": environment(device), "models": {}}
+    for kind in s.models:
+        log(f"[{kind}] building {s.shape} model ({s.dtype}, {device})")
+        model = build(kind, s.shape, s.device, dtype)
+        params = sum(p.numel() for p in model.parameters())
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        log(f"[{kind}] prefill and batch-1 decode latency")
+        latency = measure_prefill_and_latency(model, s, device)
+        log(f"[{kind}] throughput over batch sizes")
+        throughput = measure_throughput(model, s, device)
+        cache_bytes = model.allocate_cache(1, 1).nbytes_per_sequence(s.prompt + s.generate) if device.type == "cpu" \
+            else throughput[0]["cache_bytes_per_seq"] if throughput else None
+        results["models"][kind] = {"parameters": params, "latency": latency, "throughput": throughput,
+                                   "cache_bytes_per_seq": cache_bytes}
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """A plain-text summary of ``results``."""
+    lines = []
+    models = results["models"]
+    for kind, r in models.items():
+        lines.append(f"== {kind}: {r['parameters'] / 1e6:,.1f}M parameters, cache "
+                     f"{(r['cache_bytes_per_seq'] or 0) / 2**20:.1f} MiB per sequence at "
+                     f"{results['settings']['prompt'] + results['settings']['generate']} tokens")
+        lines.append(f"{'length':>8} {'prefill s':>10} {'decode ms':>10} {'floor ms':>9} {'ratio':>6}")
+        for row in r["latency"]:
+            p = f"{row['prefill_s']:.4f}" if "prefill_s" in row else "-"
+            d = f"{row['decode_ms']:.3f}" if "decode_ms" in row else "-"
+            f_ = f"{row['floor_ms']:.3f}" if "floor_ms" in row else "-"
+            ratio = f"{row['decode_ms'] / row['floor_ms']:.2f}" if "decode_ms" in row else "-"
+            lines.append(f"{row['length']:>8} {p:>10} {d:>10} {f_:>9} {ratio:>6}")
+        lines.append(f"{'batch':>8} {'tok/s':>10} {'floor tok/s':>12} {'ratio':>6}")
+        for row in r["throughput"]:
+            lines.append(f"{row['batch']:>8} {row['tokens_per_s']:>10.1f} {row['floor_tokens_per_s']:>12.1f} "
+                         f"{row['floor_tokens_per_s'] / row['tokens_per_s']:>6.2f}")
+    if all(k in models and models[k]["throughput"] for k in MODELS):
+        best = {k: max(models[k]["throughput"], key=lambda r: r["tokens_per_s"]) for k in MODELS}
+        lines.append(f"best throughput: sambay {best['sambay']['tokens_per_s']:.0f} tok/s (batch "
+                     f"{best['sambay']['batch']}), dense {best['dense']['tokens_per_s']:.0f} tok/s (batch "
+                     f"{best['dense']['batch']}): ratio {best['sambay']['tokens_per_s'] / best['dense']['tokens_per_s']:.2f}x"
+                     f" (bytes model: {best['sambay']['floor_tokens_per_s'] / best['dense']['floor_tokens_per_s']:.2f}x)")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], folder: str) -> list[str]:
+    """latency.png (decode ms/token and prefill s vs length) and throughput.png (tok/s vs batch);
+    nothing without matplotlib (``pip install 'sambay[plot]'``)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return []
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env = results["environment"]
+    title = f"{env['device']}, {results['settings']['dtype']}, {results['settings']['shape']} shapes"
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for kind, r in results["models"].items():
+        rows = [x for x in r["latency"] if "decode_ms" in x]
+        a.plot([x["length"] for x in rows], [x["decode_ms"] for x in rows], "o-", label=f"{kind}")
+        a.plot([x["length"] for x in rows], [x["floor_ms"] for x in rows], ":", label=f"{kind} bytes floor")
+        rows = [x for x in r["latency"] if "prefill_s" in x]
+        b.plot([x["length"] for x in rows], [x["prefill_s"] for x in rows], "o-", label=kind)
+    a.set(xscale="log", xlabel="context (tokens)", ylabel="ms / token", title="batch-1 decode latency")
+    b.set(xscale="log", yscale="log", xlabel="prompt (tokens)", ylabel="seconds", title="prefill")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    paths = [f"{folder}/latency.png"]
+    fig.savefig(paths[0], dpi=120)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, r in results["models"].items():
+        rows = r["throughput"]
+        ax.plot([x["batch"] for x in rows], [x["tokens_per_s"] for x in rows], "o-", label=kind)
+        ax.plot([x["batch"] for x in rows], [x["floor_tokens_per_s"] for x in rows], ":", label=f"{kind} bytes model")
+    s = results["settings"]
+    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="tokens / s",
+           title=f"decode throughput, {s['prompt']} prompt + {s['generate']} generated")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    paths.append(f"{folder}/throughput.png")
+    fig.savefig(paths[1], dpi=120)
+    plt.close("all")
+    return paths

@@ -1,0 +1,189 @@
+"""Fast GPU paths against the plain-PyTorch references, on random inputs with fresh seeds.
+
+Run on a CUDA machine (skipped elsewhere). Sizes cross the decode kernel's blocks (64 slots),
+its splits, the sliding window, and mamba-ssm's 2048-step scan chunks.
+"""
+
+import pytest
+import torch
+
+import layers.backends as backends
+from layers.attention import attention_ref, attention_sdpa
+from layers.mamba import KERNELS
+from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM
+from sambay.generate import Engine, Request, SamplingParams
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    assert torch.isfinite(a).all()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def fresh_seed() -> int:
+    seed = int(torch.randint(0, 2**31, ()).item())
+    torch.manual_seed(seed)
+    return seed
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B, S, Hq, Hk, DK, DV, ring, window, padded", [
+    (2, 4100, 40, 10, 128, 128, False, None, False),   # SambaY pair heads, long cache
+    (3, 1000, 24, 8, 128, 128, False, None, True),     # dense baseline shape, padded rows
+    (2, 512, 40, 10, 128, 128, True, 512, True),       # sliding ring
+    (1, 37, 4, 1, 32, 32, True, 37, False),            # tiny ring
+    (64, 300, 8, 2, 64, 64, False, None, False),       # wide batch
+])
+def test_decode_attention_kernel_matches_reference(dtype, B, S, Hq, Hk, DK, DV, ring, window, padded):
+    from layers.attention_triton import decode_attention_triton
+
+    seed = fresh_seed()
+    for pos in (0, 63, 64, S - 1, S + 700 if ring else S // 2 + 1):
+        q = torch.randn(B, 1, Hq, DK, device=CUDA, dtype=dtype)
+        k = torch.randn(B, S, Hk, DK, device=CUDA, dtype=dtype)
+        v = torch.randn(B, S, Hk, DV, device=CUDA, dtype=dtype)
+        q_pos = torch.tensor([pos], device=CUDA)
+        k_pos = pos - (pos - torch.arange(S, device=CUDA)) % S if ring else None
+        start = torch.randint(0, min(pos, 50) + 1, (B,), device=CUDA) if padded else None
+        ref = attention_ref(q.double(), k.double(), v.double(), q_pos, k_pos, start, window, DK**-0.5)
+        got = decode_attention_triton(q, k, v, q_pos, k_pos, start, window, DK**-0.5)
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        assert rel(got, ref) < tol, (seed, pos)
+
+
+@pytest.mark.parametrize("T, S, q0, window, padded", [
+    (700, 700, 0, None, False), (700, 700, 0, 64, True), (300, 1000, 700, None, True),
+    (1500, 1500 + 64, 64, 64, False), (5, 2000, 1995, None, False),
+])
+def test_sdpa_prefill_matches_reference(T, S, q0, window, padded):
+    seed = fresh_seed()
+    q = torch.randn(2, T, 8, 128, device=CUDA, dtype=torch.bfloat16)
+    k = torch.randn(2, S, 2, 128, device=CUDA, dtype=torch.bfloat16)
+    v = torch.randn(2, S, 2, 128, device=CUDA, dtype=torch.bfloat16)
+    q_pos = torch.arange(q0, q0 + T, device=CUDA)
+    k_pos = torch.arange(q0 + T - S, q0 + T, device=CUDA)
+    start = torch.tensor([0, 37], device=CUDA) if padded else None
+    ref = attention_ref(q.double(), k.double(), v.double(), q_pos, k_pos, start, window)
+    got = attention_sdpa(q, k, v, q_pos, k_pos, start, window, block=256)
+    assert rel(got, ref) < 1e-2, seed
+
+
+# ----------------------------------------------------------------------------- Mamba
+
+
+@pytest.mark.skipif(not backends.HAS_MAMBA_KERNELS, reason="needs mamba-ssm and causal-conv1d")
+@pytest.mark.parametrize("T", [1, 3, 300, 2100])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_mamba_sequence_kernels_match_reference(T, with_state):
+    seed = fresh_seed()
+    conv_ref, _, scan_ref, _ = KERNELS["ref"]
+    conv_cuda, _, scan_cuda, _ = KERNELS["cuda"]
+    Bsz, E, N, K = 2, 256, 16, 4
+    x = torch.randn(Bsz, E, T, device=CUDA)
+    w, bias = torch.randn(E, K, device=CUDA) * 0.5, torch.randn(E, device=CUDA)
+    conv_state = torch.randn(Bsz, E, K - 1, device=CUDA) if with_state else None
+    (y1, s1), (y2, s2) = conv_ref(x, w, bias, conv_state), conv_cuda(x, w, bias, conv_state)
+    assert rel(y2, y1) < 1e-5 and torch.equal(s1, s2), seed
+
+    u = torch.randn(Bsz, E, T, device=CUDA)
+    delta = torch.randn(Bsz, E, T, device=CUDA) * 0.5
+    A = -torch.rand(E, N, device=CUDA) * 2
+    Bm, Cm = torch.randn(Bsz, N, T, device=CUDA), torch.randn(Bsz, N, T, device=CUDA)
+    D, dbias = torch.randn(E, device=CUDA), torch.randn(E, device=CUDA) * 0.3
+    h0 = torch.randn(Bsz, E, N, device=CUDA) if with_state else None
+    (y1, h1), (y2, h2) = scan_ref(u, delta, A, Bm, Cm, D, dbias, h0), scan_cuda(u, delta, A, Bm, Cm, D, dbias, h0)
+    assert rel(y2, y1) < 1e-4 and rel(h2, h1) < 1e-4, seed
+
+
+@pytest.mark.skipif(not backends.HAS_MAMBA_KERNELS, reason="needs mamba-ssm and causal-conv1d")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mamba_step_kernels_match_reference(dtype):
+    seed = fresh_seed()
+    _, upd_ref, _, step_ref = KERNELS["ref"]
+    _, upd_cuda, _, step_cuda = KERNELS["cuda"]
+    Bsz, E, N, K = 3, 512, 16, 4
+    w, bias = torch.randn(E, K, device=CUDA), torch.randn(E, device=CUDA)
+    state = torch.randn(Bsz, E, K - 1, device=CUDA, dtype=dtype)
+    h = torch.randn(Bsz, E, N, device=CUDA)
+    s_ref, s_cuda, h_ref, h_cuda = state.clone(), state.clone(), h.clone(), h.clone()
+    A = -torch.rand(E, N, device=CUDA) * 2
+    D, dbias = torch.randn(E, device=CUDA), torch.randn(E, device=CUDA)
+    for _ in range(20):
+        x = torch.randn(Bsz, E, device=CUDA, dtype=dtype)
+        assert rel(upd_cuda(x, s_cuda, w, bias), upd_ref(x, s_ref, w, bias)) < 1e-2, seed
+        assert torch.equal(s_cuda, s_ref)
+        dt = torch.randn(Bsz, E, device=CUDA, dtype=dtype)
+        Bm, Cm = torch.randn(Bsz, N, device=CUDA, dtype=dtype), torch.randn(Bsz, N, device=CUDA, dtype=dtype)
+        y1 = step_ref(h_ref, x, dt, A, Bm, Cm, D, dbias)
+        y2 = step_cuda(h_cuda, x, dt, A, Bm, Cm, D, dbias)
+        assert rel(y2, y1) < 1e-2 and rel(h_cuda, h_ref) < 1e-4, seed
+
+
+# ----------------------------------------------------------------------------- whole models
+
+
+def small_models(dtype):
+    sambay = SambaYConfig.tiny(hidden_size=256, intermediate_size=512, num_attention_heads=8,
+                               num_key_value_heads=4, sliding_window=64, vocab_size=1000, mamba_d_state=16)
+    dense = Phi4MiniConfig.tiny(vocab_size=1000)
+    out = []
+    for cls, cfg in ((SambaYForCausalLM, sambay), (Phi4MiniForCausalLM, dense)):
+        torch.manual_seed(0)
+        out.append(cls(cfg).to(CUDA, dtype).eval())
+    return out
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
+def test_fast_model_matches_reference_after_prefill_and_64_steps(which):
+    seed = fresh_seed()
+    model = small_models(torch.bfloat16)[which]
+    ids = torch.randint(0, 1000, (2, 300 + 64), device=CUDA)
+
+    def run():
+        cache = model.allocate_cache(2, ids.shape[1])
+        with torch.no_grad():
+            logits = [model(ids[:, :300], cache=cache).logits]
+            logits += [model(ids[:, t:t + 1], cache=cache).logits for t in range(300, ids.shape[1])]
+        return torch.cat(logits, 1)
+
+    with backends.use(attention="ref", mamba="ref"):
+        ref = run()
+    fast = run()
+    assert rel(fast[:, :300], ref[:, :300]) < 1e-2, seed
+    assert rel(fast[:, 300:], ref[:, 300:]) < 1e-2, seed
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
+def test_fp32_greedy_tokens_identical_for_128_steps(which):
+    fresh_seed()
+    model = small_models(torch.float32)[which]
+    prompts = [torch.randint(0, 1000, (n,)).tolist() for n in (90, 33)]
+    reqs = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=128)) for p in prompts]
+    fast = Engine(model).generate(reqs)  # CUDA graphs + fast kernels
+    with backends.use(attention="ref", mamba="ref"):
+        ref = Engine(model, cuda_graphs=False).generate(reqs)
+    for f, r in zip(fast, ref):
+        assert f.tokens == r.tokens
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
+def test_cuda_graph_decode_equals_eager_decode(which):
+    fresh_seed()
+    model = small_models(torch.bfloat16)[which]
+    prompt = torch.randint(0, 1000, (3, 50), device=CUDA)
+    follow = torch.randint(0, 1000, (3, 20), device=CUDA)
+    engine = Engine(model)
+    cache, step = engine.slot(3, 100)
+    engine.prefill(cache, prompt)
+    graphed = torch.stack([step(follow[:, t:t + 1]).clone() for t in range(20)])
+    eager_cache = model.allocate_cache(3, cache.max_seq_len)
+    with torch.no_grad():
+        model(prompt, cache=eager_cache)
+        eager = torch.stack([model(follow[:, t:t + 1], cache=eager_cache).logits[:, -1] for t in range(20)])
+    assert torch.equal(graphed, eager)
