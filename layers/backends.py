@@ -70,8 +70,8 @@ def use(*, attention: str | None = None, mamba: str | None = None) -> Iterator[N
 
 
 def announce(what: str, backend: str) -> None:
-    """Log ``what`` ran on ``backend``, once per pair."""
-    if (what, backend) not in _announced:
+    """Log ``what`` ran on ``backend``, once per pair (silent inside torch.compile tracing)."""
+    if not torch.compiler.is_compiling() and (what, backend) not in _announced:
         _announced.add((what, backend))
         log.info("%s: %s", what, backend)
 

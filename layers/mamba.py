@@ -114,17 +114,24 @@ def causal_conv1d_cuda(
     xx = x if conv_state is None else torch.cat([conv_state.to(x.dtype), x], dim=-1)
     out = causal_conv1d_fn(xx.contiguous(), weight, bias, activation="silu")
     if conv_state is not None:
-        out = out[..., K - 1:]
+        out = out[..., K - 1:].contiguous()  # the scan kernel needs aligned rows
     new_state = F.pad(xx, (max(0, K - 1 - xx.shape[-1]), 0))[..., -(K - 1):]
     return out, new_state
 
 
+# The one-token kernels are custom ops so that torch.compile can trace a decode step through them.
+@torch.library.custom_op("sambay::causal_conv1d_update", mutates_args=("conv_state",))
 def causal_conv1d_update_cuda(
     x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     from causal_conv1d import causal_conv1d_update
 
-    return causal_conv1d_update(x.contiguous(), conv_state, weight, bias, activation="silu")
+    return causal_conv1d_update(x, conv_state, weight, bias, activation="silu")
+
+
+@causal_conv1d_update_cuda.register_fake
+def _(x, conv_state, weight, bias):  # type: ignore[no-untyped-def]
+    return torch.empty_like(x)
 
 
 def selective_scan_cuda(
@@ -161,14 +168,19 @@ def selective_scan_cuda(
     return y.to(u.dtype), last
 
 
+@torch.library.custom_op("sambay::selective_state_update", mutates_args=("ssm_state",))
 def selective_state_update_cuda(
     ssm_state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
     C: torch.Tensor, D: torch.Tensor, dt_bias: torch.Tensor,
 ) -> torch.Tensor:
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
 
-    return selective_state_update(ssm_state, x, dt, A, B, C, D=D.float(), z=None, dt_bias=dt_bias.float(),
-                                  dt_softplus=True)
+    return selective_state_update(ssm_state, x, dt, A, B, C, D=D, z=None, dt_bias=dt_bias, dt_softplus=True)
+
+
+@selective_state_update_cuda.register_fake
+def _(ssm_state, x, dt, A, B, C, D, dt_bias):  # type: ignore[no-untyped-def]
+    return torch.empty_like(x)
 
 
 KERNELS = {

@@ -53,6 +53,8 @@ class BenchSettings:
     generate: int = 32768
     throughput_points: int = 5
     decode_steps: int = 32
+    compile: bool = True  # torch.compile the batch-1 decode step (both models); throughput runs use graphs only
+    check_prompt: int = 512  # fast-vs-reference check: prompt length, then 64 decode steps
     bandwidth: float = 3.0e12  # bytes/s, device-to-device copy on the lent H100 (GPU.md)
     models: list[str] = field(default_factory=lambda: list(MODELS))
 
@@ -60,7 +62,7 @@ class BenchSettings:
     def tiny(cls, device: str = "cpu") -> "BenchSettings":
         return cls(shape="tiny", device=device, dtype="float32", prompt_lengths=[32, 64, 128],
                    contexts=[32, 64, 128], batch_sizes=[1, 4, 16], prompt=32, generate=96,
-                   throughput_points=3, decode_steps=8)
+                   throughput_points=3, decode_steps=8, compile=False, check_prompt=48)
 
 
 def build(kind: str, shape: str, device: str, dtype: torch.dtype) -> nn.Module:
@@ -121,9 +123,10 @@ def step_bytes(model: nn.Module, cache: CacheBase, context: int) -> int:
     return weights + B * context * cache.k[:, 0, 0].numel() * cache.k.element_size() * 2
 
 
-def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torch.device) -> list[dict]:
+def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torch.device,
+                                log: Callable[[str], None] = print) -> list[dict]:
     """Batch 1: prefill each length (timed), then time decode steps at that context."""
-    engine = Engine(model, prefill_chunk=max(s.prompt_lengths + s.contexts))
+    engine = Engine(model, compile=s.compile, prefill_chunk=max(s.prompt_lengths + s.contexts))
     lengths = sorted(set(s.prompt_lengths) | set(s.contexts))
     cache, step = engine.slot(1, max(lengths) + s.decode_steps + 8)
     vocab = model.config.vocab_size
@@ -142,11 +145,13 @@ def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torc
             row["decode_ms"] = 1e3 * statistics.median(times)
             row["floor_ms"] = 1e3 * step_bytes(model, cache, n) / s.bandwidth
         rows.append(row)
+        log(f"    {row}")
     engine.release()
     return rows[1:]
 
 
-def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device) -> list[dict]:
+def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
+                       log: Callable[[str], None] = print) -> list[dict]:
     """Decode throughput over a prompt + generate budget for growing batch sizes."""
     budget = s.prompt + s.generate
     points = [s.prompt + round(i * s.generate / (s.throughput_points - 1)) for i in range(s.throughput_points)]
@@ -181,12 +186,41 @@ def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device)
                      "tokens_per_s": B * span / total, "floor_tokens_per_s": B * span / floor,
                      "cache_bytes_per_seq": cache.nbytes_per_sequence(budget),
                      "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None})
+        log(f"    batch {B}: {rows[-1]['tokens_per_s']:.0f} tok/s (bytes model {rows[-1]['floor_tokens_per_s']:.0f})")
         engine.release()
         del cache, step, engine
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm()) if torch.isfinite(a).all() else float("inf")
+
+
+@torch.no_grad()
+def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> dict[str, Any]:
+    """Logits of the fast path (the engine as benchmarked: fast kernels, CUDA graphs, compile)
+    against the plain-PyTorch reference on the same weights: a ``check_prompt``-token prefill,
+    then ``steps`` teacher-forced decode steps."""
+    n = s.check_prompt
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, model.config.vocab_size, (1, n + steps), generator=gen).to(model.device)
+    with backends.use(attention="ref", mamba="ref"):
+        cache = model.allocate_cache(1, n + steps)
+        ref_prefill = model(ids[:, :n], cache=cache).logits
+        ref_steps = torch.stack([model(ids[:, t:t + 1], cache=cache).logits[:, -1] for t in range(n, n + steps)])
+    engine = Engine(model, compile=s.compile and model.device.type == "cuda")
+    cache, step = engine.slot(1, n + steps)
+    fast_prefill = model(ids[:, :n], cache=cache).logits
+    fast_steps = torch.stack([step(ids[:, t:t + 1]) for t in range(n, n + steps)])
+    engine.release()
+    per_step = [relative_error(f, r) for f, r in zip(fast_steps, ref_steps)]
+    return {"prompt": n, "steps": steps, "prefill_rel_err": relative_error(fast_prefill, ref_prefill),
+            "decode_rel_err": relative_error(fast_steps, ref_steps), "max_step_rel_err": max(per_step),
+            "greedy_agreement": float((fast_steps.argmax(-1) == ref_steps.argmax(-1)).float().mean())}
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -210,14 +244,18 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         params = sum(p.numel() for p in model.parameters())
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        log(f"[{kind}] fast path vs reference")
+        check = fast_vs_reference(model, s)
+        log(f"[{kind}] logits relative error: prefill {check['prefill_rel_err']:.2e}, "
+            f"64 decode steps {check['decode_rel_err']:.2e}")
         log(f"[{kind}] prefill and batch-1 decode latency")
-        latency = measure_prefill_and_latency(model, s, device)
+        latency = measure_prefill_and_latency(model, s, device, log)
         log(f"[{kind}] throughput over batch sizes")
-        throughput = measure_throughput(model, s, device)
+        throughput = measure_throughput(model, s, device, log)
         cache_bytes = model.allocate_cache(1, 1).nbytes_per_sequence(s.prompt + s.generate) if device.type == "cpu" \
             else throughput[0]["cache_bytes_per_seq"] if throughput else None
-        results["models"][kind] = {"parameters": params, "latency": latency, "throughput": throughput,
-                                   "cache_bytes_per_seq": cache_bytes}
+        results["models"][kind] = {"parameters": params, "fast_vs_reference": check, "latency": latency,
+                                   "throughput": throughput, "cache_bytes_per_seq": cache_bytes}
         del model
         gc.collect()
         if device.type == "cuda":

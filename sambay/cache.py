@@ -179,9 +179,6 @@ class DenseCache(CacheBase):
         self.v[layer_idx].index_copy_(1, self.seqlen, v)
         return self.k[layer_idx], self.v[layer_idx], None
 
-    def begin_decode(self) -> None:
-        pass
-
     def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
         seq_len = self.max_seq_len if seq_len is None else seq_len
         return 2 * seq_len * self.k[:, 0, 0].numel() * self.k.element_size()

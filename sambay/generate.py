@@ -98,20 +98,21 @@ class Generation:
 
 
 class DecodeGraph:
-    """A CUDA graph of one decode step over a fixed cache (static input, output and buffers)."""
+    """A CUDA graph of one decode step (``step(ids, cache)``, e.g. ``model.decode_step`` or its
+    compiled form) over a fixed cache: static input, output and buffers."""
 
-    def __init__(self, model: nn.Module, cache: CacheBase) -> None:
+    def __init__(self, step: Callable[[torch.Tensor, CacheBase], torch.Tensor], cache: CacheBase) -> None:
         self.cache = cache
         self.ids = torch.zeros(cache.batch_size, 1, dtype=torch.long, device=cache.device)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(2):  # warm up: kernel selection, Triton compilation
-                model(self.ids, cache=cache)
+            for _ in range(3):  # warm up: kernel selection, Triton / inductor compilation
+                step(self.ids, cache)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.no_grad():
-            self.logits = model(self.ids, cache=cache).logits[:, -1]
+            self.logits = step(self.ids, cache)[:, -1]
         cache.reset()  # the warm-up wrote garbage; capture itself ran nothing on the device
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
@@ -127,11 +128,21 @@ class Engine:
     time with a preallocated cache, and sample.
 
     ``cuda_graphs`` (default: on for CUDA models) captures the decode step once per (batch size,
-    max length) and replays it. ``prefill_chunk`` bounds prefill activations for long prompts.
+    max length) and replays it; ``compile`` runs the step through ``torch.compile`` first (fuses
+    the small ops between the big kernels; the first step of each new shape compiles).
+    ``prefill_chunk`` bounds prefill activations for long prompts.
     """
 
-    def __init__(self, model: nn.Module, *, cuda_graphs: bool | None = None, prefill_chunk: int = 8192) -> None:
+    def __init__(self, model: nn.Module, *, cuda_graphs: bool | None = None, compile: bool = False,
+                 prefill_chunk: int = 8192) -> None:
         self.model = model.eval()
+        self.decode_step = model.decode_step
+        if compile:
+            import torch._inductor.config
+
+            # Round between fused ops where eager rounds, so compiled numerics are eager's.
+            torch._inductor.config.emulate_precision_casts = True
+            self.decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False)
         self.device = model.device
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":
@@ -157,12 +168,19 @@ class Engine:
             while len(self._slots) >= 2:
                 self._slots.pop(next(iter(self._slots)))
             cache = self.model.allocate_cache(*key)
-            self._slots[key] = (cache, DecodeGraph(self.model, cache) if self.cuda_graphs else None)
+            self._slots[key] = (cache, DecodeGraph(self.decode_step, cache) if self.cuda_graphs else None)
         cache, graph = self._slots[key]
         cache.reset()
         if graph is not None:
             return cache, graph
-        return cache, lambda ids: self.model(ids, cache=cache).logits[:, -1]
+
+        def step(ids: torch.Tensor) -> torch.Tensor:
+            cache.check_room(ids.shape[0], 1)
+            logits = self.decode_step(ids, cache)[:, -1]
+            cache.length += 1
+            return logits
+
+        return cache, step
 
     def release(self) -> None:
         """Free every cached buffer and graph."""

@@ -217,22 +217,35 @@ class SambaYForCausalLM(nn.Module):
         B, T = input_ids.shape
         if cache is not None:
             cache.check_room(B, T)
-        if cache is not None and T == 1 and attention_mask is None:
-            # Decode: device-side positions only, so this step can be captured as a CUDA graph.
-            cache.begin_decode()
-            ctx = ForwardContext(cache.seqlen, cache.start, None, cache, decode=True)
-        else:
-            start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
-            ctx = ForwardContext(positions, start, pad_mask, cache)
+            if T == 1 and attention_mask is None:
+                logits = self.decode_step(input_ids, cache)
+                cache.length += 1
+                return CausalLMOutput(logits, cache)
+        start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
+        logits = self._run(input_ids, ForwardContext(positions, start, pad_mask, cache), logits_to_keep)
+        if cache is not None:
+            cache.advance(T)
+        return CausalLMOutput(logits, cache)
+
+    def decode_step(self, input_ids: torch.Tensor, cache: SambaYCache) -> torch.Tensor:
+        """One token per row (B, 1) through ``cache`` -> logits (B, 1, V).
+
+        Static shapes and device-side positions only, no host bookkeeping: this is the function
+        a CUDA graph captures (and torch.compile compiles). It advances ``cache.seqlen``; the
+        caller checks room and advances ``cache.length``.
+        """
+        cache.begin_decode()
+        logits = self._run(input_ids, ForwardContext(cache.seqlen, cache.start, None, cache, decode=True))
+        cache.seqlen += 1
+        return logits
+
+    def _run(self, input_ids: torch.Tensor, ctx: ForwardContext, logits_to_keep: int | None = None) -> torch.Tensor:
         x = self.model.embed_tokens(input_ids).float()
         for layer in self.model.layers:
             x = layer(x, ctx)
-        if cache is not None:
-            cache.advance(T)
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
-        x = self.model.final_layernorm(x.to(self.dtype))
-        return CausalLMOutput(self.lm_head(x), cache)
+        return self.lm_head(self.model.final_layernorm(x.to(self.dtype)))
 
     # ----- checkpoints -----
     @classmethod

@@ -151,22 +151,38 @@ class Phi4MiniForCausalLM(nn.Module):
         B, T = input_ids.shape
         if cache is not None:
             cache.check_room(B, T)
-        decode = cache is not None and T == 1 and attention_mask is None
-        if decode:  # device-side positions only, so this step can be captured as a CUDA graph
-            start, positions = cache.start, cache.seqlen
-        else:
-            start, _, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
-        rope_positions = positions[None] if start is None else positions[None] - start[:, None]  # (B|1, T)
+            if T == 1 and attention_mask is None:
+                logits = self.decode_step(input_ids, cache)
+                cache.length += 1
+                return CausalLMOutput(logits, cache)
+        start, _, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
         capacity = cache.max_seq_len if cache is not None else T
+        logits = self._run(input_ids, positions, start, cache, capacity, False, logits_to_keep)
+        if cache is not None:
+            cache.advance(T)
+        return CausalLMOutput(logits, cache)
+
+    def decode_step(self, input_ids: torch.Tensor, cache: DenseCache) -> torch.Tensor:
+        """One token per row (B, 1) through ``cache`` -> logits (B, 1, V).
+
+        Static shapes and device-side positions only, no host bookkeeping: this is the function
+        a CUDA graph captures (and torch.compile compiles). It advances ``cache.seqlen``; the
+        caller checks room and advances ``cache.length``.
+        """
+        logits = self._run(input_ids, cache.seqlen, cache.start, cache, cache.max_seq_len, True)
+        cache.seqlen += 1
+        return logits
+
+    def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
+             cache: DenseCache | None, capacity: int, decode: bool, logits_to_keep: int | None = None) -> torch.Tensor:
+        rope_positions = positions[None] if start is None else positions[None] - start[:, None]  # (B|1, T)
         cos, sin = self.model.rotary_emb(rope_positions, capacity, self.dtype)
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin, positions, start, cache, decode)
-        if cache is not None:
-            cache.advance(T)
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
-        return CausalLMOutput(self.lm_head(self.model.norm(x)), cache)
+        return self.lm_head(self.model.norm(x))
 
     # ----- checkpoints -----
     @classmethod
