@@ -120,7 +120,7 @@ class DecodeGraph:
         self.ids.copy_(ids)
         self.graph.replay()
         self.cache.length += 1  # the graph advanced the device-side seqlen
-        return self.logits
+        return self.logits.clone()  # the next replay overwrites the static output
 
 
 class Engine:
