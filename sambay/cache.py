@@ -68,6 +68,9 @@ class CacheBase:
 class SambaYCache(CacheBase):
     """Inference state of a :class:`~sambay.model.SambaYForCausalLM` (see the module docstring).
 
+    Every layer's state is a tensor of its own (keyed by layer index), never a view into a
+    stacked buffer: in-place updates of views would make a compiled step copy the whole stack.
+
     Two ways in: the eager methods (``sliding_kv``, ``shared_kv``) take any number of new
     tokens and index with host ints; the decode methods (``begin_decode``, ``sliding_step``,
     ``shared_step``) take one token and index with ``seqlen``, so they can be graph-captured.
@@ -81,40 +84,38 @@ class SambaYCache(CacheBase):
         kinds = config.layer_types
         dev = self.device
         self.window = W
-        # Layer index -> slot in the stacked buffers below.
-        self.mamba_slot = {i: n for n, i in enumerate(i for i, k in enumerate(kinds) if k == MAMBA)}
-        self.sliding_slot = {i: n for n, i in enumerate(i for i, k in enumerate(kinds) if k == SLIDING)}
         assert kinds[config.kv_layer] == FULL
-        self.conv_state = torch.zeros(len(self.mamba_slot), B, E, K - 1, device=dev, dtype=dtype)
-        self.ssm_state = torch.zeros(len(self.mamba_slot), B, E, N, device=dev, dtype=torch.float32)
+        mamba = [i for i, k in enumerate(kinds) if k == MAMBA]
+        sliding = [i for i, k in enumerate(kinds) if k == SLIDING]
+        self.conv_state = {i: torch.zeros(B, E, K - 1, device=dev, dtype=dtype) for i in mamba}
+        self.ssm_state = {i: torch.zeros(B, E, N, device=dev, dtype=torch.float32) for i in mamba}
         # Ring of the last W tokens: position p lives in slot p % W.
-        self.ring_k = torch.zeros(len(self.sliding_slot), B, W, G, D, device=dev, dtype=dtype)
-        self.ring_v = torch.zeros_like(self.ring_k)
+        self.ring_k = {i: torch.zeros(B, W, G, D, device=dev, dtype=dtype) for i in sliding}
+        self.ring_v = {i: torch.zeros(B, W, G, D, device=dev, dtype=dtype) for i in sliding}
         self.ring_pos = torch.full((W,), -1, dtype=torch.long, device=dev)  # decode: position in each slot
         self._slots = torch.arange(W, device=dev)
         self.k = torch.zeros(B, max_seq_len, G, D, device=dev, dtype=dtype)
         self.v = torch.zeros_like(self.k)
 
     def mamba_state(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.mamba_slot[layer_idx]
-        return self.conv_state[n], self.ssm_state[n]
+        return self.conv_state[layer_idx], self.ssm_state[layer_idx]
 
     # ----- eager: T new tokens, host-int indexing
     def sliding_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
                    positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Keys/values a sliding layer attends to for new k, v (B, T, G, D): the ring's tokens in
         position order, then the new ones. The last ``window`` new tokens then go into the ring."""
-        n, W, past = self.sliding_slot[layer_idx], self.window, self.length
+        ring_k, ring_v, W, past = self.ring_k[layer_idx], self.ring_v[layer_idx], self.window, self.length
         if past == 0:
             keys, values, k_pos = k, v, positions
         else:
             old = torch.arange(past - W, past, device=self.device)  # negative: never written
-            keys = torch.cat([self.ring_k[n][:, old % W], k], dim=1)
-            values = torch.cat([self.ring_v[n][:, old % W], v], dim=1)
+            keys = torch.cat([ring_k[:, old % W], k], dim=1)
+            values = torch.cat([ring_v[:, old % W], v], dim=1)
             k_pos = torch.cat([old, positions])
         slots = positions[-W:] % W
-        self.ring_k[n].index_copy_(1, slots, k[:, -W:])
-        self.ring_v[n].index_copy_(1, slots, v[:, -W:])
+        ring_k.index_copy_(1, slots, k[:, -W:])
+        ring_v.index_copy_(1, slots, v[:, -W:])
         return keys, values, k_pos
 
     def shared_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
@@ -131,11 +132,10 @@ class SambaYCache(CacheBase):
 
     def sliding_step(self, layer_idx: int, k: torch.Tensor,
                      v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n = self.sliding_slot[layer_idx]
         slot = self.seqlen % self.window
-        self.ring_k[n].index_copy_(1, slot, k)
-        self.ring_v[n].index_copy_(1, slot, v)
-        return self.ring_k[n], self.ring_v[n], self.ring_pos
+        self.ring_k[layer_idx].index_copy_(1, slot, k)
+        self.ring_v[layer_idx].index_copy_(1, slot, v)
+        return self.ring_k[layer_idx], self.ring_v[layer_idx], self.ring_pos
 
     def shared_step(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         self.k.index_copy_(1, self.seqlen, k)
@@ -144,41 +144,55 @@ class SambaYCache(CacheBase):
 
     def reset(self) -> None:
         super().reset()
-        self.conv_state.zero_()
-        self.ssm_state.zero_()
+        for t in (*self.conv_state.values(), *self.ssm_state.values()):
+            t.zero_()
+
+    # ----- sizes
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of the shared K and V one token of one sequence adds."""
+        return 2 * self.k[0, 0].numel() * self.k.element_size()
+
+    def ring_bytes_per_sequence(self) -> int:
+        return sum(t[0].numel() * t.element_size() for t in (*self.ring_k.values(), *self.ring_v.values()))
+
+    def recurrent_bytes_per_sequence(self) -> int:
+        """Mamba conv and SSM state of one sequence."""
+        return sum(t[0].numel() * t.element_size() for t in (*self.conv_state.values(), *self.ssm_state.values()))
 
     def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
         """Bytes of state one sequence of ``seq_len`` tokens (default: max_seq_len) needs."""
         seq_len = self.max_seq_len if seq_len is None else seq_len
-        per_row = sum(t[:, 0].numel() * t.element_size()  # t: (layers, B, ...)
-                      for t in (self.conv_state, self.ssm_state, self.ring_k, self.ring_v))
-        return per_row + 2 * seq_len * self.k[0, 0].numel() * self.k.element_size()
+        return seq_len * self.kv_bytes_per_token() + self.ring_bytes_per_sequence() + self.recurrent_bytes_per_sequence()
 
 
 class DenseCache(CacheBase):
-    """K/V of every layer of the dense :class:`~sambay.phi4mini.Phi4MiniForCausalLM`:
-    (L, B, max_seq_len, G, D) each, slot s holding position s. ``kv`` is the eager path (T new
-    tokens), ``kv_step`` the graph-capturable one-token path."""
+    """K/V of every layer of the dense :class:`~sambay.phi4mini.Phi4MiniForCausalLM`: one
+    (B, max_seq_len, G, D) tensor per layer for K and for V, slot s holding position s. ``kv`` is
+    the eager path (T new tokens), ``kv_step`` the graph-capturable one-token path."""
 
     def __init__(self, config: Phi4MiniConfig, batch_size: int, max_seq_len: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__(batch_size, max_seq_len, device)
-        shape = (config.num_hidden_layers, batch_size, max_seq_len, config.num_key_value_heads, config.head_size)
-        self.k = torch.zeros(shape, device=self.device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        shape = (batch_size, max_seq_len, config.num_key_value_heads, config.head_size)
+        self.k = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.v = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.num_hidden_layers)]
 
     def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         """Append new k, v (B, T, G, D) of a layer; return all its cached K/V."""
         end = self.length + k.shape[1]
-        self.k[layer_idx, :, self.length:end] = k
-        self.v[layer_idx, :, self.length:end] = v
-        return self.k[layer_idx, :, :end], self.v[layer_idx, :, :end], None
+        self.k[layer_idx][:, self.length:end] = k
+        self.v[layer_idx][:, self.length:end] = v
+        return self.k[layer_idx][:, :end], self.v[layer_idx][:, :end], None
 
     def kv_step(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         self.k[layer_idx].index_copy_(1, self.seqlen, k)
         self.v[layer_idx].index_copy_(1, self.seqlen, v)
         return self.k[layer_idx], self.v[layer_idx], None
 
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of K and V, all layers, one token of one sequence."""
+        return sum(2 * t[0, 0].numel() * t.element_size() for t in self.k)
+
     def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
         seq_len = self.max_seq_len if seq_len is None else seq_len
-        return 2 * seq_len * self.k[:, 0, 0].numel() * self.k.element_size()
+        return seq_len * self.kv_bytes_per_token()

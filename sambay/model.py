@@ -171,7 +171,8 @@ class SambaYForCausalLM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Random initialization (used for tests, benchmarks and training from scratch)."""
+        """Random initialization (used for tests, benchmarks and training from scratch). Projections
+        that write into the residual stream get std / sqrt(2 L), so its scale does not grow with depth."""
         std = self.config.initializer_range
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -186,6 +187,9 @@ class SambaYForCausalLM(nn.Module):
                 for p in (m.inner_cross_attn.lambda_q1, m.inner_cross_attn.lambda_k1,
                           m.inner_cross_attn.lambda_q2, m.inner_cross_attn.lambda_k2):
                     nn.init.normal_(p, std=0.1)
+        for layer in self.model.layers:
+            for proj in (layer.attn.out_proj, layer.mlp.fc2):
+                nn.init.normal_(proj.weight, std=std / (2 * len(self.model.layers)) ** 0.5)
 
     @property
     def dtype(self) -> torch.dtype:

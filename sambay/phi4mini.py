@@ -106,13 +106,17 @@ class Phi4MiniForCausalLM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Random initialization (used for tests, benchmarks and training from scratch)."""
+        """Random initialization (used for tests, benchmarks and training from scratch). Projections
+        that write into the residual stream get std / sqrt(2 L), so its scale does not grow with depth."""
         std = self.config.initializer_range
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=std)
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
+        for layer in self.model.layers:
+            for proj in (layer.self_attn.o_proj, layer.mlp.down_proj):
+                nn.init.normal_(proj.weight, std=std / (2 * len(self.model.layers)) ** 0.5)
 
     def init_buffers(self) -> None:
         """Build the RoPE tables on the weights' device (after loading into a meta-built model)."""

@@ -14,10 +14,22 @@ def test_latency_harness_runs_tiny_on_cpu(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["models"]) == {"sambay", "dense"}
     for r in results["models"].values():
-        check = r["fast_vs_reference"]
+        check = r["fast_vs_reference"]["torch.float32"]
         assert check["prefill_rel_err"] < 1e-5 and check["decode_rel_err"] < 1e-5  # CPU: both are the reference
         assert all("prefill_s" in row and row["decode_ms"] > 0 for row in r["latency"])
         assert [row["batch"] for row in r["throughput"]] == [1, 4, 16]
         assert all(row["tokens_per_s"] > 0 for row in r["throughput"])
     assert results["transformers_generate"]["speedup"] > 0
     assert "best throughput" in out.stdout
+
+
+def test_sambay_cache_is_at_most_a_twentieth_of_the_dense_one_at_34k():
+    import torch
+
+    from sambay import DenseCache, Phi4MiniConfig, SambaYCache, SambaYConfig
+
+    n = 34 * 1024
+    sambay = SambaYCache(SambaYConfig.official(), 1, 16, device="meta", dtype=torch.bfloat16).nbytes_per_sequence(n)
+    dense = DenseCache(Phi4MiniConfig.official(), 1, 16, device="meta", dtype=torch.bfloat16).nbytes_per_sequence(n)
+    assert dense == n * 128 * 1024
+    assert sambay * 20 <= dense, (sambay, dense)

@@ -205,7 +205,7 @@ def test_attention_goes_through_the_shared_kernel(monkeypatch):
 
 def test_dense_cache_bytes_per_sequence():
     cache = DenseCache(Phi4MiniConfig.official(), 1, 16, device="meta", dtype=torch.bfloat16)
-    assert cache.k.shape == (32, 1, 16, 8, 128)
+    assert len(cache.k) == 32 and cache.k[0].shape == (1, 16, 8, 128)
     assert cache.nbytes_per_sequence(34 * 1024) == 34 * 1024 * 32 * 2 * 8 * 128 * 2  # 128 KB per token
     assert cache.nbytes_per_sequence() == 16 * 32 * 2 * 8 * 128 * 2
 

@@ -173,7 +173,7 @@ def test_bf16_model_keeps_fp32_numerics_where_the_reference_does(tmp_path):
         rel = ((got.float() - ref).norm() / ref.norm()).item()
         assert rel < 2e-2, rel
         cache = bf.allocate_cache(1, 40)
-        assert cache.ssm_state.dtype == torch.float32 and cache.k.dtype == torch.bfloat16
+        assert cache.ssm_state[0].dtype == torch.float32 and cache.k.dtype == torch.bfloat16
         inc = incremental_logits(bf, ids, [25], 15)
         assert ((inc.float() - got.float()).norm() / got.float().norm()).item() < 2e-2
 
