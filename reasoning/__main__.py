@@ -1,0 +1,7 @@
+"""``python -m reasoning``: the ``sambay`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

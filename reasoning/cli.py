@@ -1,0 +1,199 @@
+"""The ``sambay`` command (also ``python -m reasoning``).
+
+    sambay ask "What is 347 * 28?" [--model PATH] [--temperature 0.6] [--top-p 0.95] [--top-k 0]
+               [--max-new-tokens N] [--seed 0] [--system TEXT] [--stop STR] [--reference ANSWER]
+               [--stream/--no-stream] [--json] [--device cuda] [--dtype bfloat16]
+    sambay eval problems.jsonl [--k 4] [--out generations.jsonl] [--limit N] [--batch-size 8] [...]
+
+Without ``--model`` the built-in default model is used. Sampling settings left out come from
+the model folder's ``generation_config.json``, else the reasoning defaults (temperature 0.6,
+top-p 0.95, 32768 new tokens). Exit status: 0 on success, 2 on bad input (arguments, sampling
+values, a missing model or dataset, a prompt that does not fit the model's context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sambay.generate import SamplingParams
+
+__all__ = ["main"]
+
+
+class InputError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", metavar="PATH", help="checkpoint folder (default: the built-in model)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
+    s = p.add_argument_group("sampling (defaults: the model's generation_config.json, else the reasoning defaults)")
+    s.add_argument("--temperature", type=float, help="0 is greedy (reasoning default 0.6)")
+    s.add_argument("--top-p", type=float, help="nucleus mass in (0, 1] (reasoning default 0.95)")
+    s.add_argument("--top-k", type=int, help="keep the k most likely tokens; 0 keeps all")
+    s.add_argument("--max-new-tokens", type=int, help="generation budget (default 32768, capped by the context)")
+    s.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    s.add_argument("--system", help="system message for the chat prompt")
+    s.add_argument("--stop", action="append", default=[], metavar="STR",
+                   help="stop string (repeatable); the text ends before it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sambay", description="Long chain-of-thought reasoning with SambaY / Phi-4-mini models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ask,eval}")
+
+    ask = sub.add_parser("ask", help="answer one question, streaming the reasoning trace",
+                         description="Answer one question: print the reasoning trace (streamed), the boxed "
+                                     "answer and statistics.")
+    ask.add_argument("question")
+    _add_model_args(ask)
+    ask.add_argument("--reference", help="reference answer: also print whether the answer matches it")
+    ask.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                     help="print the text as it is produced (default: on)")
+    ask.add_argument("--json", action="store_true", help="print the result as one JSON object instead")
+
+    ev = sub.add_parser("eval", help="evaluate a JSONL file of {\"problem\", \"answer\"}",
+                        description="Evaluate a JSONL file of {\"problem\": ..., \"answer\": ...} lines: k samples per "
+                                    "problem, a table of pass@1 and maj@k, and a JSONL of every generation. A bad line "
+                                    "is reported with its line number and skipped.")
+    ev.add_argument("problems", metavar="problems.jsonl")
+    _add_model_args(ev)
+    ev.add_argument("--k", type=int, default=1, help="samples per problem, seeds seed..seed+k-1 (default 1)")
+    ev.add_argument("--out", default="generations.jsonl", help="where to write every generation "
+                                                               "(default: generations.jsonl)")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N valid problems")
+    ev.add_argument("--batch-size", type=int, default=8, help="rows generated together (default 8)")
+    ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="a progress bar on stderr (default: on a terminal)")
+    return parser
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling flags given, checked now (before a model is loaded)."""
+    given = {k: getattr(args, k) for k in ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
+             if getattr(args, k) is not None}
+    try:
+        SamplingParams(**given)
+    except ValueError as e:
+        raise InputError(str(e).replace("top_p", "--top-p").replace("max_new_tokens", "--max-new-tokens")
+                         .replace("top_k", "--top-k").replace("temperature", "--temperature")) from None
+    return given
+
+
+def _load(args: argparse.Namespace):
+    from . import api
+    from .engine import parse_dtype
+
+    try:
+        parse_dtype(args.dtype)
+        return api.load(args.model, device=args.device, dtype=args.dtype)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        raise InputError(str(e)) from None
+
+
+def _ask(args: argparse.Namespace) -> int:
+    sampling = _sampling(args)
+    engine = _load(args)
+    out = sys.stdout
+    streamed = args.stream and not args.json
+
+    def on_text(_: int, delta: str) -> None:
+        out.write(delta)
+        out.flush()
+
+    try:
+        result = engine.solve(args.question, reference=args.reference, system=args.system, stop=args.stop,
+                              on_text=on_text if streamed else None, progress=None if not streamed else False,
+                              **sampling)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if args.json:
+        print(json.dumps({"question": args.question, **result.to_dict()}, ensure_ascii=False))
+        return 0
+    if not streamed:
+        out.write(result.text)
+    print("\n" + "-" * 40)
+    print(f"answer: {result.answer}" if result.answer is not None else "answer: (no \\boxed{} answer in the text)")
+    if result.correct is not None:
+        print(f"correct: {'yes' if result.correct else 'no'} (reference {result.reference})")
+    print(f"stats: {result.stats}")
+    return 0
+
+
+def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate, read_problems
+
+    if args.k < 1:
+        raise InputError(f"--k must be >= 1, got {args.k}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 0:
+        raise InputError(f"--limit must be >= 0, got {args.limit}")
+    sampling = _sampling(args)
+    bad: list[int] = []
+
+    def on_error(line: int, message: str) -> None:
+        bad.append(line)
+        print(f"{args.problems}:{line}: {message}", file=sys.stderr)
+
+    try:
+        problems = read_problems(args.problems, limit=args.limit, on_error=on_error)
+    except OSError as e:
+        raise InputError(f"cannot read {args.problems}: {e.strerror or e}") from None
+    if not problems:
+        raise InputError(f"{args.problems}: no valid problems to evaluate")
+    engine = _load(args)
+    try:
+        out = open(args.out, "w", encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write {args.out}: {e.strerror or e}") from None
+
+    def write(i: int, j: int, result) -> None:
+        p = problems[i]
+        record = {"index": i, "line": p.line, "sample": j, "problem": p.problem, **result.to_dict()}
+        out.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
+        out.flush()
+
+    with out:
+        try:
+            evaluation = evaluate(engine, problems, k=args.k, batch_size=args.batch_size, system=args.system,
+                                  stop=args.stop, progress=args.progress, on_result=write, **sampling)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    print(evaluation.table())
+    skipped = f"; {len(bad)} bad line(s) skipped: {', '.join(map(str, bad))}" if bad else ""
+    print(f"{evaluation.n * evaluation.k} generations written to {args.out}{skipped}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed the usage error (or --help)
+        return int(e.code or 0)
+    try:
+        return _ask(args) if args.command == "ask" else _eval(args)
+    except InputError as e:
+        print(f"sambay {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
