@@ -22,7 +22,7 @@ One step::
   parameter gradients with atomics, so curves agree to rounding, not bit for bit.
 
     model = SambaYForCausalLM(builtin_sambay_config(tok.vocab_size))
-    log = train(model, tok, TrainConfig(steps=4000), out="run/model")
+    log = train(model, tok, TrainConfig(), out="run/model")
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from .config import Phi4MiniConfig, SambaYConfig
 from .generate import Engine, Request, SamplingParams
 
 IGNORE = -100  # label of prompt and pad positions
+PROBE = (10, 60)  # steps timed by TrainConfig.time_budget (see train)
 
 # ----------------------------------------------------------------------------- model shapes
 
@@ -72,7 +73,7 @@ def builtin_sambay_config(vocab_size: int) -> SambaYConfig:
 
 def builtin_dense_config(vocab_size: int) -> Phi4MiniConfig:
     """The dense twin of :func:`builtin_sambay_config`: same width, depth, heads and vocabulary,
-    plain RoPE on 75% of each head (as Phi-4-mini), MLP widened to about the same parameter count."""
+    plain RoPE on 75% of each head (as Phi-4-mini), MLP widened to the same parameter count (1.82M)."""
     return Phi4MiniConfig(
         vocab_size=vocab_size, hidden_size=128, intermediate_size=448, num_hidden_layers=8,
         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096,
@@ -89,11 +90,11 @@ def builtin_dense_config(vocab_size: int) -> Phi4MiniConfig:
 class TrainConfig:
     """Everything that determines a training run (with the model config and the tokenizer)."""
 
-    steps: int = 4000
-    batch_size: int = 256
+    steps: int = 8000
+    batch_size: int = 128
     max_len: int = 512  # longer examples are cut (the curriculum's longest is ~360 tokens)
     lr: float = 2e-3
-    min_lr: float = 2e-4  # the cosine ends here
+    min_lr: float = 1e-4  # the cosine ends here
     warmup_steps: int = 200
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
@@ -102,7 +103,7 @@ class TrainConfig:
     kinds: tuple[str, ...] = ("add", "sub", "mul", "mul", "word", "word")  # cycled per batch: weights
     dtype: str = "auto"  # "bf16" (autocast, CUDA only), "fp32"; auto: bf16 on CUDA, fp32 on CPU
     log_every: int = 10
-    eval_every: int = 500  # 0: no periodic evaluation
+    eval_every: int = 1000  # 0: no periodic evaluation
     eval_problems: int = 100  # held-out sample for the periodic evaluation
     eval_max_new_tokens: int = 320  # the longest curriculum completion is ~275 tokens
     ckpt_every: int = 1000  # 0: only at the end
@@ -120,6 +121,9 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'auto', 'bf16' or 'fp32', got {self.dtype!r}")
         if self.steps < 1 or self.batch_size < 1 or self.warmup_steps < 0:
             raise ValueError("steps and batch_size must be >= 1, warmup_steps >= 0")
+        if self.time_budget > 0 and self.warmup_steps < PROBE[1]:
+            raise ValueError(f"time_budget measures steps {PROBE[0]}..{PROBE[1]} inside the warmup, whose learning "
+                             f"rates do not depend on the run's length: it needs warmup_steps >= {PROBE[1]}")
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
@@ -149,12 +153,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 def data_seed(seed: int, step: int) -> int:
     """The ``generate_problems`` seed of batch ``step``."""
     return seed * 1_000_003 + step
-
-
-def encode_example(encoder: tokenizers.Tokenizer, problem: Problem) -> tuple[list[int], int]:
-    """Token ids of the problem's chat text and the number of prompt tokens (up to ``<|assistant|>``)."""
-    ids, prompt = encoder.encode_batch([problem.chat_text(), problem.prompt()], add_special_tokens=False)
-    return ids.ids, len(prompt.ids)
 
 
 def collate(examples: Sequence[tuple[list[int], int]], max_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,14 +347,14 @@ def train(
     (default: ``cfg.eval_problems`` test-split problems).
 
     ``cfg.time_budget`` > 0 guards a run against a slow machine: the step time is measured
-    over steps 10..59 (inside the warmup, whose learning rates do not depend on the run's
+    over steps 10..60 (inside the warmup, whose learning rates do not depend on the run's
     length) and, if all the steps would not fit in the budget, the run is shortened to the
     steps that do, with its cosine fitted to the new length. Such a run is the same as one
     started with ``steps`` = the new length (the log says ``steps_run``).
     """
     device = model.device
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    if dtype == "bf16" and device.type != "cuda":
+    precision = cfg.dtype if cfg.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if precision == "bf16" and device.type != "cuda":
         raise ValueError("dtype 'bf16' (autocast) is for CUDA; use 'fp32' on CPU")
     out = Path(out) if out is not None else None
     log_path = Path(log_path) if log_path is not None else None
@@ -371,7 +369,7 @@ def train(
     opt = make_optimizer(model, cfg)
     log: dict[str, Any] = {
         "train_config": asdict(cfg), "model_config": model.config.to_dict(), "environment": env,
-        "parameters": sum(p.numel() for p in model.parameters()), "dtype": dtype, "command": sys.argv,
+        "parameters": sum(p.numel() for p in model.parameters()), "precision": precision, "command": sys.argv,
         "steps_run": cfg.steps, "loss": [], "grad_norm": [], "lr": [], "tokens": 0, "evals": [],
     }
 
@@ -381,6 +379,7 @@ def train(
             write_json(log_path, log)
 
     def run_eval(step: int) -> None:
+        nonlocal evals_on
         try:
             result = evaluate(model, tokenizer, eval_set, max_new_tokens=cfg.eval_max_new_tokens)
         except Exception as e:  # an evaluation bug must not cost the training run
@@ -388,7 +387,6 @@ def train(
             tqdm.write(f"WARNING: evaluation failed at step {step}, evaluations are off for this run:\n"
                        f"{traceback.format_exc()}", file=sys.stderr)
             log["evals"].append({"step": step, "error": repr(e)})
-            nonlocal evals_on
             evals_on = False
             return
         result.pop("failures")
@@ -416,7 +414,7 @@ def train(
             input_ids = input_ids.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             lr = lr_at(step, cfg, total)
-            loss, norm = train_step(model, opt, input_ids, labels, lr, cfg.grad_clip, bf16=dtype == "bf16")
+            loss, norm = train_step(model, opt, input_ids, labels, lr, cfg.grad_clip, bf16=precision == "bf16")
             pending_loss.append(loss)
             pending_norm.append(norm)
             log["lr"].append(lr)
@@ -436,14 +434,14 @@ def train(
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_seen / elapsed:,.0f}",
                                 refresh=False)
 
-            if cfg.time_budget > 0 and step == 10:
+            if cfg.time_budget > 0 and step == PROBE[0]:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t_probe = time.perf_counter()
-            if cfg.time_budget > 0 and step == 60 and t_probe is not None:
+            if cfg.time_budget > 0 and step == PROBE[1] and t_probe is not None:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                per_step = (time.perf_counter() - t_probe) / 50
+                per_step = (time.perf_counter() - t_probe) / (PROBE[1] - PROBE[0])
                 left = cfg.time_budget - (time.perf_counter() - t_start)
                 fits = step + int(left / per_step)
                 log["seconds_per_step_probe"] = per_step
