@@ -161,10 +161,12 @@ class Engine:
         return int(self.model.config.max_position_embeddings)
 
     def slot(self, batch_size: int, max_seq_len: int) -> tuple[CacheBase, Callable[[torch.Tensor], torch.Tensor]]:
-        """A reset cache for ``batch_size`` rows of at least ``max_seq_len`` tokens (rounded up to
-        a multiple of 4096) and the decode step over it. The two most recent are kept for reuse:
-        a CUDA graph is captured once per shape."""
-        key = (batch_size, min(self.max_context, -(-max_seq_len // 4096) * 4096))
+        """A reset cache for ``batch_size`` rows of at least ``max_seq_len`` tokens and the decode
+        step over it. The two most recent are kept for reuse. With CUDA graphs the length is rounded
+        up to a multiple of 4096 (a graph is captured per shape); without, to 64 (an eager step
+        reads the whole buffer)."""
+        bucket = 4096 if self.cuda_graphs else 64
+        key = (batch_size, min(self.max_context, -(-max_seq_len // bucket) * bucket))
         if key in self._slots:
             self._slots[key] = self._slots.pop(key)
         else:
