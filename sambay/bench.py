@@ -152,48 +152,51 @@ def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torc
     return rows[1:]
 
 
-def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
-                       log: Callable[[str], None] = print) -> list[dict]:
-    """Decode throughput over a prompt + generate budget for growing batch sizes."""
+def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batch: int) -> dict | None:
+    """Decode throughput of ``batch`` rows over the prompt + generate budget; None when the
+    cache or a step does not fit in memory."""
     budget = s.prompt + s.generate
     points = [s.prompt + round(i * s.generate / (s.throughput_points - 1)) for i in range(s.throughput_points)]
     points[-1] = budget - s.decode_steps - 2
-    ids_vocab = model.config.vocab_size
-    rows = []
-    for B in s.batch_sizes:
-        engine = Engine(model)
-        try:
-            cache, step = engine.slot(B, budget)
-        except torch.OutOfMemoryError:
-            engine.release()
-            break
-        ids = torch.randint(0, ids_vocab, (B, 1), device=device)
+    engine = Engine(model)
+    try:
+        cache, step = engine.slot(batch, budget)
+        ids = torch.randint(0, model.config.vocab_size, (batch, 1), device=device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         step_s, floor_s = [], []
-        try:
-            for ctx in points:
-                jump(cache, ctx)
-                step(ids)
-                step_s.append(statistics.median(timed(lambda: step(ids), device, s.decode_steps)))
-                floor_s.append(step_bytes(model, cache, ctx) / s.bandwidth)
-        except torch.OutOfMemoryError:
-            engine.release()
-            break
-        # Trapezoid over the context points: seconds to generate `generate` tokens per row.
-        total = sum((step_s[i] + step_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
-        floor = sum((floor_s[i] + floor_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
-        span = points[-1] - points[0]
-        rows.append({"batch": B, "contexts": points, "step_ms": [1e3 * t for t in step_s],
-                     "tokens_per_s": B * span / total, "floor_tokens_per_s": B * span / floor,
-                     "cache_bytes_per_seq": cache.nbytes_per_sequence(budget),
-                     "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None})
-        log(f"    batch {B}: {rows[-1]['tokens_per_s']:.0f} tok/s (bytes model {rows[-1]['floor_tokens_per_s']:.0f})")
+        for ctx in points:
+            jump(cache, ctx)
+            step(ids)
+            step_s.append(statistics.median(timed(lambda: step(ids), device, s.decode_steps)))
+            floor_s.append(step_bytes(model, cache, ctx) / s.bandwidth)
+    except torch.OutOfMemoryError:
+        return None
+    finally:
         engine.release()
-        del cache, step, engine
+    # Trapezoid over the context points: seconds to generate `generate` tokens per row.
+    total = sum((step_s[i] + step_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
+    floor = sum((floor_s[i] + floor_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
+    span = points[-1] - points[0]
+    return {"batch": batch, "contexts": points, "step_ms": [1e3 * t for t in step_s],
+            "tokens_per_s": batch * span / total, "floor_tokens_per_s": batch * span / floor,
+            "cache_bytes_per_seq": cache.nbytes_per_sequence(budget),
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+
+
+def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
+                       log: Callable[[str], None] = print) -> list[dict]:
+    """Decode throughput for growing batch sizes, up to the first that does not fit."""
+    rows = []
+    for batch in s.batch_sizes:
+        row = throughput_at(model, s, device, batch)
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        if row is None:
+            break
+        rows.append(row)
+        log(f"    batch {batch}: {row['tokens_per_s']:.0f} tok/s (bytes model {row['floor_tokens_per_s']:.0f})")
     return rows
 
 

@@ -148,7 +148,77 @@ class SambaYModel(nn.Module):
         self.final_layernorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
-class SambaYForCausalLM(nn.Module):
+class CausalLM(nn.Module):
+    """What both models of the package share: the call, the decode-step contract, dtype/device
+    and checkpoints. A subclass sets ``config_class`` and implements ``_forward`` (T new tokens,
+    host-side positions) and ``decode_step`` (one token, device-side positions)."""
+
+    config_class: type
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: CacheBase | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int | None = None,
+    ) -> CausalLMOutput:
+        """Run ``input_ids`` (B, T) after whatever ``cache`` holds (appending to it).
+
+        Without a cache this is a plain full-sequence forward. ``attention_mask`` (B, cached + T)
+        marks left padding (0) for batches of prompts of different lengths; each row computes
+        what its prompt alone computes. ``logits_to_keep`` computes logits for the last
+        positions only (generation needs one). One token with a cache and no mask goes through
+        :meth:`decode_step`.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if cache is not None:
+            cache.check_room(B, T)
+            if T == 1 and attention_mask is None:
+                logits = self.decode_step(input_ids, cache)
+                cache.length += 1
+                return CausalLMOutput(logits, cache)
+        start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
+        logits = self._forward(input_ids, positions, start, pad_mask, cache, logits_to_keep)
+        if cache is not None:
+            cache.advance(T)
+        return CausalLMOutput(logits, cache)
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
+                 pad_mask: torch.Tensor | None, cache: CacheBase | None, logits_to_keep: int | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode_step(self, input_ids: torch.Tensor, cache: CacheBase) -> torch.Tensor:
+        """One token per row (B, 1) through ``cache`` -> logits (B, 1, V).
+
+        Static shapes and device-side positions only, no host bookkeeping: this is the function
+        a CUDA graph captures (and torch.compile compiles). It advances ``cache.seqlen``; the
+        caller checks room and advances ``cache.length``.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> "CausalLM":
+        """Load ``folder`` (config.json + safetensors, official layout). ``dtype`` defaults to the
+        checkpoint's ``torch_dtype``; ``device`` to CPU."""
+        return load_pretrained(cls, folder, dtype=dtype, device=device)
+
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+        """Write config.json and the weights as ``model.safetensors`` or shards + index."""
+        save_pretrained(self, folder, max_shard_size=max_shard_size)
+
+
+class SambaYForCausalLM(CausalLM):
     """SambaY language model with the official parameter names.
 
     >>> model = SambaYForCausalLM(SambaYConfig.tiny())
@@ -191,53 +261,15 @@ class SambaYForCausalLM(nn.Module):
             for proj in (layer.attn.out_proj, layer.mlp.fc2):
                 nn.init.normal_(proj.weight, std=std / (2 * len(self.model.layers)) ** 0.5)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed_tokens.weight.device
-
     def allocate_cache(self, batch_size: int, max_seq_len: int) -> SambaYCache:
         """Preallocate the inference state for ``batch_size`` sequences of up to ``max_seq_len`` tokens."""
         return SambaYCache(self.config, batch_size, max_seq_len, self.device, self.dtype)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        cache: SambaYCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        logits_to_keep: int | None = None,
-    ) -> CausalLMOutput:
-        """Run ``input_ids`` (B, T) after whatever ``cache`` holds (appending to it).
-
-        Without a cache this is a plain full-sequence forward. ``attention_mask`` (B, cached + T)
-        marks left padding (0) for batches of prompts of different lengths. ``logits_to_keep``
-        computes logits for the last positions only (generation needs one).
-        """
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
-        B, T = input_ids.shape
-        if cache is not None:
-            cache.check_room(B, T)
-            if T == 1 and attention_mask is None:
-                logits = self.decode_step(input_ids, cache)
-                cache.length += 1
-                return CausalLMOutput(logits, cache)
-        start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
-        logits = self._run(input_ids, ForwardContext(positions, start, pad_mask, cache), logits_to_keep)
-        if cache is not None:
-            cache.advance(T)
-        return CausalLMOutput(logits, cache)
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
+                 pad_mask: torch.Tensor | None, cache: SambaYCache | None, logits_to_keep: int | None) -> torch.Tensor:
+        return self._run(input_ids, ForwardContext(positions, start, pad_mask, cache), logits_to_keep)
 
     def decode_step(self, input_ids: torch.Tensor, cache: SambaYCache) -> torch.Tensor:
-        """One token per row (B, 1) through ``cache`` -> logits (B, 1, V).
-
-        Static shapes and device-side positions only, no host bookkeeping: this is the function
-        a CUDA graph captures (and torch.compile compiles). It advances ``cache.seqlen``; the
-        caller checks room and advances ``cache.length``.
-        """
         cache.begin_decode()
         logits = self._run(input_ids, ForwardContext(cache.seqlen, cache.start, None, cache, decode=True))
         cache.seqlen += 1
@@ -250,15 +282,3 @@ class SambaYForCausalLM(nn.Module):
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
         return self.lm_head(self.model.final_layernorm(x.to(self.dtype)))
-
-    # ----- checkpoints -----
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
-                        device: torch.device | str | None = None) -> "SambaYForCausalLM":
-        """Load ``folder`` (config.json + safetensors, official layout). ``dtype`` defaults to the
-        checkpoint's ``torch_dtype``; ``device`` to CPU."""
-        return load_pretrained(cls, folder, dtype=dtype, device=device)
-
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
-        """Write config.json and the weights as ``model.safetensors`` or shards + index."""
-        save_pretrained(self, folder, max_shard_size=max_shard_size)

@@ -12,7 +12,6 @@ Phi3 names, those of the official checkpoint.
 
 from __future__ import annotations
 
-import os
 
 import torch
 from torch import nn
@@ -23,9 +22,8 @@ from layers.norm import RMSNorm
 from layers.rope import RotaryEmbedding, apply_rotary
 
 from .cache import DenseCache
-from .checkpoint import load_pretrained, save_pretrained
 from .config import Phi4MiniConfig
-from .model import CausalLMOutput, resolve_padding
+from .model import CausalLM
 
 
 class Phi3Attention(nn.Module):
@@ -83,7 +81,7 @@ class Phi3Model(nn.Module):
         self.rotary_emb = RotaryEmbedding(config.rope)  # buffers only, none in checkpoints
 
 
-class Phi4MiniForCausalLM(nn.Module):
+class Phi4MiniForCausalLM(CausalLM):
     """Dense Phi-4-mini language model with transformers' Phi3 parameter names.
 
     >>> model = Phi4MiniForCausalLM(Phi4MiniConfig.tiny())
@@ -122,57 +120,19 @@ class Phi4MiniForCausalLM(nn.Module):
         """Build the RoPE tables on the weights' device (after loading into a meta-built model)."""
         self.model.rotary_emb.init_buffers(self.device)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed_tokens.weight.device
-
     def allocate_cache(self, batch_size: int, max_seq_len: int) -> DenseCache:
         """Preallocate K/V for ``batch_size`` sequences of up to ``max_seq_len`` tokens. ``max_seq_len``
         is also the capacity that picks LongRoPE's short or long factors (see ``layers/rope.py``)."""
         return DenseCache(self.config, batch_size, max_seq_len, self.device, self.dtype)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        cache: DenseCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        logits_to_keep: int | None = None,
-    ) -> CausalLMOutput:
-        """Run ``input_ids`` (B, T) after whatever ``cache`` holds (appending to it).
-
-        Without a cache this is a plain full-sequence forward. ``attention_mask`` (B, cached + T)
-        marks left padding (0); a padded row computes what its prompt alone computes, RoPE
-        positions counting from its first real token. ``logits_to_keep`` computes logits for the
-        last positions only. LongRoPE uses the long factors iff the capacity (the cache's
-        ``max_seq_len``, else T) exceeds ``original_max_position_embeddings``.
-        """
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
-        B, T = input_ids.shape
-        if cache is not None:
-            cache.check_room(B, T)
-            if T == 1 and attention_mask is None:
-                logits = self.decode_step(input_ids, cache)
-                cache.length += 1
-                return CausalLMOutput(logits, cache)
-        start, _, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
-        capacity = cache.max_seq_len if cache is not None else T
-        logits = self._run(input_ids, positions, start, cache, capacity, False, logits_to_keep)
-        if cache is not None:
-            cache.advance(T)
-        return CausalLMOutput(logits, cache)
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
+                 pad_mask: torch.Tensor | None, cache: DenseCache | None, logits_to_keep: int | None) -> torch.Tensor:
+        """LongRoPE uses the long factors iff the capacity (the cache's ``max_seq_len``, else T)
+        exceeds ``original_max_position_embeddings``."""
+        capacity = cache.max_seq_len if cache is not None else input_ids.shape[1]
+        return self._run(input_ids, positions, start, cache, capacity, False, logits_to_keep)
 
     def decode_step(self, input_ids: torch.Tensor, cache: DenseCache) -> torch.Tensor:
-        """One token per row (B, 1) through ``cache`` -> logits (B, 1, V).
-
-        Static shapes and device-side positions only, no host bookkeeping: this is the function
-        a CUDA graph captures (and torch.compile compiles). It advances ``cache.seqlen``; the
-        caller checks room and advances ``cache.length``.
-        """
         logits = self._run(input_ids, cache.seqlen, cache.start, cache, cache.max_seq_len, True)
         cache.seqlen += 1
         return logits
@@ -187,15 +147,3 @@ class Phi4MiniForCausalLM(nn.Module):
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
         return self.lm_head(self.model.norm(x))
-
-    # ----- checkpoints -----
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
-                        device: torch.device | str | None = None) -> "Phi4MiniForCausalLM":
-        """Load ``folder`` (config.json + safetensors, official layout). ``dtype`` defaults to the
-        checkpoint's ``torch_dtype``; ``device`` to CPU."""
-        return load_pretrained(cls, folder, dtype=dtype, device=device)
-
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
-        """Write config.json and the weights as ``model.safetensors`` or shards + index."""
-        save_pretrained(self, folder, max_shard_size=max_shard_size)
