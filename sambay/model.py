@@ -277,8 +277,16 @@ class SambaYForCausalLM(CausalLM):
 
     def _run(self, input_ids: torch.Tensor, ctx: ForwardContext, logits_to_keep: int | None = None) -> torch.Tensor:
         x = self.model.embed_tokens(input_ids).float()
-        for layer in self.model.layers:
+        first_cross = self.config.kv_layer + 1
+        for layer in self.model.layers[:first_cross]:
             x = layer(x, ctx)
-        if logits_to_keep is not None:
-            x = x[:, -logits_to_keep:]
+        if logits_to_keep is not None and logits_to_keep < x.shape[1]:
+            # YOCO: the cross-decoder keeps no state, so only the tokens whose logits are wanted go
+            # through it. Prefill costs the self-decoder plus those tokens, and grows linearly with
+            # the prompt but for the one full-attention layer.
+            n = logits_to_keep
+            x, ctx.memory, ctx.positions = x[:, -n:], ctx.memory[:, -n:], ctx.positions[-n:]
+            ctx.pad_mask = ctx.pad_mask[:, -n:] if ctx.pad_mask is not None else None
+        for layer in self.model.layers[first_cross:]:
+            x = layer(x, ctx)
         return self.lm_head(self.model.final_layernorm(x.to(self.dtype)))

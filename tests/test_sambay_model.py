@@ -84,6 +84,33 @@ def test_prefill_then_decode_equals_full_forward(window, prefill, steps):
     assert (full - inc).abs().max().item() < 1e-4, f"seed {seed}"
 
 
+@pytest.mark.parametrize("keep, chunks, padded", [(1, [70], False), (3, [30, 40], False), (1, [70], True)])
+def test_prefill_keeping_last_logits_skips_the_cross_decoder_but_not_its_results(keep, chunks, padded):
+    """logits_to_keep runs only the kept tokens through the cross-decoder (YOCO): their logits, the
+    cache and every following decode step equal a prefill that computes all positions."""
+    seed = int(torch.randint(0, 2**31, ()).item())
+    model = tiny_model(seed, sliding_window=32)
+    T, steps = sum(chunks), 20
+    ids = torch.randint(1, model.config.vocab_size, (2, T + steps))
+    mask = None
+    if padded:
+        mask = torch.ones(2, T, dtype=torch.long)
+        mask[0, :9] = 0
+    calls = []
+    with torch.no_grad():
+        for n in (keep, None):
+            cache, t, outs = model.allocate_cache(2, T + steps), 0, []
+            for c in chunks:
+                m = mask[:, :t + c] if mask is not None else None
+                outs.append(model(ids[:, t:t + c], cache=cache, attention_mask=m, logits_to_keep=n).logits)
+                t += c
+            outs += [model(ids[:, t:t + 1], cache=cache).logits for t in range(T, T + steps)]
+            calls.append(outs)
+    for kept, full in zip(*calls):
+        assert kept.shape[1] == min(keep, full.shape[1])
+        assert (kept - full[:, -kept.shape[1]:]).abs().max() < 1e-5, f"seed {seed}"
+
+
 def test_left_padded_batch_equals_each_prompt_alone():
     model = tiny_model(1)
     lengths, width, steps = [50, 9, 37], 50, 45
