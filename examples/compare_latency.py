@@ -74,11 +74,12 @@ def main() -> None:
     ap.add_argument("--decode-steps", type=int, help="timed steps per point")
     ap.add_argument("--attention", choices=backends.ATTENTION, default="auto")
     ap.add_argument("--mamba", choices=backends.MAMBA, default="auto")
+    ap.add_argument("--linear", choices=backends.LINEAR, default="auto", help="triton: GEMV kernel at batch 1")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    backends.set_backend(attention=args.attention, mamba=args.mamba)
+    backends.set_backend(attention=args.attention, mamba=args.mamba, linear=args.linear)
 
     s = BenchSettings.tiny(args.device) if args.tiny else BenchSettings(device=args.device)
     s.models = args.models.split(",")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backends
+from .linear import Linear
 from .norm import RMSNorm
 
 
@@ -239,9 +240,9 @@ class DiffAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.cross = cross
         out = num_heads if cross else num_heads + 2 * num_kv_heads
-        self.Wqkv = nn.Linear(dim, out * self.head_dim, bias=True)
+        self.Wqkv = Linear(dim, out * self.head_dim, bias=True)
         self.inner_cross_attn = DiffAttnCore(self.head_dim, layer_idx, eps)
-        self.out_proj = nn.Linear(num_heads * self.head_dim, dim, bias=True)
+        self.out_proj = Linear(num_heads * self.head_dim, dim, bias=True)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x (B, T, d) -> q (B, T, H, D) and, for self-attention, k, v (B, T, G, D)."""

@@ -1,7 +1,7 @@
 """Which kernel runs each block: chosen automatically, forced with :func:`use` or environment
 variables, and announced once per choice on the ``sambay`` logger.
 
-Two knobs, each ``"auto"`` by default:
+Three knobs, each ``"auto"`` by default:
 
 * ``attention``: ``"ref"`` (plain PyTorch, fp32 math), ``"sdpa"`` (torch's
   scaled_dot_product_attention for prefill, the Triton decode kernel on CUDA), ``"flash"``
@@ -9,8 +9,11 @@ Two knobs, each ``"auto"`` by default:
   flash-attn is installed and the tensors are on CUDA, ``sdpa`` on CUDA otherwise, ``ref`` on CPU.
 * ``mamba``: ``"ref"`` or ``"cuda"`` (mamba-ssm's selective scan + causal-conv1d).
   ``auto`` is ``cuda`` when both packages import and the tensors are on CUDA.
+* ``linear``: ``"torch"`` (``F.linear``) or ``"triton"`` (the Triton GEMV for one-row inputs,
+  batch-1 decoding; more rows still go through torch). ``auto`` is ``triton`` on CUDA when
+  Triton imports, ``torch`` otherwise.
 
-Environment: ``SAMBAY_ATTENTION=ref|sdpa|flash``, ``SAMBAY_MAMBA=ref|cuda``.
+Environment: ``SAMBAY_ATTENTION=ref|sdpa|flash``, ``SAMBAY_MAMBA=ref|cuda``, ``SAMBAY_LINEAR=torch|triton``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ log = logging.getLogger("sambay")
 
 ATTENTION = ("auto", "ref", "sdpa", "flash")
 MAMBA = ("auto", "ref", "cuda")
+LINEAR = ("auto", "torch", "triton")
 
-_choice = {"attention": os.environ.get("SAMBAY_ATTENTION", "auto"), "mamba": os.environ.get("SAMBAY_MAMBA", "auto")}
+_choice = {kind: os.environ.get(f"SAMBAY_{kind.upper()}", "auto") for kind in ("attention", "mamba", "linear")}
 _announced: set[tuple[str, str]] = set()
 
 
@@ -38,31 +42,34 @@ def _installed(*modules: str) -> bool:
 
 HAS_FLASH_ATTN = _installed("flash_attn")
 HAS_MAMBA_KERNELS = _installed("mamba_ssm", "causal_conv1d")
+HAS_TRITON = _installed("triton")
 
 
 def _check(kind: str, value: str) -> None:
-    allowed = ATTENTION if kind == "attention" else MAMBA
+    allowed = {"attention": ATTENTION, "mamba": MAMBA, "linear": LINEAR}[kind]
     if value not in allowed:
         raise ValueError(f"unknown {kind} backend {value!r}; choose from {allowed}")
     if value == "flash" and not HAS_FLASH_ATTN:
         raise ValueError("attention backend 'flash' needs flash-attn: pip install flash-attn")
     if value == "cuda" and not HAS_MAMBA_KERNELS:
         raise ValueError("mamba backend 'cuda' needs mamba-ssm and causal-conv1d: pip install 'sambay[gpu]'")
+    if value == "triton" and not HAS_TRITON:
+        raise ValueError("linear backend 'triton' needs triton (it comes with CUDA builds of torch)")
 
 
-def set_backend(*, attention: str | None = None, mamba: str | None = None) -> None:
+def set_backend(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None) -> None:
     """Force a backend (``"auto"`` restores the automatic choice)."""
-    for kind, value in (("attention", attention), ("mamba", mamba)):
+    for kind, value in (("attention", attention), ("mamba", mamba), ("linear", linear)):
         if value is not None:
             _check(kind, value)
             _choice[kind] = value
 
 
 @contextlib.contextmanager
-def use(*, attention: str | None = None, mamba: str | None = None) -> Iterator[None]:
+def use(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None) -> Iterator[None]:
     """Context manager form of :func:`set_backend`."""
     saved = dict(_choice)
-    set_backend(attention=attention, mamba=mamba)
+    set_backend(attention=attention, mamba=mamba, linear=linear)
     try:
         yield
     finally:
@@ -96,5 +103,12 @@ def mamba_backend(device: torch.device) -> str:
     return choice
 
 
-_check("attention", _choice["attention"])
-_check("mamba", _choice["mamba"])
+def linear_backend(device: torch.device) -> str:
+    choice = _choice["linear"]
+    if choice == "auto":
+        return "triton" if HAS_TRITON and device.type == "cuda" else "torch"
+    return choice if device.type == "cuda" else "torch"
+
+
+for _kind, _value in _choice.items():
+    _check(_kind, _value)

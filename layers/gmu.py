@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 class GMU(nn.Module):
     """``out_proj(silu(in_proj(x)) * memory)``.
@@ -16,8 +18,8 @@ class GMU(nn.Module):
 
     def __init__(self, dim: int, d_inner: int, bias: bool = False) -> None:
         super().__init__()
-        self.in_proj = nn.Linear(dim, d_inner, bias=bias)
-        self.out_proj = nn.Linear(d_inner, dim, bias=bias)
+        self.in_proj = Linear(dim, d_inner, bias=bias)
+        self.out_proj = Linear(d_inner, dim, bias=bias)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         return self.out_proj(F.silu(self.in_proj(x)) * memory)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backends
+from .linear import Linear, linear
 
 # ----------------------------------------------------------------------------- reference kernels
 
@@ -219,13 +220,13 @@ class Mamba(nn.Module):
         super().__init__()
         self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=proj_bias)
+        self.in_proj = Linear(d_model, 2 * d_inner, bias=proj_bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, bias=conv_bias, padding=d_conv - 1)
-        self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True)
+        self.x_proj = Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = Linear(self.dt_rank, d_inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(d_inner, d_state))
         self.D = nn.Parameter(torch.empty(d_inner))
-        self.out_proj = nn.Linear(d_inner, d_model, bias=proj_bias)
+        self.out_proj = Linear(d_inner, d_model, bias=proj_bias)
 
     @torch.no_grad()
     def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
@@ -241,7 +242,7 @@ class Mamba(nn.Module):
     def _ssm_inputs(self, x_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x_c (..., E) -> dt (..., E) before bias, B and C (..., N)."""
         dt, Bm, Cm = self.x_proj(x_c).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return F.linear(dt, self.dt_proj.weight), Bm, Cm
+        return linear(dt, self.dt_proj.weight), Bm, Cm
 
     def forward(
         self,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .linear import Linear, linear_glu
 
 
 def swiglu(x: torch.Tensor, up: nn.Linear, down: nn.Linear) -> torch.Tensor:
     """``down(u * silu(g))`` where ``g, u = up(x).chunk(2)``: the fused projection holds the
     gate first, then the up half (the order of both official checkpoints)."""
-    gate, y = up(x).chunk(2, dim=-1)
-    return down(y * F.silu(gate))
+    return down(linear_glu(x, up.weight, up.bias))
 
 
 class MLP(nn.Module):
@@ -19,8 +19,8 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, bias: bool = False) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.fc1 = Linear(dim, 2 * hidden, bias=bias)
+        self.fc2 = Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return swiglu(x, self.fc1, self.fc2)
@@ -32,8 +32,8 @@ class Phi3MLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(dim, 2 * hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, dim, bias=False)
+        self.gate_up_proj = Linear(dim, 2 * hidden, bias=False)
+        self.down_proj = Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return swiglu(x, self.gate_up_proj, self.down_proj)

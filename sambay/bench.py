@@ -152,13 +152,14 @@ def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torc
     return rows[1:]
 
 
-def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batch: int) -> dict | None:
+def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batch: int,
+                  compile: bool = False) -> dict | None:
     """Decode throughput of ``batch`` rows over the prompt + generate budget; None when the
     cache or a step does not fit in memory."""
     budget = s.prompt + s.generate
     points = [s.prompt + round(i * s.generate / (s.throughput_points - 1)) for i in range(s.throughput_points)]
     points[-1] = budget - s.decode_steps - 2
-    engine = Engine(model)
+    engine = Engine(model, compile=compile)
     try:
         cache, step = engine.slot(batch, budget)
         ids = torch.randint(0, model.config.vocab_size, (batch, 1), device=device)
@@ -186,7 +187,9 @@ def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batc
 
 def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
                        log: Callable[[str], None] = print) -> list[dict]:
-    """Decode throughput for growing batch sizes, up to the first that does not fit."""
+    """Decode throughput for growing batch sizes, up to the first that does not fit, with CUDA
+    graphs. With ``s.compile`` the largest batch that fits is measured again with the step
+    compiled as well (one compile per batch size is too slow for the whole sweep)."""
     rows = []
     for batch in s.batch_sizes:
         row = throughput_at(model, s, device, batch)
@@ -197,6 +200,12 @@ def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
             break
         rows.append(row)
         log(f"    batch {batch}: {row['tokens_per_s']:.0f} tok/s (bytes model {row['floor_tokens_per_s']:.0f})")
+    if s.compile and rows:
+        row = throughput_at(model, s, device, rows[-1]["batch"], compile=True)
+        if row is not None:
+            row["compiled"] = True
+            rows.append(row)
+            log(f"    batch {row['batch']}, compiled: {row['tokens_per_s']:.0f} tok/s")
     return rows
 
 
@@ -234,7 +243,7 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> di
     cuda = model.device.type == "cuda"
 
     def compare(m: nn.Module, compile: bool) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
-        with backends.use(attention="ref", mamba="ref"):
+        with backends.use(attention="ref", mamba="ref", linear="torch"):
             ref = _teacher_forced(m, ids, n, None)
         engine = Engine(m, compile=compile)
         fast = _teacher_forced(m, ids, n, engine)
@@ -261,7 +270,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
                            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                            "attention_backend": backends.attention_backend(device),
-                           "mamba_backend": backends.mamba_backend(device)}
+                           "mamba_backend": backends.mamba_backend(device),
+                           "linear_backend": backends.linear_backend(device)}
     for mod in ("triton", "mamba_ssm", "causal_conv1d", "flash_attn", "transformers"):
         with contextlib.suppress(ImportError):
             env[mod] = __import__(mod).__version__
@@ -316,8 +326,11 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"{row['length']:>8} {p:>10} {d:>10} {f_:>9} {ratio:>6}")
         lines.append(f"{'batch':>8} {'tok/s':>10} {'floor tok/s':>12} {'ratio':>6}")
         for row in r["throughput"]:
-            lines.append(f"{row['batch']:>8} {row['tokens_per_s']:>10.1f} {row['floor_tokens_per_s']:>12.1f} "
+            batch = f"{row['batch']}{'c' if row.get('compiled') else ''}"
+            lines.append(f"{batch:>8} {row['tokens_per_s']:>10.1f} {row['floor_tokens_per_s']:>12.1f} "
                          f"{row['floor_tokens_per_s'] / row['tokens_per_s']:>6.2f}")
+        if any(row.get("compiled") for row in r["throughput"]):
+            lines.append("   (c: the step compiled as well as graphed)")
     if all(k in models and models[k]["throughput"] for k in MODELS):
         best = {k: max(models[k]["throughput"], key=lambda r: r["tokens_per_s"]) for k in MODELS}
         lines.append(f"best throughput: sambay {best['sambay']['tokens_per_s']:.0f} tok/s (batch "
@@ -358,9 +371,12 @@ def plot(results: dict[str, Any], folder: str) -> list[str]:
     fig.savefig(paths[0], dpi=120)
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, r in results["models"].items():
-        rows = r["throughput"]
-        ax.plot([x["batch"] for x in rows], [x["tokens_per_s"] for x in rows], "o-", label=kind)
+        rows = [x for x in r["throughput"] if not x.get("compiled")]
+        line, = ax.plot([x["batch"] for x in rows], [x["tokens_per_s"] for x in rows], "o-", label=kind)
         ax.plot([x["batch"] for x in rows], [x["floor_tokens_per_s"] for x in rows], ":", label=f"{kind} bytes model")
+        for x in r["throughput"]:
+            if x.get("compiled"):
+                ax.plot([x["batch"]], [x["tokens_per_s"]], "*", ms=12, color=line.get_color(), label=f"{kind} compiled")
     s = results["settings"]
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="tokens / s",
            title=f"decode throughput, {s['prompt']} prompt + {s['generate']} generated")

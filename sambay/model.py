@@ -19,6 +19,7 @@ from torch import nn
 
 from layers.attention import DiffAttention
 from layers.gmu import GMU
+from layers.linear import Linear
 from layers.mamba import Mamba
 from layers.mlp import MLP
 from layers.norm import LayerNorm
@@ -233,7 +234,7 @@ class SambaYForCausalLM(CausalLM):
         super().__init__()
         self.config = config
         self.model = SambaYModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
         if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
             self.reset_parameters()
         if config.tie_word_embeddings:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from layers import attention
+from layers.linear import Linear
 from layers.mlp import Phi3MLP
 from layers.norm import RMSNorm
 from layers.rope import RotaryEmbedding, apply_rotary
@@ -36,8 +37,8 @@ class Phi3Attention(nn.Module):
                                                             config.head_size)
         self.window = config.sliding_window
         H, G, D = self.num_heads, self.num_kv_heads, self.head_dim
-        self.qkv_proj = nn.Linear(config.hidden_size, (H + 2 * G) * D, bias=False)
-        self.o_proj = nn.Linear(H * D, config.hidden_size, bias=False)
+        self.qkv_proj = Linear(config.hidden_size, (H + 2 * G) * D, bias=False)
+        self.o_proj = Linear(H * D, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False) -> torch.Tensor:
@@ -96,7 +97,7 @@ class Phi4MiniForCausalLM(CausalLM):
         super().__init__()
         self.config = config
         self.model = Phi3Model(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
             self.reset_parameters()
         if config.tie_word_embeddings:

@@ -29,6 +29,50 @@ def fresh_seed() -> int:
     return seed
 
 
+# ----------------------------------------------------------------------------- linear
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("N, K, bias, glu", [
+    (2560, 5120, False, False),   # official shapes: even tiles
+    (10240, 2560, False, True),   # MLP fc1 with the fused gate
+    (5120, 160, True, False),     # dt_proj: K under one tile
+    (1001, 2500, True, False),    # rows and columns off the tiles
+    (77, 300, True, True),        # small, ragged, fused gate
+])
+def test_gemv_matches_linear(dtype, N, K, bias, glu):
+    import torch.nn.functional as F
+
+    from layers.gemv_triton import gemv
+
+    seed = fresh_seed()
+    w = torch.randn(2 * N if glu else N, K, device=CUDA, dtype=dtype) * 0.05
+    b = torch.randn(w.shape[0], device=CUDA, dtype=dtype) if bias else None
+    x = torch.randn(1, 1, K, device=CUDA, dtype=dtype)
+    ref = F.linear(x.double(), w.double(), b.double() if bias else None)
+    if glu:
+        g, u = ref.chunk(2, -1)
+        ref = u * F.silu(g)
+    out = gemv(x, w, b, glu=glu)
+    assert out.shape == ref.shape and out.dtype == dtype
+    assert rel(out, ref) < (1e-5 if dtype == torch.float32 else 1e-2), f"seed {seed}"
+
+
+def test_linear_takes_the_gemv_only_for_one_row_inference():
+    from layers.linear import linear
+
+    w = torch.randn(300, 256, device=CUDA)
+    x = torch.randn(1, 1, 256, device=CUDA)
+    with torch.no_grad():
+        assert torch.allclose(linear(x, w), x @ w.T, atol=1e-4)
+        assert ("linear (one row)", "triton gemv") in backends._announced
+        with backends.use(linear="torch"):
+            assert torch.allclose(linear(x, w), x @ w.T, atol=1e-4)
+    w.requires_grad_(True)
+    linear(x, w).sum().backward()  # with autograd it is torch's path, which has a backward
+    assert w.grad is not None
+
+
 # ----------------------------------------------------------------------------- attention
 
 
@@ -157,7 +201,7 @@ def test_fast_model_matches_reference_after_prefill_and_64_steps(which):
             logits += [model(ids[:, t:t + 1], cache=cache).logits for t in range(300, ids.shape[1])]
         return torch.cat(logits, 1)
 
-    with backends.use(attention="ref", mamba="ref"):
+    with backends.use(attention="ref", mamba="ref", linear="torch"):
         ref = run()
     fast = run()
     assert rel(fast[:, :300], ref[:, :300]) < 1e-2, seed
@@ -171,7 +215,7 @@ def test_fp32_greedy_tokens_identical_for_128_steps(which):
     prompts = [torch.randint(0, 1000, (n,)).tolist() for n in (90, 33)]
     reqs = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=128)) for p in prompts]
     fast = Engine(model).generate(reqs)  # CUDA graphs + fast kernels
-    with backends.use(attention="ref", mamba="ref"):
+    with backends.use(attention="ref", mamba="ref", linear="torch"):
         ref = Engine(model, cuda_graphs=False).generate(reqs)
     for f, r in zip(fast, ref):
         assert f.tokens == r.tokens
@@ -199,7 +243,7 @@ def test_compiled_graphed_decode_matches_reference(which):
     seed = fresh_seed()
     model = small_models(torch.bfloat16)[which]
     ids = torch.randint(0, 1000, (2, 180 + 64), device=CUDA)  # the small dense model holds 256 positions
-    with torch.no_grad(), backends.use(attention="ref", mamba="ref"):
+    with torch.no_grad(), backends.use(attention="ref", mamba="ref", linear="torch"):
         cache = model.allocate_cache(2, ids.shape[1])
         model(ids[:, :180], cache=cache)
         ref = torch.stack([model(ids[:, t:t + 1], cache=cache).logits[:, -1] for t in range(180, 244)])
