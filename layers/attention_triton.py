@@ -17,6 +17,24 @@ import triton.language as tl
 
 
 @triton.jit
+def _visible_splits(QPOS, START, b, S, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr,
+                    HAS_WINDOW: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr):
+    """The query position, the first slot that can be visible, one past the last, and the slots
+    per split (the visible range cut in SPLITS, in whole blocks: splits past its end are empty)."""
+    qp = tl.load(QPOS)
+    lo = 0
+    hi = S
+    if not HAS_KPOS:  # slot == position: only slots lo..qp can be visible
+        hi = tl.minimum(qp + 1, S)
+        if HAS_WINDOW:
+            lo = tl.maximum(lo, qp - window + 1)
+        if HAS_START:
+            lo = tl.maximum(lo, tl.load(START + b))
+    chunk = tl.cdiv(tl.cdiv(hi - lo, SPLITS), BLOCK) * BLOCK
+    return qp, lo, hi, chunk
+
+
+@triton.jit
 def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
              sqb, sqh, skb, sks, skh, svb, svs, svh,
              S, HK, R, scale, window,
@@ -27,19 +45,10 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
     split = tl.program_id(1)
     b = (pid // HK).to(tl.int64)  # b * (row stride) can pass 2**31 in a large cache
     h = pid % HK
-    qp = tl.load(QPOS)
+    qp, lo, hi, chunk = _visible_splits(QPOS, START, b, S, window, HAS_KPOS, HAS_START, HAS_WINDOW, BLOCK, SPLITS)
     st = 0
     if HAS_START:
         st = tl.load(START + b)
-    lo = 0
-    hi = S
-    if not HAS_KPOS:  # slot == position: only slots lo..qp can be visible
-        hi = tl.minimum(qp + 1, S)
-        if HAS_WINDOW:
-            lo = tl.maximum(lo, qp - window + 1)
-        if HAS_START:
-            lo = tl.maximum(lo, st)
-    chunk = tl.cdiv(tl.cdiv(hi - lo, SPLITS), BLOCK) * BLOCK
     s_lo = lo + split * chunk
     s_hi = tl.minimum(hi, s_lo + chunk)
 
@@ -87,12 +96,16 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
 
 
 @triton.jit
-def _combine(ACC, ML, OUT, sob, soh, HK, R,
-             RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl.constexpr):
+def _combine(ACC, ML, OUT, QPOS, START, sob, soh, S, HK, R, window,
+             HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
+             RP: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr):
     pid = tl.program_id(0)
     b = (pid // HK).to(tl.int64)
     h = pid % HK
+    qp, lo, hi, chunk = _visible_splits(QPOS, START, b, S, window, HAS_KPOS, HAS_START, HAS_WINDOW, BLOCK, SPLITS)
+    active = tl.cdiv(hi - lo, chunk)  # the rest are empty: skip reading them
     rows = tl.arange(0, RP)
+    real = rows < R  # rows past R pad the query block to a dot's minimum size
     splits = tl.arange(0, SPLITS)
     idx = (pid * SPLITS + splits[:, None]) * RP + rows[None, :]  # (SPLITS, RP)
     m = tl.load(ML + idx * 2)
@@ -102,19 +115,22 @@ def _combine(ACC, ML, OUT, sob, soh, HK, R,
     denom = tl.sum(w * tl.load(ML + idx * 2 + 1), 0)
     dv = tl.arange(0, DV)
     out = tl.zeros((RP, DV), tl.float32)
-    for s in range(SPLITS):
+    s = 0
+    while s < active:
         ws = tl.exp(tl.load(ML + ((pid * SPLITS + s) * RP + rows) * 2) - m_max)
-        a = tl.load(ACC + ((pid * SPLITS + s) * RP + rows)[:, None] * DV + dv[None, :])
+        a = tl.load(ACC + ((pid * SPLITS + s) * RP + rows)[:, None] * DV + dv[None, :], mask=real[:, None], other=0.0)
         out += ws[:, None] * a
+        s += 1
     out = out / denom[:, None]
     tl.store(OUT + b * sob + (h * R + rows)[:, None] * soh + dv[None, :], out.to(OUT.dtype.element_ty),
-             mask=(rows < R)[:, None])
+             mask=real[:, None])
 
 
 def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132) -> int:
-    """Programs per (row, KV head): enough to fill the GPU about four times over, at least 256
-    slots each, a power of two."""
-    want = max(1, min(64, triton.cdiv(slots, 256), triton.cdiv(4 * num_sms, batch * kv_heads)))
+    """Programs per (row, KV head): enough to fill the GPU about four times over, at least 64
+    slots (one block) each, a power of two. At batch 1 a short cache split finely keeps each
+    program's serial walk short: the step is latency-bound there, not bandwidth-bound."""
+    want = max(1, min(64, triton.cdiv(slots, 64), triton.cdiv(4 * num_sms, batch * kv_heads)))
     return triton.next_power_of_2(want)
 
 
@@ -148,7 +164,10 @@ def decode_attention_triton(
         HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
         RP=RP, DK=DK, DV=DV, BLOCK=64, SPLITS=splits, IEEE=q.dtype == torch.float32,
     )
-    _combine[(B * HK,)](acc, ml, out, out.stride(0), out.stride(2), HK, R, RP=RP, DV=DV, SPLITS=splits)
+    _combine[(B * HK,)](
+        acc, ml, out, q_pos, start if start is not None else dummy, out.stride(0), out.stride(2), S, HK, R, window or 0,
+        HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
+        RP=RP, DV=DV, BLOCK=64, SPLITS=splits)
     return out
 
 
