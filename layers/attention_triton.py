@@ -99,31 +99,24 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
 def _combine(ACC, ML, OUT, QPOS, START, sob, soh, S, HK, R, window,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              RP: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr):
+    """One program per (row, KV head, query row): all splits' partial sums in one load."""
     pid = tl.program_id(0)
+    r = tl.program_id(1)
     b = (pid // HK).to(tl.int64)
     h = pid % HK
     qp, lo, hi, chunk = _visible_splits(QPOS, START, b, S, window, HAS_KPOS, HAS_START, HAS_WINDOW, BLOCK, SPLITS)
-    active = tl.cdiv(hi - lo, chunk)  # the rest are empty: skip reading them
-    rows = tl.arange(0, RP)
-    real = rows < R  # rows past R pad the query block to a dot's minimum size
     splits = tl.arange(0, SPLITS)
-    idx = (pid * SPLITS + splits[:, None]) * RP + rows[None, :]  # (SPLITS, RP)
-    m = tl.load(ML + idx * 2)
+    live = splits < tl.cdiv(hi - lo, chunk)  # later splits are empty: skip reading them
+    at = (pid * SPLITS + splits) * RP + r
+    m = tl.load(ML + at * 2, mask=live, other=float("-inf"))
     m_max = tl.max(m, 0)
     m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
-    w = tl.exp(m - m_max[None, :])  # empty splits weigh 0
-    denom = tl.sum(w * tl.load(ML + idx * 2 + 1), 0)
+    w = tl.exp(m - m_max)  # empty splits weigh 0
+    denom = tl.sum(w * tl.load(ML + at * 2 + 1, mask=live, other=0.0), 0)
     dv = tl.arange(0, DV)
-    out = tl.zeros((RP, DV), tl.float32)
-    s = 0
-    while s < active:
-        ws = tl.exp(tl.load(ML + ((pid * SPLITS + s) * RP + rows) * 2) - m_max)
-        a = tl.load(ACC + ((pid * SPLITS + s) * RP + rows)[:, None] * DV + dv[None, :], mask=real[:, None], other=0.0)
-        out += ws[:, None] * a
-        s += 1
-    out = out / denom[:, None]
-    tl.store(OUT + b * sob + (h * R + rows)[:, None] * soh + dv[None, :], out.to(OUT.dtype.element_ty),
-             mask=real[:, None])
+    a = tl.load(ACC + at[:, None] * DV + dv[None, :], mask=live[:, None], other=0.0)  # (SPLITS, DV)
+    out = tl.sum(w[:, None] * a, 0) / denom
+    tl.store(OUT + b * sob + (h * R + r) * soh + dv, out.to(OUT.dtype.element_ty))
 
 
 def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132) -> int:
@@ -164,7 +157,7 @@ def decode_attention_triton(
         HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
         RP=RP, DK=DK, DV=DV, BLOCK=64, SPLITS=splits, IEEE=q.dtype == torch.float32,
     )
-    _combine[(B * HK,)](
+    _combine[(B * HK, R)](
         acc, ml, out, q_pos, start if start is not None else dummy, out.stride(0), out.stride(2), S, HK, R, window or 0,
         HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
         RP=RP, DV=DV, BLOCK=64, SPLITS=splits)
