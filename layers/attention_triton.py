@@ -11,9 +11,14 @@ merges their partial softmax sums.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+TUNING = {"block": 64, "num_warps": 4, "num_stages": 3}  # keys per block and launch settings
 
 
 @triton.jit
@@ -35,12 +40,44 @@ def _visible_splits(QPOS, START, b, S, window, HAS_KPOS: tl.constexpr, HAS_START
 
 
 @triton.jit
+def _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale, window,
+           HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
+           DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
+    """Online-softmax update with the keys of slots s0 .. s0 + BLOCK."""
+    offs = s0 + tl.arange(0, BLOCK)
+    valid = offs < s_hi
+    if HAS_KPOS:
+        kp = tl.load(KPOS + offs, mask=valid, other=-1)
+        valid = valid & (kp >= 0) & (kp <= qp)
+        if HAS_WINDOW:
+            valid = valid & (qp - kp < window)
+        if HAS_START:
+            valid = valid & (kp >= st)
+    kt = tl.load(K + kbase + offs[:, None] * sks + tl.arange(0, DK)[None, :], mask=valid[:, None], other=0.0)
+    vt = tl.load(V + vbase + offs[:, None] * svs + tl.arange(0, DV)[None, :], mask=valid[:, None], other=0.0)
+    if IEEE:
+        sc = tl.dot(q, tl.trans(kt), input_precision="ieee")
+    else:
+        sc = tl.dot(q, tl.trans(kt))
+    sc = tl.where(valid[None, :], sc * scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(sc, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp(sc - m_safe[:, None])
+    alpha = tl.exp(m_i - m_safe)
+    if IEEE:
+        pv = tl.dot(p, vt.to(tl.float32), input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(vt.dtype), vt)
+    return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + pv
+
+
+@triton.jit
 def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
              sqb, sqh, skb, sks, skh, svb, svs, svh,
              S, HK, R, scale, window,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              RP: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr,
-             SPLITS: tl.constexpr, IEEE: tl.constexpr):
+             SPLITS: tl.constexpr, IEEE: tl.constexpr, PIPELINE: tl.constexpr):
     pid = tl.program_id(0)
     split = tl.program_id(1)
     b = (pid // HK).to(tl.int64)  # b * (row stride) can pass 2**31 in a large cache
@@ -53,43 +90,24 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
     s_hi = tl.minimum(hi, s_lo + chunk)
 
     rows = tl.arange(0, RP)
-    dk = tl.arange(0, DK)
-    dv = tl.arange(0, DV)
-    q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + dk[None, :], mask=(rows < R)[:, None], other=0.0)
+    q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + tl.arange(0, DK)[None, :],
+                mask=(rows < R)[:, None], other=0.0)
     m_i = tl.full((RP,), float("-inf"), tl.float32)
     l_i = tl.zeros((RP,), tl.float32)
     acc = tl.zeros((RP, DV), tl.float32)
-    s0 = s_lo
-    while s0 < s_hi:
-        offs = s0 + tl.arange(0, BLOCK)
-        valid = offs < s_hi
-        if HAS_KPOS:
-            kp = tl.load(KPOS + offs, mask=valid, other=-1)
-            valid = valid & (kp >= 0) & (kp <= qp)
-            if HAS_WINDOW:
-                valid = valid & (qp - kp < window)
-            if HAS_START:
-                valid = valid & (kp >= st)
-        kt = tl.load(K + b * skb + offs[:, None] * sks + h * skh + dk[None, :], mask=valid[:, None], other=0.0)
-        if IEEE:
-            sc = tl.dot(q, tl.trans(kt), input_precision="ieee")
-        else:
-            sc = tl.dot(q, tl.trans(kt))
-        sc = tl.where(valid[None, :], sc * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(sc, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp(sc - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
-        vt = tl.load(V + b * svb + offs[:, None] * svs + h * svh + dv[None, :], mask=valid[:, None], other=0.0)
-        if IEEE:
-            pv = tl.dot(p, vt.to(tl.float32), input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(vt.dtype), vt)
-        acc = acc * alpha[:, None] + pv
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
-        s0 += BLOCK
+    kbase, vbase = b * skb + h * skh, b * svb + h * svh
+    if PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
+        for s0 in range(s_lo, s_hi, BLOCK):
+            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale,
+                                   window, HAS_KPOS, HAS_START, HAS_WINDOW, DK, DV, BLOCK, IEEE)
+    else:  # Triton's interpreter (CPU tests) cannot range() over runtime bounds
+        s0 = s_lo
+        while s0 < s_hi:
+            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale,
+                                   window, HAS_KPOS, HAS_START, HAS_WINDOW, DK, DV, BLOCK, IEEE)
+            s0 += BLOCK
     base = (pid * SPLITS + split) * RP
+    dv = tl.arange(0, DV)
     tl.store(ACC + (base + rows)[:, None] * DV + dv[None, :], acc)
     tl.store(ML + (base + rows) * 2, m_i)
     tl.store(ML + (base + rows) * 2 + 1, l_i)
@@ -119,11 +137,11 @@ def _combine(ACC, ML, OUT, QPOS, START, sob, soh, S, HK, R, window,
     tl.store(OUT + b * sob + (h * R + r) * soh + dv, out.to(OUT.dtype.element_ty))
 
 
-def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132) -> int:
+def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132, block: int = 64) -> int:
     """Programs per (row, KV head): enough to fill the GPU about four times over, at least 64
     slots (one block) each, a power of two. At batch 1 a short cache split finely keeps each
     program's serial walk short: the step is latency-bound there, not bandwidth-bound."""
-    want = max(1, min(64, triton.cdiv(slots, 64), triton.cdiv(4 * num_sms, batch * kv_heads)))
+    want = max(1, min(64, triton.cdiv(slots, block), triton.cdiv(4 * num_sms, batch * kv_heads)))
     return triton.next_power_of_2(want)
 
 
@@ -145,7 +163,7 @@ def decode_attention_triton(
     assert q.shape[1] == 1 and k.stride(-1) == 1 and v.stride(-1) == 1 and q.stride(-1) == 1
     R = Hq // HK
     RP = max(16, triton.next_power_of_2(R))
-    splits = num_splits(B, HK, S)
+    splits = num_splits(B, HK, S, block=TUNING["block"])
     acc = torch.empty(B * HK * splits * RP, DV, device=q.device, dtype=torch.float32)
     ml = torch.empty(B * HK * splits * RP, 2, device=q.device, dtype=torch.float32)
     out = torch.empty(B, 1, Hq, DV, device=q.device, dtype=q.dtype)
@@ -155,12 +173,13 @@ def decode_attention_triton(
         q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         S, HK, R, scale if scale is not None else DK**-0.5, window or 0,
         HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
-        RP=RP, DK=DK, DV=DV, BLOCK=64, SPLITS=splits, IEEE=q.dtype == torch.float32,
+        RP=RP, DK=DK, DV=DV, BLOCK=TUNING["block"], SPLITS=splits, IEEE=q.dtype == torch.float32,
+        PIPELINE=not INTERPRET, num_warps=TUNING["num_warps"], num_stages=TUNING["num_stages"],
     )
     _combine[(B * HK, R)](
         acc, ml, out, q_pos, start if start is not None else dummy, out.stride(0), out.stride(2), S, HK, R, window or 0,
         HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
-        RP=RP, DV=DV, BLOCK=64, SPLITS=splits)
+        RP=RP, DV=DV, BLOCK=TUNING["block"], SPLITS=splits)
     return out
 
 
