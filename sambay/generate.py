@@ -138,14 +138,10 @@ class Engine:
         self.model = model.eval()
         self.decode_step = model.decode_step
         if compile:
-            import torch._dynamo.config
-            import torch._inductor.config
-
-            # Round between fused ops where eager rounds, so compiled numerics are eager's.
-            torch._inductor.config.emulate_precision_casts = True
-            # One static graph per (batch, cache length): a dynamic one is slower to run.
-            torch._dynamo.config.automatic_dynamic_shapes = False
-            self.decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False)
+            # One static graph per (batch, cache length): a dynamic one is slower to run. Inductor
+            # rounds between fused ops where eager rounds, so compiled numerics are eager's.
+            self.decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False,
+                                             options={"emulate_precision_casts": True})
         self.device = model.device
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":

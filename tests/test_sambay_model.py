@@ -238,3 +238,25 @@ def test_cache_bytes_per_sequence():
     kv = 34 * 1024 * 2 * 20 * 64 * 2
     constant = 9 * 5120 * (3 * 2 + 16 * 4) + 8 * 2 * 512 * 20 * 64 * 2
     assert cache_bytes == kv + constant
+
+
+def test_compiled_decode_step_on_cpu_equals_eager_and_leaves_global_config_alone():
+    """Engine(compile=True) without CUDA graphs (the CPU path): the compiled step gives the eager
+    step's logits, and its compile options do not leak into torch's global configuration."""
+    import torch._dynamo.config
+    import torch._inductor.config
+
+    from sambay.generate import Engine
+
+    before = (torch._inductor.config.emulate_precision_casts, torch._dynamo.config.automatic_dynamic_shapes)
+    model = tiny_model(5, sliding_window=8)
+    ids = torch.randint(0, model.config.vocab_size, (2, 30))
+    outs = []
+    for compile in (False, True):
+        engine = Engine(model, compile=compile, cuda_graphs=False)
+        cache, step = engine.slot(2, 30)
+        with torch.no_grad():
+            engine.prefill(cache, ids[:, :20])
+            outs.append(torch.stack([step(ids[:, t:t + 1]) for t in range(20, 30)]))
+    assert (outs[0] - outs[1]).abs().max() < 1e-4
+    assert (torch._inductor.config.emulate_precision_casts, torch._dynamo.config.automatic_dynamic_shapes) == before
