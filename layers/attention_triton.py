@@ -99,7 +99,7 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
         for s0 in range(s_lo, s_hi, BLOCK):
             m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale,
                                    window, HAS_KPOS, HAS_START, HAS_WINDOW, DK, DV, BLOCK, IEEE)
-    else:  # Triton's interpreter (CPU tests) cannot range() over runtime bounds
+    else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
         s0 = s_lo
         while s0 < s_hi:
             m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale,
