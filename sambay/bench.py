@@ -11,7 +11,8 @@ shapes (CPU smoke runs). What is measured, per model:
   [prompt, prompt + generate] and integrated (step time is linear in context), giving
   tokens/s for the whole generation. The cache is moved to each context length without
   computing it (decode reads the same bytes whatever they hold), so large batches need no
-  prefill of B x context tokens. Batches grow until the cache no longer fits in memory;
+  prefill of B x context tokens. Batches grow until the cache no longer fits in memory, then a
+  bisection finds the largest batch that fits;
 * bytes: cache bytes per sequence, and the bytes a decode step must move (weights, the cache
   it reads, recurrent state read and written), which over the copy bandwidth gives the floor.
 """
@@ -187,25 +188,43 @@ def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batc
 
 def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
                        log: Callable[[str], None] = print) -> list[dict]:
-    """Decode throughput for growing batch sizes, up to the first that does not fit, with CUDA
-    graphs. With ``s.compile`` the largest batch that fits is measured again with the step
-    compiled as well (one compile per batch size is too slow for the whole sweep)."""
-    rows = []
-    for batch in s.batch_sizes:
-        row = throughput_at(model, s, device, batch)
+    """Decode throughput for growing batch sizes with CUDA graphs, up to the first that does not
+    fit; then a bisection between the last size that fit and that one finds the largest batch
+    that fits. With ``s.compile`` the largest batch is measured again with the step compiled as
+    well (one compile per batch size is too slow for the whole sweep)."""
+    def one(batch: int, compile: bool = False) -> dict | None:
+        row = throughput_at(model, s, device, batch, compile=compile)
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        if row is not None:
+            log(f"    batch {batch}{', compiled' if compile else ''}: {row['tokens_per_s']:.0f} tok/s "
+                f"(bytes model {row['floor_tokens_per_s']:.0f})")
+        return row
+
+    rows: list[dict] = []
+    too_big = None
+    for batch in s.batch_sizes:
+        row = one(batch)
         if row is None:
+            too_big = batch
             break
         rows.append(row)
-        log(f"    batch {batch}: {row['tokens_per_s']:.0f} tok/s (bytes model {row['floor_tokens_per_s']:.0f})")
+    if rows and too_big is not None:
+        fits = rows[-1]["batch"]
+        while too_big - fits > 1:
+            mid = (fits + too_big) // 2
+            row = one(mid)
+            if row is None:
+                too_big = mid
+            else:
+                fits = mid
+                rows.append(row)
     if s.compile and rows:
-        row = throughput_at(model, s, device, rows[-1]["batch"], compile=True)
+        row = one(rows[-1]["batch"], compile=True)
         if row is not None:
             row["compiled"] = True
             rows.append(row)
-            log(f"    batch {row['batch']}, compiled: {row['tokens_per_s']:.0f} tok/s")
     return rows
 
 

@@ -33,3 +33,26 @@ def test_sambay_cache_is_at_most_a_twentieth_of_the_dense_one_at_34k():
     dense = DenseCache(Phi4MiniConfig.official(), 1, 16, device="meta", dtype=torch.bfloat16).nbytes_per_sequence(n)
     assert dense == n * 128 * 1024
     assert sambay * 20 <= dense, (sambay, dense)
+
+
+def test_throughput_sweep_bisects_to_the_largest_batch_that_fits(monkeypatch):
+    """Sizes 1, 8, 64 with room for 37 rows: the sweep stops at 64, bisects 8..64 down to 37, and
+    measures 37 again compiled."""
+    import torch
+
+    from sambay import bench
+
+    calls = []
+
+    def fake(model, s, device, batch, compile=False):
+        calls.append((batch, compile))
+        return None if batch > 37 else {"batch": batch, "tokens_per_s": 1.0, "floor_tokens_per_s": 1.0}
+
+    monkeypatch.setattr(bench, "throughput_at", fake)
+    s = bench.BenchSettings.tiny()
+    s.batch_sizes, s.compile = [1, 8, 64], True
+    rows = bench.measure_throughput(None, s, torch.device("cpu"), log=lambda _: None)
+    assert calls == [(1, False), (8, False), (64, False), (36, False), (50, False), (43, False), (39, False),
+                     (37, False), (38, False), (37, True)]
+    assert [(r["batch"], r.get("compiled", False)) for r in rows] == [(1, False), (8, False), (36, False),
+                                                                      (37, False), (37, True)]
