@@ -41,24 +41,27 @@ def small_tokenizer() -> Tokenizer:
     return Tokenizer.from_hf(tok, chat_template=PHI4_CHAT_TEMPLATE)
 
 
+def checkpoint_folder(tmp_path_factory: pytest.TempPathFactory, name: str, cls: type, config) -> Path:
+    """The small tokenizer and a ``cls(config)`` with seed-0 random weights, saved in one folder."""
+    path = tmp_path_factory.mktemp(name)
+    small_tokenizer().save(path)
+    torch.manual_seed(0)
+    cls(config).save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SambaY checkpoint folder; its embedding (320) is padded past the tokenizer (300)."""
-    path = tmp_path_factory.mktemp("tiny_sambay")
-    small_tokenizer().save(path)
-    torch.manual_seed(0)
-    SambaYForCausalLM(SambaYConfig.tiny(vocab_size=320, initializer_range=0.1)).save_pretrained(path)
-    return path
+    return checkpoint_folder(tmp_path_factory, "tiny_sambay", SambaYForCausalLM,
+                             SambaYConfig.tiny(vocab_size=320, initializer_range=0.1))
 
 
 @pytest.fixture(scope="module")
 def dense_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random dense Phi-4-mini checkpoint folder (context 256)."""
-    path = tmp_path_factory.mktemp("tiny_dense")
-    small_tokenizer().save(path)
-    torch.manual_seed(0)
-    Phi4MiniForCausalLM(Phi4MiniConfig.tiny(vocab_size=300, initializer_range=0.1)).save_pretrained(path)
-    return path
+    return checkpoint_folder(tmp_path_factory, "tiny_dense", Phi4MiniForCausalLM,
+                             Phi4MiniConfig.tiny(vocab_size=300, initializer_range=0.1))
 
 
 @pytest.fixture(scope="module")
