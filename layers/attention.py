@@ -244,10 +244,11 @@ class DiffAttention(nn.Module):
         self.inner_cross_attn = DiffAttnCore(self.head_dim, layer_idx, eps)
         self.out_proj = Linear(num_heads * self.head_dim, dim, bias=True)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """x (B, T, d) -> q (B, T, H, D) and, for self-attention, k, v (B, T, G, D)."""
+    def project(self, x: torch.Tensor, norm: nn.Module | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """x (B, T, d) -> q (B, T, H, D) and, for self-attention, k, v (B, T, G, D), from ``norm(x)``."""
         B, T, _ = x.shape
-        qkv = self.Wqkv(x)
+        qkv = self.Wqkv(x, norm=norm)
         if self.cross:
             return qkv.view(B, T, self.num_heads, self.head_dim), None, None
         q, k, v = qkv.split([self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim,
@@ -256,5 +257,7 @@ class DiffAttention(nn.Module):
                 v.view(B, T, self.num_kv_heads, self.head_dim))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
-               k_pos: torch.Tensor | None, start: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
-        return self.out_proj(self.inner_cross_attn(q, k, v, q_pos, k_pos, start, window))
+               k_pos: torch.Tensor | None, start: torch.Tensor | None = None, window: int | None = None,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + out_proj(differential attention)``."""
+        return self.out_proj(self.inner_cross_attn(q, k, v, q_pos, k_pos, start, window), residual=residual)

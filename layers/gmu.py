@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .linear import Linear
@@ -21,5 +20,7 @@ class GMU(nn.Module):
         self.in_proj = Linear(dim, d_inner, bias=bias)
         self.out_proj = Linear(d_inner, dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(F.silu(self.in_proj(x)) * memory)
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, norm: nn.Module | None = None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + GMU(norm(x), memory)``; the gate and the residual add ride with the projections."""
+        return self.out_proj(self.in_proj(x, norm=norm, gate=memory), residual=residual)

@@ -1,6 +1,11 @@
-"""Linear layers. torch's GEMM everywhere, except for a single row on CUDA (batch-1 decoding),
-where the Triton GEMV of :mod:`layers.gemv_triton` streams the weight faster; ``F.linear`` is
-its reference twin. The ``linear`` backend knob (:mod:`layers.backends`) forces torch's path."""
+"""Linear layers, with the block around them: an optional norm before, and an optional gate or
+residual add after.
+
+torch's GEMM everywhere, except for a single row on CUDA (batch-1 decoding), where the Triton
+GEMV of :mod:`layers.gemv_triton` streams the weight faster and computes the norm, gate and
+residual add in the same kernel. :func:`linear_ref` is its reference twin. The ``linear``
+backend knob (:mod:`layers.backends`) forces torch's path.
+"""
 
 from __future__ import annotations
 
@@ -9,38 +14,70 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backends
+from .norm import RMSNorm
 
 
-def _one_row_on_gpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Inference only: the GEMV has no backward."""
-    return (x.is_cuda and x.numel() == x.shape[-1] and weight.is_contiguous()
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and backends.linear_backend(x.device) == "triton")
+def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, glu: bool = False,
+               norm: nn.Module | None = None, gate: torch.Tensor | None = None,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``residual + silu(F.linear(norm(x), weight, bias)) * gate``, each part optional:
+
+    - ``norm`` (``nn.LayerNorm`` or :class:`layers.norm.RMSNorm`) reads x cast to the weights' dtype;
+    - ``glu``: ``u * silu(g)`` where ``g, u = F.linear(...).chunk(2, -1)`` (gate rows first, then up
+      rows, as both official checkpoints store the gated-SiLU MLP);
+    - ``gate``: ``silu(out) * gate``;
+    - ``residual``: ``residual + out``, in the residual's dtype (SambaY's stream is fp32).
+    """
+    if norm is not None:
+        x = norm(x.to(weight.dtype))
+    out = F.linear(x, weight, bias)
+    if glu:
+        g, u = out.chunk(2, dim=-1)
+        out = u * F.silu(g)
+    if gate is not None:
+        out = F.silu(out) * gate
+    return out if residual is None else residual + out
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``."""
-    if _one_row_on_gpu(x, weight):
+def _norm_args(norm: nn.Module | None) -> tuple:
+    from .gemv_triton import LAYER_NORM, NO_NORM, RMS_NORM
+
+    if norm is None:
+        return NO_NORM, None, None, 0.0
+    if isinstance(norm, nn.LayerNorm):
+        return LAYER_NORM, norm.weight, norm.bias, norm.eps
+    if isinstance(norm, RMSNorm):
+        return RMS_NORM, norm.weight, None, norm.eps
+    raise TypeError(f"linear: unsupported norm {type(norm).__name__}")
+
+
+def _any_requires_grad(*args: torch.Tensor | nn.Module | None) -> bool:
+    """The GEMV has no backward: training takes torch's path."""
+    tensors = [t for a in args if a is not None for t in (a.parameters() if isinstance(a, nn.Module) else [a])]
+    return any(t.requires_grad for t in tensors)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, glu: bool = False,
+           norm: nn.Module | None = None, gate: torch.Tensor | None = None,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`linear_ref`; one kernel for a single row of inference on CUDA."""
+    one_row = x.numel() == x.shape[-1]
+    if (one_row and x.is_cuda and weight.is_contiguous() and backends.linear_backend(x.device) == "triton"
+            and not (torch.is_grad_enabled() and _any_requires_grad(x, weight, bias, norm, gate, residual))):
         from .gemv_triton import gemv_op
 
         backends.announce("linear (one row)", "triton gemv")
-        return gemv_op(x.contiguous(), weight, bias)
-    return F.linear(x, weight, bias)
-
-
-def linear_glu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``u * silu(g)`` where ``g, u = F.linear(x, weight, bias).chunk(2, -1)``: the gated-SiLU
-    MLP's first half (gate rows first, then up rows, as both official checkpoints store them)."""
-    if _one_row_on_gpu(x, weight):
-        from .gemv_triton import gemv_op
-
-        return gemv_op(x.contiguous(), weight, bias, glu=True)
-    gate, up = F.linear(x, weight, bias).chunk(2, dim=-1)
-    return up * F.silu(gate)
+        out_n = weight.shape[0] // 2 if glu else weight.shape[0]
+        flat = [t.reshape(out_n).contiguous() if t is not None else None for t in (gate, residual)]
+        out = gemv_op(x.contiguous(), weight, bias, glu, *_norm_args(norm), *flat)
+        return out.view(*x.shape[:-1], out_n)
+    return linear_ref(x, weight, bias, glu=glu, norm=norm, gate=gate, residual=residual)
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and names) computed by :func:`linear`."""
+    """``nn.Linear`` (same parameters and names) computed by :func:`linear`; ``forward`` takes
+    :func:`linear`'s ``norm``, ``gate`` and ``residual``."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+    def forward(self, x: torch.Tensor, *, norm: nn.Module | None = None, gate: torch.Tensor | None = None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, norm=norm, gate=gate, residual=residual)

@@ -250,15 +250,17 @@ class Mamba(nn.Module):
         state: tuple[torch.Tensor, torch.Tensor] | None = None,
         pad_mask: torch.Tensor | None = None,
         fresh: bool = False,
+        norm: nn.Module | None = None,
+        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, d) -> (out (B, T, d), y (B, T, E)).
+        """x (B, T, d) -> (residual + out (B, T, d), y (B, T, E)), the mixer reading ``norm(x)``.
 
         ``state`` = (conv_state, ssm_state) continues a sequence (from zero when ``fresh``) and
         is updated in place. ``pad_mask`` (B, T), True on real tokens: left padding is zeroed
         before and after the conv so that the state after the pads is a fresh sequence's.
         """
         causal_conv1d, _, selective_scan, _ = kernels(x.device, "prefill")
-        x_in, z = self.in_proj(x).chunk(2, dim=-1)
+        x_in, z = self.in_proj(x, norm=norm).chunk(2, dim=-1)
         x_in = x_in.transpose(1, 2)  # (B, E, T)
         if pad_mask is not None:
             x_in = x_in.masked_fill(~pad_mask[:, None], 0)
@@ -275,15 +277,17 @@ class Mamba(nn.Module):
             state[0].copy_(new_conv)
             state[1].copy_(new_ssm)
         y = y.transpose(1, 2)  # (B, T, E)
-        return self.out_proj(y * F.silu(z)), y
+        return self.out_proj(y * F.silu(z), residual=residual), y
 
-    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One token x (B, 1, d), updating ``state`` in place."""
+    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], norm: nn.Module | None = None,
+             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token x (B, 1, d), updating ``state`` in place; ``norm`` and ``residual`` as in ``forward``."""
         _, causal_conv1d_update, _, selective_state_update = kernels(x.device, "decode")
         conv_state, ssm_state = state
-        x_in, z = self.in_proj(x[:, 0]).chunk(2, dim=-1)  # (B, E) each
+        x_in, z = self.in_proj(x[:, 0], norm=norm).chunk(2, dim=-1)  # (B, E) each
         x_c = causal_conv1d_update(x_in, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias)
         dt, Bm, Cm = self._ssm_inputs(x_c)
         A = -torch.exp(self.A_log.float())
         y = selective_state_update(ssm_state, x_c, dt, A, Bm, Cm, self.D, self.dt_proj.bias)
-        return self.out_proj(y * F.silu(z))[:, None], y[:, None]
+        out = self.out_proj(y * F.silu(z), residual=residual[:, 0] if residual is not None else None)
+        return out[:, None], y[:, None]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear import Linear, linear_glu
+from .linear import Linear, linear
 
 
-def swiglu(x: torch.Tensor, up: nn.Linear, down: nn.Linear) -> torch.Tensor:
-    """``down(u * silu(g))`` where ``g, u = up(x).chunk(2)``: the fused projection holds the
-    gate first, then the up half (the order of both official checkpoints)."""
-    return down(linear_glu(x, up.weight, up.bias))
+def swiglu(x: torch.Tensor, up: nn.Linear, down: Linear, norm: nn.Module | None = None,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``residual + down(u * silu(g))`` where ``g, u = up(norm(x)).chunk(2)``: the fused projection
+    holds the gate first, then the up half (the order of both official checkpoints)."""
+    return down(linear(x, up.weight, up.bias, glu=True, norm=norm), residual=residual)
 
 
 class MLP(nn.Module):
@@ -22,8 +23,9 @@ class MLP(nn.Module):
         self.fc1 = Linear(dim, 2 * hidden, bias=bias)
         self.fc2 = Linear(hidden, dim, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return swiglu(x, self.fc1, self.fc2)
+    def forward(self, x: torch.Tensor, norm: nn.Module | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + MLP(norm(x))`` (see :func:`swiglu`)."""
+        return swiglu(x, self.fc1, self.fc2, norm, residual)
 
 
 class Phi3MLP(nn.Module):
@@ -35,5 +37,6 @@ class Phi3MLP(nn.Module):
         self.gate_up_proj = Linear(dim, 2 * hidden, bias=False)
         self.down_proj = Linear(hidden, dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return swiglu(x, self.gate_up_proj, self.down_proj)
+    def forward(self, x: torch.Tensor, norm: nn.Module | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + MLP(norm(x))`` (see :func:`swiglu`)."""
+        return swiglu(x, self.gate_up_proj, self.down_proj, norm, residual)

@@ -103,21 +103,24 @@ class SambaYDecoderLayer(nn.Module):
         self.post_attention_layernorm = LayerNorm(d, eps=config.layer_norm_eps)
         self.mlp = MLP(d, config.intermediate_size, bias=config.mlp_bias)
 
-    def mix(self, h: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        cache = ctx.cache
+    def mix(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        """``x + mixer(LN(x))``: the LayerNorm rides with the mixer's first projection and the
+        residual add with its last (one kernel each in batch-1 decoding)."""
+        cache, norm = ctx.cache, self.input_layernorm
         if self.kind == MAMBA:
             if cache is None:
-                out, y = self.attn(h, pad_mask=ctx.pad_mask)
+                out, y = self.attn(x, pad_mask=ctx.pad_mask, norm=norm, residual=x)
             elif ctx.decode:
-                out, y = self.attn.step(h, cache.mamba_state(self.layer_idx))
+                out, y = self.attn.step(x, cache.mamba_state(self.layer_idx), norm, x)
             else:
-                out, y = self.attn(h, cache.mamba_state(self.layer_idx), ctx.pad_mask, fresh=cache.length == 0)
+                out, y = self.attn(x, cache.mamba_state(self.layer_idx), ctx.pad_mask, fresh=cache.length == 0,
+                                   norm=norm, residual=x)
             if self.is_memory_layer:
                 ctx.memory = y
             return out
         if self.kind == GMU_KIND:
-            return self.attn(h, ctx.memory)
-        q, k, v = self.attn.project(h)
+            return self.attn(x, ctx.memory, norm, x)
+        q, k, v = self.attn.project(x, norm)
         if self.kind == CROSS:
             k, v, k_pos = ctx.shared_kv
         elif cache is None:
@@ -129,13 +132,12 @@ class SambaYDecoderLayer(nn.Module):
             k, v, k_pos = cache.shared_step(k, v) if ctx.decode else cache.shared_kv(k, v)
         if self.kind == FULL:
             ctx.shared_kv = (k, v, k_pos)
-        return self.attn.attend(q, k, v, ctx.positions, k_pos, ctx.start, self.window)
+        return self.attn.attend(q, k, v, ctx.positions, k_pos, ctx.start, self.window, residual=x)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        """x: the fp32 residual stream (B, T, d)."""
-        dtype = self.input_layernorm.weight.dtype
-        x = x + self.mix(self.input_layernorm(x.to(dtype)), ctx)
-        return x + self.mlp(self.post_attention_layernorm(x.to(dtype)))
+        """x: the fp32 residual stream (B, T, d); each block reads it cast to the weights' dtype."""
+        x = self.mix(x, ctx)
+        return self.mlp(x, self.post_attention_layernorm, residual=x)
 
 
 class SambaYModel(nn.Module):
@@ -290,4 +292,4 @@ class SambaYForCausalLM(CausalLM):
             ctx.pad_mask = ctx.pad_mask[:, -n:] if ctx.pad_mask is not None else None
         for layer in self.model.layers[first_cross:]:
             x = layer(x, ctx)
-        return self.lm_head(self.model.final_layernorm(x.to(self.dtype)))
+        return self.lm_head(x, norm=self.model.final_layernorm)

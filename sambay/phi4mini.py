@@ -41,12 +41,13 @@ class Phi3Attention(nn.Module):
         self.o_proj = Linear(H * D, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False) -> torch.Tensor:
-        """x (B, T, d); cos, sin (B|1, T, rotary_dim); positions (T,) absolute (pads included).
-        ``decode``: one token through the cache's graph-capturable ``kv_step``."""
+                start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False,
+                norm: nn.Module | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + attention(norm(x))``. x (B, T, d); cos, sin (B|1, T, rotary_dim); positions (T,)
+        absolute (pads included). ``decode``: one token through the cache's graph-capturable ``kv_step``."""
         B, T, _ = x.shape
         H, G, D = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = self.qkv_proj(x).split([H * D, G * D, G * D], dim=-1)
+        q, k, v = self.qkv_proj(x, norm=norm).split([H * D, G * D, G * D], dim=-1)
         q = apply_rotary(q.view(B, T, H, D), cos, sin)
         k = apply_rotary(k.view(B, T, G, D), cos, sin)
         v = v.view(B, T, G, D)
@@ -54,7 +55,7 @@ class Phi3Attention(nn.Module):
         if cache is not None:
             k, v, k_pos = cache.kv_step(self.layer_idx, k, v) if decode else cache.kv(self.layer_idx, k, v)
         out = attention.attend(q, k, v, positions, k_pos, start, self.window)  # (B, T, H, D)
-        return self.o_proj(out.reshape(B, T, H * D))
+        return self.o_proj(out.reshape(B, T, H * D), residual=residual)
 
 
 class Phi3DecoderLayer(nn.Module):
@@ -67,8 +68,9 @@ class Phi3DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, start, cache, decode)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        # Each norm rides with the block's first projection, each residual add with its last.
+        x = self.self_attn(x, cos, sin, positions, start, cache, decode, self.input_layernorm, x)
+        return self.mlp(x, self.post_attention_layernorm, x)
 
 
 class Phi3Model(nn.Module):
@@ -147,4 +149,4 @@ class Phi4MiniForCausalLM(CausalLM):
             x = layer(x, cos, sin, positions, start, cache, decode)
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
-        return self.lm_head(self.model.norm(x))
+        return self.lm_head(x, norm=self.model.norm)

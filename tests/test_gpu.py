@@ -58,6 +58,54 @@ def test_gemv_matches_linear(dtype, N, K, bias, glu):
     assert rel(out, ref) < (1e-5 if dtype == torch.float32 else 1e-2), f"seed {seed}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("norm_kind", [None, "layer", "rms"])
+@pytest.mark.parametrize("N, K, bias, glu, gated", [
+    (2560, 2560, True, False, False),    # official square projection
+    (10240, 2560, False, True, False),   # MLP fc1: norm prologue + fused gate
+    (5120, 2560, False, False, True),    # GMU in_proj: norm prologue + silu gate
+    (1001, 2500, True, False, True),     # rows and columns off the tiles
+])
+@pytest.mark.parametrize("residual_dtype", [None, torch.float32, "same"])
+def test_fused_gemv_matches_the_unfused_block(dtype, norm_kind, N, K, bias, glu, gated, residual_dtype):
+    """norm -> linear -> (glu | silu gate) -> residual add in one kernel, against the same steps
+    in float64. In bf16 the fused kernel's error must stay near torch's own bf16 composition's."""
+    import copy
+
+    from torch import nn
+
+    from layers.linear import linear, linear_ref
+    from layers.norm import RMSNorm
+
+    seed = fresh_seed()
+    w = torch.randn(2 * N if glu else N, K, device=CUDA, dtype=dtype) * 0.05
+    b = torch.randn(w.shape[0], device=CUDA, dtype=dtype) if bias else None
+    norm = None
+    if norm_kind == "layer":
+        norm = nn.LayerNorm(K, device=CUDA, dtype=dtype)
+        nn.init.normal_(norm.bias)
+    elif norm_kind == "rms":
+        norm = RMSNorm(K).to(CUDA, dtype)
+    if norm is not None:
+        nn.init.normal_(norm.weight)
+    x = (torch.randn(1, 1, K, device=CUDA) * 3 + 1).to(torch.float32 if norm is not None else dtype)
+    gate = torch.randn(1, 1, N, device=CUDA, dtype=dtype) if gated else None
+    rdt = dtype if residual_dtype == "same" else residual_dtype
+    res = torch.randn(1, 1, N, device=CUDA, dtype=rdt) if rdt is not None else None
+    with torch.no_grad():
+        out = linear(x, w, b, glu=glu, norm=norm, gate=gate, residual=res)
+        same = linear_ref(x, w, b, glu=glu, norm=norm, gate=gate, residual=res)
+        d = lambda t: t.double() if t is not None else None  # noqa: E731
+        exact = linear_ref(d(x), d(w), d(b), glu=glu, norm=copy.deepcopy(norm).double() if norm else None,
+                           gate=d(gate), residual=d(res))
+    assert ("linear (one row)", "triton gemv") in backends._announced
+    assert out.shape == same.shape and out.dtype == same.dtype
+    if dtype == torch.float32:
+        assert rel(out, exact) < 1e-5, f"seed {seed}"
+    else:
+        assert rel(out, exact) < 1.5 * rel(same, exact) + 1e-3, f"seed {seed}"
+
+
 def test_linear_takes_the_gemv_only_for_one_row_inference():
     from layers.linear import linear
 
