@@ -43,29 +43,61 @@ def _silu_rounded(v, dtype: tl.constexpr):
 
 
 @triton.jit
+def _weight_tile(w_ptrs, up_ptrs, k, rows, kmask, N, GLU: tl.constexpr, EVEN: tl.constexpr):
+    if EVEN:
+        w = tl.load(w_ptrs + k)
+        u = tl.load(up_ptrs + k) if GLU else w
+    else:
+        mask = (rows[:, None] < N) & kmask[None, :]
+        w = tl.load(w_ptrs + k, mask=mask, other=0.0)
+        u = tl.load(up_ptrs + k, mask=mask, other=0.0) if GLU else w
+    return w, u
+
+
+@triton.jit
+def _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt: tl.constexpr, NORM: tl.constexpr,
+                NORM_BIAS: tl.constexpr):
+    """x[k : k + BLOCK_K] in fp32, cast to the weights' dtype and normalized as the norm module does."""
+    x = tl.load(X + k + cols, mask=kmask, other=0.0).to(wdt).to(tl.float32)
+    if NORM == 1:  # torch's LayerNorm: one rounding, after the affine map
+        x = (x - mean) * rstd * tl.load(NORM_W + k + cols, mask=kmask, other=0.0).to(tl.float32)
+        if NORM_BIAS:
+            x += tl.load(NORM_B + k + cols, mask=kmask, other=0.0).to(tl.float32)
+        x = x.to(wdt).to(tl.float32)
+    elif NORM == 2:  # layers.norm.RMSNorm: rounded before and after the weight
+        x = (x * rstd).to(wdt).to(tl.float32) * tl.load(NORM_W + k + cols, mask=kmask, other=0.0).to(tl.float32)
+        x = x.to(wdt).to(tl.float32)
+    return x
+
+
+@triton.jit
 def _gemv(X, W, BIAS, OUT, NORM_W, NORM_B, GATE, RES, N, eps,
           K: tl.constexpr, HAS_BIAS: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, NORM_BIAS: tl.constexpr,
           GATED: tl.constexpr, RESIDUAL: tl.constexpr, EVEN: tl.constexpr,
           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
-    if PDL:
-        gdc_launch_dependents()
-        gdc_wait()  # the input is the previous kernel's output
     wdt: tl.constexpr = W.dtype.element_ty
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_K)
     w_ptrs = W + rows[:, None].to(tl.int64) * K + cols[None, :]
     up_ptrs = w_ptrs + N.to(tl.int64) * K  # GLU: row i of the up half
+    # The first weight tile is requested before anything else (it depends on no earlier kernel),
+    # so memory is busy while the program waits for its input and computes the norm statistics.
+    kmask = cols < K
+    w, u = _weight_tile(w_ptrs, up_ptrs, 0, rows, kmask, N, GLU, EVEN)
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()  # the input is the previous kernel's output
     mean = 0.0
     rstd = 1.0
-    if NORM != 0:  # the norm reads x cast to the weights' dtype, in fp32; shifted sums keep the variance exact
+    if NORM != 0:  # statistics of x cast to the weights' dtype, in fp32; shifted sums keep the variance exact
         shift = 0.0
         if NORM == 1:
             shift = tl.load(X).to(wdt).to(tl.float32)
         s1 = tl.zeros((BLOCK_K,), tl.float32)
         s2 = tl.zeros((BLOCK_K,), tl.float32)
         for k in range(0, K, BLOCK_K):
-            kmask = k + cols < K
-            d = tl.where(kmask, tl.load(X + k + cols, mask=kmask, other=0.0).to(wdt).to(tl.float32) - shift, 0.0)
+            m = k + cols < K
+            d = tl.where(m, tl.load(X + k + cols, mask=m, other=0.0).to(wdt).to(tl.float32) - shift, 0.0)
             s1 += d
             s2 += d * d
         t1 = tl.sum(s1, 0)
@@ -74,30 +106,13 @@ def _gemv(X, W, BIAS, OUT, NORM_W, NORM_B, GATE, RES, N, eps,
             rstd = tl.rsqrt((tl.sum(s2, 0) - t1 * t1 / K) / K + eps)
         else:
             rstd = tl.rsqrt(tl.sum(s2, 0) / K + eps)
-    acc = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
-    acc_up = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
-    for k in range(0, K, BLOCK_K):  # K is a constexpr: a static loop the compiler pipelines
+    x = _input_tile(X, NORM_W, NORM_B, 0, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS)
+    acc = w.to(tl.float32) * x[None, :]
+    acc_up = u.to(tl.float32) * x[None, :]
+    for k in range(BLOCK_K, K, BLOCK_K):  # K is a constexpr: a static loop the compiler pipelines
         kmask = k + cols < K
-        if EVEN:
-            x = tl.load(X + k + cols)
-            w = tl.load(w_ptrs + k)
-            if GLU:
-                u = tl.load(up_ptrs + k)
-        else:
-            mask = (rows[:, None] < N) & kmask[None, :]
-            x = tl.load(X + k + cols, mask=kmask, other=0.0)
-            w = tl.load(w_ptrs + k, mask=mask, other=0.0)
-            if GLU:
-                u = tl.load(up_ptrs + k, mask=mask, other=0.0)
-        x = x.to(wdt).to(tl.float32)
-        if NORM == 1:  # torch's LayerNorm: one rounding, after the affine map
-            x = (x - mean) * rstd * tl.load(NORM_W + k + cols, mask=kmask, other=0.0).to(tl.float32)
-            if NORM_BIAS:
-                x += tl.load(NORM_B + k + cols, mask=kmask, other=0.0).to(tl.float32)
-            x = x.to(wdt).to(tl.float32)
-        elif NORM == 2:  # layers.norm.RMSNorm: rounded before and after the weight
-            x = (x * rstd).to(wdt).to(tl.float32) * tl.load(NORM_W + k + cols, mask=kmask, other=0.0).to(tl.float32)
-            x = x.to(wdt).to(tl.float32)
+        w, u = _weight_tile(w_ptrs, up_ptrs, k, rows, kmask, N, GLU, EVEN)
+        x = _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS)
         acc += w.to(tl.float32) * x[None, :]
         if GLU:
             acc_up += u.to(tl.float32) * x[None, :]
@@ -110,7 +125,7 @@ def _gemv(X, W, BIAS, OUT, NORM_W, NORM_B, GATE, RES, N, eps,
         if HAS_BIAS:
             up += tl.load(BIAS + N + rows, mask=rmask, other=0.0).to(tl.float32)
         # Round the two products as the unfused path does before the activation.
-        out = (_silu_rounded(out, wdt) * up.to(wdt).to(tl.float32))
+        out = _silu_rounded(out, wdt) * up.to(wdt).to(tl.float32)
     if GATED:
         out = _silu_rounded(out, wdt) * tl.load(GATE + rows, mask=rmask, other=0.0).to(tl.float32)
     if RESIDUAL:
