@@ -116,7 +116,7 @@ def main() -> None:
             t_plain = triton_seconds(None, fused=False) if norm is not None else t_triton
             row = {"N": N, "K": K, "bias": bias, "glu": glu, "norm": norm_kind, "epilogue": epilogue,
                    "per_step": count, "bytes": nbytes, "torch_us": 1e6 * t_torch, "triton_us": 1e6 * t_triton,
-                   "plain_us": 1e6 * t_plain, "config": gemv_config(N, K, norm is not None)}
+                   "plain_us": 1e6 * t_plain, "config": gemv_config(N, K, glu, norm is not None)}
             if args.sweep:
                 grid = {(bn, min(bk, 1 << (K - 1).bit_length()), nw)
                         for bn, bk, nw in itertools.product([2, 4, 8], [256, 512, 1024], [4, 8])}

@@ -133,14 +133,36 @@ def _gemv(X, W, BIAS, OUT, NORM_W, NORM_B, GATE, RES, N, eps,
     tl.store(OUT + rows, out.to(OUT.dtype.element_ty), mask=rmask)
 
 
-def gemv_config(n: int, k: int, norm: bool = False) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps) for an (n, k) weight, from a sweep over the official shapes on
-    an H100 (``examples/bench_gemv.py --sweep``): two rows per program for tall weights (and for small ones,
-    which have few rows to share), four for the 2560-3072-row ones, tiles of 1024 where K allows.
-    With a norm, every program also reads x once more for the statistics: four rows halve that."""
-    block_n = 4 if norm else 2 if n >= 4096 or n < 1024 else 4
-    block_k = next((b for b in (1024, 512, 256) if k % b == 0), min(256, triton.next_power_of_2(k)))
-    return block_n, block_k, 4 if block_n == 2 else 8
+# (BLOCK_N, BLOCK_K, num_warps) for the official weights, keyed by (output rows, K, glu, norm): the
+# best of a sweep on an H100 (``examples/bench_gemv.py --sweep``, each shape with the fusion it has
+# in the model). Gains over the fallback below reach 2 us on the small projections.
+TUNED = {
+    (10240, 2560, False, True): (8, 512, 4),  # SambaY mamba in_proj
+    (192, 5120, False, False): (4, 1024, 8),  # SambaY mamba x_proj
+    (5120, 160, False, False): (8, 256, 8),  # SambaY mamba dt_proj
+    (2560, 5120, False, False): (2, 1024, 4),  # SambaY mamba / GMU out_proj
+    (5120, 2560, False, True): (8, 512, 4),  # SambaY attention Wqkv, GMU in_proj
+    (2560, 2560, False, False): (2, 1024, 4),  # SambaY attention out_proj
+    (2560, 2560, False, True): (8, 512, 4),  # SambaY cross-attention Wqkv
+    (10240, 2560, True, True): (8, 256, 4),  # SambaY MLP fc1
+    (2560, 10240, False, False): (8, 1024, 8),  # SambaY MLP fc2
+    (200064, 2560, False, True): (4, 512, 4),  # SambaY lm_head
+    (5120, 3072, False, True): (4, 1024, 8),  # dense qkv_proj
+    (3072, 3072, False, False): (4, 1024, 4),  # dense o_proj
+    (8192, 3072, True, True): (2, 1024, 4),  # dense gate_up_proj
+    (3072, 8192, False, False): (8, 1024, 8),  # dense down_proj
+    (200064, 3072, False, True): (2, 1024, 8),  # dense lm_head
+}
+
+
+def gemv_config(n: int, k: int, glu: bool = False, norm: bool = False) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps) for ``n`` output rows of a K-wide weight: :data:`TUNED` for the
+    official shapes, else what the sweep found most often: two rows per program and tiles of 1024
+    (eight rows and tiles of 512 with a norm, whose statistics every program reads x once more for)."""
+    if (n, k, glu, norm) in TUNED:
+        return TUNED[n, k, glu, norm]
+    block_n, block_k = (8, 512) if norm else (2, 1024)
+    return block_n, min(block_k, triton.next_power_of_2(k)), 4
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, glu: bool = False,
@@ -157,7 +179,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     assert x.numel() == K and weight.shape[1] == K and weight.is_contiguous() and x.is_contiguous()
     for t in (gate, residual):
         assert t is None or (t.numel() == N and t.is_contiguous())
-    block_n, block_k, warps = config or gemv_config(N, K, norm is not None)
+    block_n, block_k, warps = config or gemv_config(N, K, glu, norm is not None)
     kind, norm_w, norm_b, eps = norm or (NO_NORM, None, None, 0.0)
     out = torch.empty(*x.shape[:-1], N, device=x.device,
                       dtype=residual.dtype if residual is not None else weight.dtype)
