@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import backends
+
 
 @dataclass(frozen=True)
 class RopeParams:
@@ -74,6 +76,26 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     x1, x2 = x_rot[..., : r // 2], x_rot[..., r // 2 :]
     rotated = torch.cat((-x2, x1), dim=-1)
     return torch.cat((x_rot * cos + rotated * sin, x_pass), dim=-1)
+
+
+def rotary_store_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     k_cache: torch.Tensor, v_cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """One decode token: rotate q and k, write k and v at ``slot`` (a (1,) device tensor) of the
+    (B, S, G, D) caches, return the rotated q."""
+    k_cache.index_copy_(1, slot, apply_rotary(k, cos, sin))
+    v_cache.index_copy_(1, slot, v)
+    return apply_rotary(q, cos, sin)
+
+
+def rotary_store(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 k_cache: torch.Tensor, v_cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """:func:`rotary_store_ref`; one Triton kernel on CUDA (unless the attention backend is ``ref``)."""
+    if q.is_cuda and backends.attention_backend(q.device) != "ref":
+        from .rope_triton import rotary_store_triton
+
+        backends.announce("rope + cache write", "triton")
+        return rotary_store_triton(q, k, v, cos, sin, k_cache, v_cache, slot)
+    return rotary_store_ref(q, k, v, cos, sin, k_cache, v_cache, slot)
 
 
 class RotaryEmbedding(nn.Module):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from layers.rope import rotary_store
+
 from .config import FULL, MAMBA, SLIDING, Phi4MiniConfig, SambaYConfig
 
 
@@ -168,7 +170,7 @@ class SambaYCache(CacheBase):
 class DenseCache(CacheBase):
     """K/V of every layer of the dense :class:`~sambay.phi4mini.Phi4MiniForCausalLM`: one
     (B, max_seq_len, G, D) tensor per layer for K and for V, slot s holding position s. ``kv`` is
-    the eager path (T new tokens), ``kv_step`` the graph-capturable one-token path."""
+    the eager path (T new tokens), ``rotary_kv_step`` the graph-capturable one-token path."""
 
     def __init__(self, config: Phi4MiniConfig, batch_size: int, max_seq_len: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
@@ -184,10 +186,12 @@ class DenseCache(CacheBase):
         self.v[layer_idx][:, self.length:end] = v
         return self.k[layer_idx][:, :end], self.v[layer_idx][:, :end], None
 
-    def kv_step(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        self.k[layer_idx].index_copy_(1, self.seqlen, k)
-        self.v[layer_idx].index_copy_(1, self.seqlen, v)
-        return self.k[layer_idx], self.v[layer_idx], None
+    def rotary_kv_step(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+                       sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        """One token: RoPE on q and k, k and v written at ``seqlen`` (one kernel on CUDA) ->
+        (rotated q, all keys, all values, None)."""
+        q = rotary_store(q, k, v, cos, sin, self.k[layer_idx], self.v[layer_idx], self.seqlen)
+        return q, self.k[layer_idx], self.v[layer_idx], None
 
     def kv_bytes_per_token(self) -> int:
         """Bytes of K and V, all layers, one token of one sequence."""

@@ -44,16 +44,17 @@ class Phi3Attention(nn.Module):
                 start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False,
                 norm: nn.Module | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``residual + attention(norm(x))``. x (B, T, d); cos, sin (B|1, T, rotary_dim); positions (T,)
-        absolute (pads included). ``decode``: one token through the cache's graph-capturable ``kv_step``."""
+        absolute (pads included). ``decode``: one token through the cache's graph-capturable ``rotary_kv_step``."""
         B, T, _ = x.shape
         H, G, D = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.qkv_proj(x, norm=norm).split([H * D, G * D, G * D], dim=-1)
-        q = apply_rotary(q.view(B, T, H, D), cos, sin)
-        k = apply_rotary(k.view(B, T, G, D), cos, sin)
-        v = v.view(B, T, G, D)
-        k_pos = positions
-        if cache is not None:
-            k, v, k_pos = cache.kv_step(self.layer_idx, k, v) if decode else cache.kv(self.layer_idx, k, v)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, G, D), v.view(B, T, G, D)
+        if decode:
+            q, k, v, k_pos = cache.rotary_kv_step(self.layer_idx, q, k, v, cos, sin)
+        else:
+            q, k, k_pos = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), positions
+            if cache is not None:
+                k, v, k_pos = cache.kv(self.layer_idx, k, v)
         out = attention.attend(q, k, v, positions, k_pos, start, self.window)  # (B, T, H, D)
         return self.o_proj(out.reshape(B, T, H * D), residual=residual)
 

@@ -121,6 +121,29 @@ def test_linear_takes_the_gemv_only_for_one_row_inference():
     assert w.grad is not None
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B, per_row_cos", [(1, False), (3, True), (3, False)])
+def test_rotary_store_kernel_equals_reference(dtype, B, per_row_cos):
+    """RoPE on q and k plus the cache write of one token: the same bits as the unfused ops."""
+    from layers.rope import rotary_store_ref
+    from layers.rope_triton import rotary_store_triton
+
+    seed = fresh_seed()
+    H, G, D, R, S = 24, 8, 128, 96, 50  # dense Phi-4-mini heads, partial rotary
+    qkv = torch.randn(B, 1, (H + 2 * G) * D, device=CUDA, dtype=dtype)
+    q, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
+    q, k, v = q.view(B, 1, H, D), k.view(B, 1, G, D), v.view(B, 1, G, D)
+    angle = torch.randn(B if per_row_cos else 1, 1, R, device=CUDA) * 100
+    cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
+    caches = [torch.randn(B, S, G, D, device=CUDA, dtype=dtype) for _ in range(2)]
+    copies = [c.clone() for c in caches]
+    slot = torch.tensor([int(torch.randint(0, S, ()))], device=CUDA)
+    want = rotary_store_ref(q, k, v, cos, sin, *caches, slot)
+    got = rotary_store_triton(q, k, v, cos, sin, *copies, slot)
+    assert torch.equal(got, want), f"seed {seed}"
+    assert torch.equal(copies[0], caches[0]) and torch.equal(copies[1], caches[1]), f"seed {seed}"
+
+
 # ----------------------------------------------------------------------------- attention
 
 
