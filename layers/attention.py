@@ -213,6 +213,13 @@ class DiffAttnCore(nn.Module):
         """
         B, T, H, D = q.shape
         S, G = k.shape[1], k.shape[2]
+        if T == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref":
+            from .attention_triton import decode_diff_attention_triton
+
+            backends.announce("differential attention decode", "triton")
+            return decode_diff_attention_triton(q, k, v, q_pos, k_pos, start, window, self.lambda_q1, self.lambda_k1,
+                                                self.lambda_q2, self.lambda_k2, self.lambda_init, self.subln.weight,
+                                                self.subln.eps)
         r = H // G
         qs = q.view(B, T, G // 2, r, 2, D)  # head 2 * (j * r + t) + stripe
         zero = torch.zeros_like(qs[..., 0, :])

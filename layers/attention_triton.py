@@ -76,7 +76,7 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
              S, HK, R, scale, window,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              RP: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr,
-             SPLITS: tl.constexpr, IEEE: tl.constexpr, PIPELINE: tl.constexpr):
+             SPLITS: tl.constexpr, IEEE: tl.constexpr, PIPELINE: tl.constexpr, DIFF: tl.constexpr):
     pid = tl.program_id(0)
     split = tl.program_id(1)
     b = (pid // HK).to(tl.int64)  # b * (row stride) can pass 2**31 in a large cache
@@ -89,8 +89,16 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
     s_hi = tl.minimum(hi, s_lo + chunk)
 
     rows = tl.arange(0, RP)
-    q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + tl.arange(0, DK)[None, :],
-                mask=(rows < R)[:, None], other=0.0)
+    if DIFF:  # differential attention's block-diagonal queries: row s * R/2 + t is [q, 0] or [0, q]
+        half: tl.constexpr = DK // 2
+        stripe = rows // (R // 2)
+        head = 2 * (h * (R // 2) + rows % (R // 2)) + stripe
+        c = tl.arange(0, DK)[None, :]
+        q = tl.load(Q + b * sqb + head[:, None] * sqh + c - stripe[:, None] * half,
+                    mask=(rows < R)[:, None] & (c // half == stripe[:, None]), other=0.0)
+    else:
+        q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + tl.arange(0, DK)[None, :],
+                    mask=(rows < R)[:, None], other=0.0)
     m_i = tl.full((RP,), float("-inf"), tl.float32)
     l_i = tl.zeros((RP,), tl.float32)
     acc = tl.zeros((RP, DV), tl.float32)
@@ -113,27 +121,48 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
 
 
 @triton.jit
-def _combine(ACC, ML, OUT, QPOS, START, sob, soh, S, HK, R, window,
-             HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
-             RP: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr):
-    """One program per (row, KV head, query row): all splits' partial sums in one load."""
-    pid = tl.program_id(0)
-    r = tl.program_id(1)
-    b = (pid // HK).to(tl.int64)
-    h = pid % HK
-    qp, lo, hi, chunk = _visible_splits(QPOS, START, b, S, window, HAS_KPOS, HAS_START, HAS_WINDOW, BLOCK, SPLITS)
-    splits = tl.arange(0, SPLITS)
-    live = splits < tl.cdiv(hi - lo, chunk)  # later splits are empty: skip reading them
-    at = (pid * SPLITS + splits) * RP + r
+def _merge(ACC, ML, pid, r, live, RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl.constexpr):
+    """Query row r of (row, KV head) ``pid``: all splits' partial sums merged, in fp32."""
+    at = (pid * SPLITS + tl.arange(0, SPLITS)) * RP + r
     m = tl.load(ML + at * 2, mask=live, other=float("-inf"))
     m_max = tl.max(m, 0)
     m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
     w = tl.exp(m - m_max)  # empty splits weigh 0
     denom = tl.sum(w * tl.load(ML + at * 2 + 1, mask=live, other=0.0), 0)
+    a = tl.load(ACC + at[:, None] * DV + tl.arange(0, DV)[None, :], mask=live[:, None], other=0.0)  # (SPLITS, DV)
+    return tl.sum(w[:, None] * a, 0) / denom
+
+
+@triton.jit
+def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, S, HK, R, window, lambda_init, eps,
+             HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
+             RP: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr,
+             DIFF: tl.constexpr, LD: tl.constexpr):
+    """One program per (row, KV head, query row): all splits' partial sums in one load. With
+    ``DIFF``, one per (row, pair head, t): stripes 1 and 2 of output head t merged, then
+    ``RMSNorm(a_1 - lambda a_2) * (1 - lambda_init)``, rounded where torch rounds it."""
+    pid = tl.program_id(0)
+    r = tl.program_id(1)
+    b = (pid // HK).to(tl.int64)
+    h = pid % HK
+    qp, lo, hi, chunk = _visible_splits(QPOS, START, b, S, window, HAS_KPOS, HAS_START, HAS_WINDOW, BLOCK, SPLITS)
+    live = tl.arange(0, SPLITS) < tl.cdiv(hi - lo, chunk)  # later splits are empty: skip reading them
+    dt = OUT.dtype.element_ty
     dv = tl.arange(0, DV)
-    a = tl.load(ACC + at[:, None] * DV + dv[None, :], mask=live[:, None], other=0.0)  # (SPLITS, DV)
-    out = tl.sum(w[:, None] * a, 0) / denom
-    tl.store(OUT + b * sob + (h * R + r) * soh + dv, out.to(OUT.dtype.element_ty))
+    if DIFF:
+        a1 = _merge(ACC, ML, pid, r, live, RP, DV, SPLITS).to(dt).to(tl.float32)
+        a2 = _merge(ACC, ML, pid, R // 2 + r, live, RP, DV, SPLITS).to(dt).to(tl.float32)
+        d = tl.arange(0, LD)
+        lam = (tl.exp(tl.sum(tl.load(LQ1 + d).to(tl.float32) * tl.load(LK1 + d).to(tl.float32), 0))
+               - tl.exp(tl.sum(tl.load(LQ2 + d).to(tl.float32) * tl.load(LK2 + d).to(tl.float32), 0)) + lambda_init)
+        x = (a1 - (lam.to(dt).to(tl.float32) * a2).to(dt).to(tl.float32)).to(dt).to(tl.float32)
+        x = (x * tl.rsqrt(tl.sum(x * x, 0) / DV + eps)).to(dt).to(tl.float32)
+        x = (x * tl.load(SUBLN + dv).to(tl.float32)).to(dt).to(tl.float32)
+        out = x * (1.0 - lambda_init)
+        tl.store(OUT + b * sob + (h * (R // 2) + r) * DV + dv, out.to(dt))
+    else:
+        out = _merge(ACC, ML, pid, r, live, RP, DV, SPLITS)
+        tl.store(OUT + b * sob + (h * R + r) * soh + dv, out.to(dt))
 
 
 def launch_config(batch: int, kv_heads: int, num_sms: int = 132) -> tuple[int, int, int]:
@@ -152,6 +181,37 @@ def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132, block:
     return triton.next_power_of_2(want)
 
 
+def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor | None,
+            start: torch.Tensor | None, window: int | None, scale: float, diff: tuple | None) -> torch.Tensor:
+    """Both launches. ``diff = (lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln weight,
+    eps)``: q (B, 1, H, D) are differential attention's query heads and k, v its pair heads."""
+    B, HK, DV = q.shape[0], k.shape[2], v.shape[-1]
+    DK = k.shape[-1]
+    S = k.shape[1]
+    R = q.shape[2] // HK  # query rows per KV head (with diff: r heads of each stripe per pair head)
+    RP = max(16, triton.next_power_of_2(R))
+    block, warps, stages = launch_config(B, HK)
+    splits = num_splits(B, HK, S, block=block)
+    acc = torch.empty(B * HK * splits * RP, DV, device=q.device, dtype=torch.float32)
+    ml = torch.empty(B * HK * splits * RP, 2, device=q.device, dtype=torch.float32)
+    out = torch.empty(B, 1, HK * R // (2 if diff else 1), DV, device=q.device, dtype=q.dtype)
+    dummy = q_pos
+    flags = dict(HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None)
+    _partial[(B * HK, splits)](
+        q, k, v, q_pos, k_pos if k_pos is not None else dummy, start if start is not None else dummy, acc, ml,
+        q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        S, HK, R, scale, window or 0, **flags,
+        RP=RP, DK=DK, DV=DV, BLOCK=block, SPLITS=splits, IEEE=q.dtype == torch.float32,
+        PIPELINE=not INTERPRET, DIFF=diff is not None, num_warps=warps, num_stages=stages,
+    )
+    lq1, lk1, lq2, lk2, lambda_init, subln, eps = diff or (dummy,) * 4 + (0.0, dummy, 0.0)
+    _combine[(B * HK, R // 2 if diff else R)](
+        acc, ml, out, q_pos, start if start is not None else dummy, lq1, lk1, lq2, lk2, subln,
+        out.stride(0), out.stride(2), S, HK, R, window or 0, lambda_init, eps, **flags,
+        RP=RP, DV=DV, BLOCK=block, SPLITS=splits, DIFF=diff is not None, LD=lq1.numel() if diff else 1)
+    return out
+
+
 @torch.library.custom_op("sambay::decode_attention", mutates_args=())
 def decode_attention_triton(
     q: torch.Tensor,
@@ -165,32 +225,33 @@ def decode_attention_triton(
 ) -> torch.Tensor:
     """q (B, 1, Hq, Dk), k (B, S, Hk, Dk), v (B, S, Hk, Dv) (any strides with unit last stride),
     q_pos (1,) -> (B, 1, Hq, Dv). Same semantics as ``attention_ref`` for one query token."""
-    B, _, Hq, DK = q.shape
-    S, HK, DV = k.shape[1], k.shape[2], v.shape[-1]
     assert q.shape[1] == 1 and k.stride(-1) == 1 and v.stride(-1) == 1 and q.stride(-1) == 1
-    R = Hq // HK
-    RP = max(16, triton.next_power_of_2(R))
-    block, warps, stages = launch_config(B, HK)
-    splits = num_splits(B, HK, S, block=block)
-    acc = torch.empty(B * HK * splits * RP, DV, device=q.device, dtype=torch.float32)
-    ml = torch.empty(B * HK * splits * RP, 2, device=q.device, dtype=torch.float32)
-    out = torch.empty(B, 1, Hq, DV, device=q.device, dtype=q.dtype)
-    dummy = q_pos
-    _partial[(B * HK, splits)](
-        q, k, v, q_pos, k_pos if k_pos is not None else dummy, start if start is not None else dummy, acc, ml,
-        q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        S, HK, R, scale if scale is not None else DK**-0.5, window or 0,
-        HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
-        RP=RP, DK=DK, DV=DV, BLOCK=block, SPLITS=splits, IEEE=q.dtype == torch.float32,
-        PIPELINE=not INTERPRET, num_warps=warps, num_stages=stages,
-    )
-    _combine[(B * HK, R)](
-        acc, ml, out, q_pos, start if start is not None else dummy, out.stride(0), out.stride(2), S, HK, R, window or 0,
-        HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None,
-        RP=RP, DV=DV, BLOCK=block, SPLITS=splits)
-    return out
+    return _decode(q, k, v, q_pos, k_pos, start, window, scale if scale is not None else q.shape[-1] ** -0.5, None)
 
 
 @decode_attention_triton.register_fake
 def _(q, k, v, q_pos, k_pos=None, start=None, window=None, scale=None):  # type: ignore[no-untyped-def]
     return q.new_empty(q.shape[0], 1, q.shape[2], v.shape[-1])
+
+
+@torch.library.custom_op("sambay::decode_diff_attention", mutates_args=())
+def decode_diff_attention_triton(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor | None,
+    start: torch.Tensor | None, window: int | None, lambda_q1: torch.Tensor, lambda_k1: torch.Tensor,
+    lambda_q2: torch.Tensor, lambda_k2: torch.Tensor, lambda_init: float, subln_weight: torch.Tensor, eps: float,
+) -> torch.Tensor:
+    """Differential attention of one query token, whole: q (B, 1, H, D), k and v (B, S, G, D) ->
+    (B, 1, H * D), what :class:`layers.attention.DiffAttnCore` computes. The block-diagonal queries
+    are built as the kernel loads them, and lambda, the difference and the sub-layer RMSNorm are the
+    merge kernel's epilogue: two launches instead of six or seven."""
+    B, S, G, D = k.shape
+    assert q.shape[1] == 1 and q.stride(-1) == 1 and k.stride(-1) == v.stride(-1) == 1
+    k2, v2 = k.view(B, S, G // 2, 2 * D), v.view(B, S, G // 2, 2 * D)
+    diff = (lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln_weight, eps)
+    return _decode(q, k2, v2, q_pos, k_pos, start, window, D**-0.5, diff).view(B, 1, -1)
+
+
+@decode_diff_attention_triton.register_fake
+def _(q, k, v, q_pos, k_pos, start, window, lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln_weight,
+      eps):  # type: ignore[no-untyped-def]
+    return q.new_empty(q.shape[0], 1, q.shape[2] * q.shape[3])
