@@ -11,13 +11,12 @@ merges their partial softmax sums.
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from .gemv_triton import INTERPRET, PDL, gdc_launch_dependents, gdc_wait
 
 
 @triton.jit
@@ -76,7 +75,11 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
              S, HK, R, scale, window,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              RP: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr,
-             SPLITS: tl.constexpr, IEEE: tl.constexpr, PIPELINE: tl.constexpr, DIFF: tl.constexpr):
+             SPLITS: tl.constexpr, IEEE: tl.constexpr, PIPELINE: tl.constexpr, DIFF: tl.constexpr,
+             PDL: tl.constexpr):
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()  # q and the cache's newest slot come from the previous kernels
     pid = tl.program_id(0)
     split = tl.program_id(1)
     b = (pid // HK).to(tl.int64)  # b * (row stride) can pass 2**31 in a large cache
@@ -137,10 +140,13 @@ def _merge(ACC, ML, pid, r, live, RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl
 def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, S, HK, R, window, lambda_init, eps,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              RP: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr,
-             DIFF: tl.constexpr, LD: tl.constexpr):
+             DIFF: tl.constexpr, LD: tl.constexpr, PDL: tl.constexpr):
     """One program per (row, KV head, query row): all splits' partial sums in one load. With
     ``DIFF``, one per (row, pair head, t): stripes 1 and 2 of output head t merged, then
     ``RMSNorm(a_1 - lambda a_2) * (1 - lambda_init)``, rounded where torch rounds it."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     pid = tl.program_id(0)
     r = tl.program_id(1)
     b = (pid // HK).to(tl.int64)
@@ -196,19 +202,21 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
     ml = torch.empty(B * HK * splits * RP, 2, device=q.device, dtype=torch.float32)
     out = torch.empty(B, 1, HK * R // (2 if diff else 1), DV, device=q.device, dtype=q.dtype)
     dummy = q_pos
+    launch = {"launch_pdl": True} if PDL else {}  # see layers.gemv_triton
     flags = dict(HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None)
     _partial[(B * HK, splits)](
         q, k, v, q_pos, k_pos if k_pos is not None else dummy, start if start is not None else dummy, acc, ml,
         q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         S, HK, R, scale, window or 0, **flags,
         RP=RP, DK=DK, DV=DV, BLOCK=block, SPLITS=splits, IEEE=q.dtype == torch.float32,
-        PIPELINE=not INTERPRET, DIFF=diff is not None, num_warps=warps, num_stages=stages,
+        PIPELINE=not INTERPRET, DIFF=diff is not None, PDL=PDL, num_warps=warps, num_stages=stages, **launch,
     )
     lq1, lk1, lq2, lk2, lambda_init, subln, eps = diff or (dummy,) * 4 + (0.0, dummy, 0.0)
     _combine[(B * HK, R // 2 if diff else R)](
         acc, ml, out, q_pos, start if start is not None else dummy, lq1, lk1, lq2, lk2, subln,
         out.stride(0), out.stride(2), S, HK, R, window or 0, lambda_init, eps, **flags,
-        RP=RP, DV=DV, BLOCK=block, SPLITS=splits, DIFF=diff is not None, LD=lq1.numel() if diff else 1)
+        RP=RP, DV=DV, BLOCK=block, SPLITS=splits, DIFF=diff is not None, LD=lq1.numel() if diff else 1, PDL=PDL,
+        enable_fp_fusion=False, **launch)  # the epilogue rounds each step where torch does
     return out
 
 

@@ -67,6 +67,7 @@ def rotary_store_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: 
         cos.stride(0) if cos.shape[0] > 1 else 0,
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         H, G, D=D, ROT=rot, DP=triton.next_power_of_2(D), PDL=PDL, num_warps=1,
+        enable_fp_fusion=False,  # keep every product rounded on its own, as torch's ops do
         **({"launch_pdl": True} if PDL else {}))
     return out
 
