@@ -153,6 +153,15 @@ def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torc
     return rows[1:]
 
 
+def _out_of_memory(e: BaseException | None) -> bool:
+    """``e`` is, or was raised from, a CUDA out-of-memory error."""
+    while e is not None:
+        if isinstance(e, torch.OutOfMemoryError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batch: int,
                   compile: bool = False) -> dict | None:
     """Decode throughput of ``batch`` rows over the prompt + generate budget; None when the
@@ -172,7 +181,9 @@ def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batc
             step(ids)
             step_s.append(statistics.median(timed(lambda: step(ids), device, s.decode_steps)))
             floor_s.append(step_bytes(model, cache, ctx) / s.bandwidth)
-    except torch.OutOfMemoryError:
+    except Exception as e:  # noqa: BLE001 - torch.compile wraps an out-of-memory in its own error
+        if not _out_of_memory(e):
+            raise
         return None
     finally:
         engine.release()
@@ -221,10 +232,15 @@ def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
                 fits = mid
                 rows.append(row)
     if s.compile and rows:
-        row = one(rows[-1]["batch"], compile=True)
-        if row is not None:
-            row["compiled"] = True
-            rows.append(row)
+        # Compiling needs some memory of its own: at the very largest batch it may not fit, then
+        # a batch of 7/8 of it is compiled instead.
+        largest = rows[-1]["batch"]
+        for batch in dict.fromkeys((largest, max(1, largest * 7 // 8))):
+            row = one(batch, compile=True)
+            if row is not None:
+                row["compiled"] = True
+                rows.append(row)
+                break
     return rows
 
 

@@ -139,9 +139,10 @@ class Engine:
         self.decode_step = model.decode_step
         if compile:
             # One static graph per (batch, cache length): a dynamic one is slower to run. Inductor
-            # rounds between fused ops where eager rounds, so compiled numerics are eager's.
+            # rounds between fused ops where eager rounds, so compiled numerics are eager's. No
+            # matmul padding: its search allocates weight-sized tensors, and decode has no use for it.
             self.decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False,
-                                             options={"emulate_precision_casts": True})
+                                             options={"emulate_precision_casts": True, "shape_padding": False})
         self.device = model.device
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":

@@ -56,3 +56,33 @@ def test_throughput_sweep_bisects_to_the_largest_batch_that_fits(monkeypatch):
                      (37, False), (38, False), (37, True)]
     assert [(r["batch"], r.get("compiled", False)) for r in rows] == [(1, False), (8, False), (36, False),
                                                                       (37, False), (37, True)]
+
+
+def test_throughput_compiles_a_smaller_batch_when_compiling_runs_out_of_memory(monkeypatch):
+    """An out-of-memory raised inside torch.compile (wrapped in its own error) counts as not
+    fitting; the compiled measurement then falls back to 7/8 of the largest batch."""
+    import torch
+
+    from sambay import bench
+
+    calls = []
+
+    def fake(model, s, device, batch, compile=False):
+        calls.append((batch, compile))
+        return None if batch > 37 or (compile and batch > 33) else {"batch": batch, "tokens_per_s": 1.0, "floor_tokens_per_s": 1.0}
+
+    monkeypatch.setattr(bench, "throughput_at", fake)
+    s = bench.BenchSettings.tiny()
+    s.batch_sizes, s.compile = [1, 8, 64], True
+    rows = bench.measure_throughput(None, s, torch.device("cpu"), log=lambda _: None)
+    assert calls[-2:] == [(37, True), (32, True)]
+    assert (rows[-1]["batch"], rows[-1]["compiled"]) == (32, True)
+
+    try:
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        except torch.OutOfMemoryError as e:
+            raise RuntimeError("backend='inductor' raised") from e
+    except RuntimeError as wrapped:
+        assert bench._out_of_memory(wrapped)
+    assert not bench._out_of_memory(ValueError("bad"))
