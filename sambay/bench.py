@@ -337,7 +337,9 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
             else throughput[0]["cache_bytes_per_seq"] if throughput else None
         results["models"][kind] = {"parameters": params, "fast_vs_reference": check, "latency": latency,
                                    "throughput": throughput, "cache_bytes_per_seq": cache_bytes}
+        # The next model starts from a clean slate: no compiled graphs (and what they hold) left over.
         del model
+        torch._dynamo.reset()
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
