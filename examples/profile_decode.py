@@ -6,13 +6,17 @@ summary by kind (GEMV, decode attention, Mamba, the rest). Needs a CUDA GPU.
 
 Writes OUT/timeline_<model>.txt and prints the summary. With programmatic dependent launch a
 kernel starts before the previous one ends, so gaps can be negative and durations overlap:
-the step's span, not the sum of durations, is its time.
+the step's span, not the sum of durations, is its time. The median replay time also counts the
+host's share of a replay; on the H100, the model profiled second in a process measured 0.15-0.2 ms
+above its GPU span (the harness, examples/compare_latency.py, showed no such effect), so profile
+one model per process where its step time matters.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import statistics
 from pathlib import Path
 
@@ -75,7 +79,8 @@ def main() -> None:
         for k, (count, busy) in sorted(per.items(), key=lambda kv: -kv[1][1]):
             print(f"   {k:10s} {count:4d} kernels {busy:8.1f} us")
         engine.release()
-        del model, engine, cache
+        model = engine = cache = step = None  # free the first model before building the second
+        gc.collect()
         torch._dynamo.reset()
         torch.cuda.empty_cache()
 
