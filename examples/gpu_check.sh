@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the prebuilt mamba-ssm / causal-conv1d wheels (carried in .gpu/), check every fast path
-# against the reference (pytest -m gpu, ~2 min on an H100), then run the latency harness (~7.5 min).
-# Both together come close to a 10-minute device call; STAGE=tests or STAGE=bench runs one half.
+# against the reference (pytest -m gpu, ~2.5 min on an H100), then run the latency harness (~7 min).
+# Both together come close to a 10-minute device call: STAGE=tests or STAGE=bench runs one half.
 #   [STAGE=all|tests|bench] bash examples/gpu_check.sh [harness options...]   results under $OUT (or ./gpu_out)
 set -euo pipefail
 OUT=${OUT:-gpu_out}

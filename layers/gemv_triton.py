@@ -14,11 +14,13 @@ ramp-up and tail. So the block's norm and residual add travel with its projectio
   and writes ``silu(g_i) * u_i`` (the gated-SiLU MLP);
 - ``gate`` (epilogue): ``silu(out) * gate`` (the GMU);
 - ``residual`` (epilogue): ``residual + out``, in the residual's dtype;
-- on Hopper each launch is a programmatic dependent launch: the next kernel's programs are
-  placed while this one drains, and wait (``griddepcontrol.wait``) before reading anything.
+- on Hopper each launch is a programmatic dependent launch: the kernel's programs are placed
+  while the previous kernel drains, request their first weight tile (which depends on nothing),
+  and wait (``griddepcontrol.wait``) before reading the input.
 
-Every intermediate is rounded where the unfused torch path rounds it, so the result is that
-path's up to the order of the fp32 sums. Reference twin: :func:`layers.linear.linear_ref`.
+Intermediates are rounded to the weights' dtype where the unfused torch path rounds them, so the
+result is that path's up to the order of the fp32 sums and the compiler's fused multiply-adds
+(``tests/test_gpu.py`` bounds the difference). Reference twin: :func:`layers.linear.linear_ref`.
 """
 
 from __future__ import annotations
