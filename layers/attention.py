@@ -213,7 +213,8 @@ class DiffAttnCore(nn.Module):
         """
         B, T, H, D = q.shape
         S, G = k.shape[1], k.shape[2]
-        if T == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref":
+        no_grad = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *self.parameters())))
+        if T == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref" and no_grad:  # no backward there
             from .attention_triton import decode_diff_attention_triton
 
             backends.announce("differential attention decode", "triton")

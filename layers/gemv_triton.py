@@ -30,7 +30,11 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+try:  # programmatic dependent launch came with Triton 3.3
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # the kernels only reach these names when PDL is on
+    gdc_launch_dependents = gdc_wait = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -196,9 +200,9 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 
 
 def _pdl_available() -> bool:
-    """Programmatic dependent launch: Hopper or newer, not under the interpreter, not switched off
-    with ``SAMBAY_PDL=0``."""
-    if INTERPRET or os.environ.get("SAMBAY_PDL", "1") == "0" or not torch.cuda.is_available():
+    """Programmatic dependent launch: Triton 3.3+, Hopper or newer (the current device, at import),
+    not under the interpreter, not switched off with ``SAMBAY_PDL=0``."""
+    if INTERPRET or gdc_wait is None or os.environ.get("SAMBAY_PDL", "1") == "0" or not torch.cuda.is_available():
         return False
     return torch.cuda.get_device_capability()[0] >= 9
 

@@ -39,38 +39,43 @@ def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return out if residual is None else residual + out
 
 
-def _norm_args(norm: nn.Module | None) -> tuple:
+def _norm_args(norm: nn.Module | None) -> tuple | None:
+    """The GEMV prologue's description of ``norm``; None for a norm it does not fuse."""
     from .gemv_triton import LAYER_NORM, NO_NORM, RMS_NORM
 
     if norm is None:
         return NO_NORM, None, None, 0.0
-    if isinstance(norm, nn.LayerNorm):
+    if isinstance(norm, nn.LayerNorm) and norm.weight is not None and len(norm.normalized_shape) == 1:
         return LAYER_NORM, norm.weight, norm.bias, norm.eps
     if isinstance(norm, RMSNorm):
         return RMS_NORM, norm.weight, None, norm.eps
-    raise TypeError(f"linear: unsupported norm {type(norm).__name__}")
+    return None
 
 
 def _any_requires_grad(*args: torch.Tensor | nn.Module | None) -> bool:
-    """The GEMV has no backward: training takes torch's path."""
+    """The fused kernels have no backward: training takes torch's path."""
     tensors = [t for a in args if a is not None for t in (a.parameters() if isinstance(a, nn.Module) else [a])]
-    return any(t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, glu: bool = False,
            norm: nn.Module | None = None, gate: torch.Tensor | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`linear_ref`; one kernel for a single row of inference on CUDA."""
-    one_row = x.numel() == x.shape[-1]
-    if (one_row and x.is_cuda and weight.is_contiguous() and backends.linear_backend(x.device) == "triton"
-            and not (torch.is_grad_enabled() and _any_requires_grad(x, weight, bias, norm, gate, residual))):
+    """:func:`linear_ref`; one kernel for a single row of inference on CUDA (where the fused kernel
+    computes exactly what :func:`linear_ref` does: a norm it knows, a gate in the weights' dtype and
+    a residual of the output's shape in the weights' dtype or fp32)."""
+    out_shape = (*x.shape[:-1], weight.shape[0] // 2 if glu else weight.shape[0])
+    fused_norm = _norm_args(norm) if x.is_cuda else None
+    if (x.numel() == x.shape[-1] and x.is_cuda and weight.is_contiguous() and fused_norm is not None
+            and backends.linear_backend(x.device) == "triton"
+            and (gate is None or (gate.shape == out_shape and gate.dtype == weight.dtype))
+            and (residual is None or (residual.shape == out_shape and residual.dtype in (weight.dtype, torch.float32)))
+            and not _any_requires_grad(x, weight, bias, norm, gate, residual)):
         from .gemv_triton import gemv_op
 
         backends.announce("linear (one row)", "triton gemv")
-        out_n = weight.shape[0] // 2 if glu else weight.shape[0]
-        flat = [t.reshape(out_n).contiguous() if t is not None else None for t in (gate, residual)]
-        out = gemv_op(x.contiguous(), weight, bias, glu, *_norm_args(norm), *flat)
-        return out.view(*x.shape[:-1], out_n)
+        flat = [t.reshape(-1).contiguous() if t is not None else None for t in (gate, residual)]
+        return gemv_op(x.contiguous(), weight, bias, glu, *fused_norm, *flat).view(out_shape)
     return linear_ref(x, weight, bias, glu=glu, norm=norm, gate=gate, residual=residual)
 
 

@@ -92,6 +92,7 @@ def test_fused_gemv_matches_the_unfused_block(dtype, norm_kind, N, K, bias, glu,
     gate = torch.randn(1, 1, N, device=CUDA, dtype=dtype) if gated else None
     rdt = dtype if residual_dtype == "same" else residual_dtype
     res = torch.randn(1, 1, N, device=CUDA, dtype=rdt) if rdt is not None else None
+    backends._announced.clear()
     with torch.no_grad():
         out = linear(x, w, b, glu=glu, norm=norm, gate=gate, residual=res)
         same = linear_ref(x, w, b, glu=glu, norm=norm, gate=gate, residual=res)
@@ -107,15 +108,27 @@ def test_fused_gemv_matches_the_unfused_block(dtype, norm_kind, N, K, bias, glu,
 
 
 def test_linear_takes_the_gemv_only_for_one_row_inference():
+    from torch import nn
+
     from layers.linear import linear
 
     w = torch.randn(300, 256, device=CUDA)
     x = torch.randn(1, 1, 256, device=CUDA)
     with torch.no_grad():
+        backends._announced.clear()
         assert torch.allclose(linear(x, w), x @ w.T, atol=1e-4)
         assert ("linear (one row)", "triton gemv") in backends._announced
+        backends._announced.clear()
         with backends.use(linear="torch"):
             assert torch.allclose(linear(x, w), x @ w.T, atol=1e-4)
+        # what the kernel does not fuse goes the unfused way: a norm without weights, a
+        # residual that would broadcast or promote differently
+        plain_ln = nn.LayerNorm(256, elementwise_affine=False, device=CUDA)
+        want = plain_ln(x) @ w.T
+        assert torch.allclose(linear(x, w, norm=plain_ln), want, atol=1e-4)
+        res = torch.randn(2, 1, 300, device=CUDA, dtype=torch.float64)
+        assert linear(x, w, residual=res).shape == (2, 1, 300) and linear(x, w, residual=res).dtype == torch.float64
+        assert ("linear (one row)", "triton gemv") not in backends._announced
     w.requires_grad_(True)
     linear(x, w).sum().backward()  # with autograd it is torch's path, which has a backward
     assert w.grad is not None
@@ -204,6 +217,7 @@ def test_fused_differential_decode_matches_reference(dtype, B, S, window, ring, 
         slots = torch.arange(S, device=CUDA)
         k_pos = q_pos - (q_pos - slots) % S
     start = torch.tensor([0, 37], device=CUDA)[:B] if padded else None
+    backends._announced.clear()
     with torch.no_grad():
         with backends.use(attention="sdpa"):
             out = core(q, k, v, q_pos, k_pos, start, window)
@@ -300,14 +314,15 @@ def small_models(dtype):
     return out
 
 
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1 decodes through the fused GEMVs
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
-def test_fast_model_matches_reference_after_prefill_and_64_steps(which):
+def test_fast_model_matches_reference_after_prefill_and_64_steps(which, batch):
     seed = fresh_seed()
     model = small_models(torch.bfloat16)[which]
-    ids = torch.randint(0, 1000, (2, 300 + 64), device=CUDA)
+    ids = torch.randint(0, 1000, (batch, 300 + 64), device=CUDA)
 
     def run():
-        cache = model.allocate_cache(2, ids.shape[1])
+        cache = model.allocate_cache(batch, ids.shape[1])
         with torch.no_grad():
             logits = [model(ids[:, :300], cache=cache).logits]
             logits += [model(ids[:, t:t + 1], cache=cache).logits for t in range(300, ids.shape[1])]
@@ -315,16 +330,20 @@ def test_fast_model_matches_reference_after_prefill_and_64_steps(which):
 
     with backends.use(attention="ref", mamba="ref", linear="torch"):
         ref = run()
+    backends._announced.clear()
     fast = run()
+    if batch == 1:
+        assert ("linear (one row)", "triton gemv") in backends._announced
     assert rel(fast[:, :300], ref[:, :300]) < 1e-2, seed
     assert rel(fast[:, 300:], ref[:, 300:]) < 1e-2, seed
 
 
+@pytest.mark.parametrize("lengths", [(90,), (90, 33)], ids=["batch1", "batch2"])
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
-def test_fp32_greedy_tokens_identical_for_128_steps(which):
+def test_fp32_greedy_tokens_identical_for_128_steps(which, lengths):
     fresh_seed()
     model = small_models(torch.float32)[which]
-    prompts = [torch.randint(0, 1000, (n,)).tolist() for n in (90, 33)]
+    prompts = [torch.randint(0, 1000, (n,)).tolist() for n in lengths]
     reqs = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=128)) for p in prompts]
     fast = Engine(model).generate(reqs)  # CUDA graphs + fast kernels
     with backends.use(attention="ref", mamba="ref", linear="torch"):

@@ -260,3 +260,16 @@ def test_compiled_decode_step_on_cpu_equals_eager_and_leaves_global_config_alone
             outs.append(torch.stack([step(ids[:, t:t + 1]) for t in range(20, 30)]))
     assert (outs[0] - outs[1]).abs().max() < 1e-4
     assert (torch._inductor.config.emulate_precision_casts, torch._dynamo.config.automatic_dynamic_shapes) == before
+
+
+def test_gemv_prologue_fuses_only_the_norms_it_computes():
+    """LayerNorm with weights and RMSNorm ride in the GEMV; anything else stays a separate op."""
+    from torch import nn
+
+    from layers.linear import _norm_args
+    from layers.norm import RMSNorm
+
+    assert _norm_args(nn.LayerNorm(8))[0] == 1 and _norm_args(RMSNorm(8))[0] == 2 and _norm_args(None)[0] == 0
+    assert _norm_args(nn.LayerNorm(8, elementwise_affine=False)) is None
+    assert _norm_args(nn.LayerNorm((2, 4))) is None
+    assert _norm_args(nn.GroupNorm(2, 8)) is None
