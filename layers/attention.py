@@ -213,8 +213,8 @@ class DiffAttnCore(nn.Module):
         """
         B, T, H, D = q.shape
         S, G = k.shape[1], k.shape[2]
-        no_grad = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *self.parameters())))
-        if T == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref" and no_grad:  # no backward there
+        if (T == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref"
+                and not backends.needs_autograd(q, k, v, self)):
             from .attention_triton import decode_diff_attention_triton
 
             backends.announce("differential attention decode", "triton")

@@ -11,7 +11,6 @@ merges their partial softmax sums.
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl

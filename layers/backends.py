@@ -83,6 +83,15 @@ def announce(what: str, backend: str) -> None:
         log.info("%s: %s", what, backend)
 
 
+def needs_autograd(*args: torch.Tensor | torch.nn.Module | None) -> bool:
+    """Grad mode is on and a tensor (or a module's parameter) among ``args`` requires grad: the
+    fused inference kernels have no backward, so callers take the reference path then."""
+    if not torch.is_grad_enabled():
+        return False
+    tensors = (t for a in args if a is not None for t in (a.parameters() if isinstance(a, torch.nn.Module) else [a]))
+    return any(t.requires_grad for t in tensors)
+
+
 def attention_backend(device: torch.device) -> str:
     choice = _choice["attention"]
     if choice == "auto":

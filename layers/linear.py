@@ -52,12 +52,6 @@ def _norm_args(norm: nn.Module | None) -> tuple | None:
     return None
 
 
-def _any_requires_grad(*args: torch.Tensor | nn.Module | None) -> bool:
-    """The fused kernels have no backward: training takes torch's path."""
-    tensors = [t for a in args if a is not None for t in (a.parameters() if isinstance(a, nn.Module) else [a])]
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, glu: bool = False,
            norm: nn.Module | None = None, gate: torch.Tensor | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -70,7 +64,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             and backends.linear_backend(x.device) == "triton"
             and (gate is None or (gate.shape == out_shape and gate.dtype == weight.dtype))
             and (residual is None or (residual.shape == out_shape and residual.dtype in (weight.dtype, torch.float32)))
-            and not _any_requires_grad(x, weight, bias, norm, gate, residual)):
+            and not backends.needs_autograd(x, weight, bias, norm, gate, residual)):
         from .gemv_triton import gemv_op
 
         backends.announce("linear (one row)", "triton gemv")

@@ -90,8 +90,7 @@ def rotary_store_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
 def rotary_store(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  k_cache: torch.Tensor, v_cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     """:func:`rotary_store_ref`; one Triton kernel on CUDA (unless the attention backend is ``ref``)."""
-    if (q.is_cuda and backends.attention_backend(q.device) != "ref"
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))):  # no backward there
+    if q.is_cuda and backends.attention_backend(q.device) != "ref" and not backends.needs_autograd(q, k, v):
         from .rope_triton import rotary_store_triton
 
         backends.announce("rope + cache write", "triton")

@@ -273,3 +273,16 @@ def test_gemv_prologue_fuses_only_the_norms_it_computes():
     assert _norm_args(nn.LayerNorm(8, elementwise_affine=False)) is None
     assert _norm_args(nn.LayerNorm((2, 4))) is None
     assert _norm_args(nn.GroupNorm(2, 8)) is None
+
+
+def test_needs_autograd_sees_tensors_and_module_parameters():
+    """The one check every fused inference kernel uses to step aside for training."""
+    from torch import nn
+
+    from layers import backends
+
+    frozen, trainable = torch.zeros(2), nn.Linear(2, 2)
+    assert backends.needs_autograd(frozen, trainable) and not backends.needs_autograd(frozen, None)
+    assert backends.needs_autograd(torch.zeros(2, requires_grad=True))
+    with torch.no_grad():
+        assert not backends.needs_autograd(trainable)
