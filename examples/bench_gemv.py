@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from layers.gemv_triton import gemv, gemv_config
-from layers.linear import _norm_args, linear_ref
+from layers.linear import linear_ref
+from layers.norm import fused_norm_args
 from layers.norm import RMSNorm
 
 # name: (N, K, bias, fused gate, norm before, epilogue, uses per decode step); N counts output rows
@@ -95,7 +96,7 @@ def main() -> None:
         res = None
         if epilogue is not None and epilogue.startswith("residual"):
             res = torch.randn(N, device=dev, dtype=torch.float32 if epilogue.endswith("fp32") else bf16)
-        norm_args = _norm_args(norm) if norm is not None else None
+        norm_args = fused_norm_args(norm) if norm is not None else None
 
         def torch_path(w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
             return linear_ref(x, w, b, glu=glu, norm=norm, gate=gate, residual=res)

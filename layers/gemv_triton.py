@@ -36,9 +36,10 @@ try:  # programmatic dependent launch came with Triton 3.3
 except ImportError:  # the kernels only reach these names when PDL is on
     gdc_launch_dependents = gdc_wait = None
 
+from .norm import NO_NORM
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-NO_NORM, LAYER_NORM, RMS_NORM = 0, 1, 2
 
 
 @triton.jit

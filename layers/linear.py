@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backends
-from .norm import RMSNorm
+from .norm import fused_norm_args
 
 
 def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, glu: bool = False,
@@ -39,19 +39,6 @@ def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return out if residual is None else residual + out
 
 
-def _norm_args(norm: nn.Module | None) -> tuple | None:
-    """The GEMV prologue's description of ``norm``; None for a norm it does not fuse."""
-    from .gemv_triton import LAYER_NORM, NO_NORM, RMS_NORM
-
-    if norm is None:
-        return NO_NORM, None, None, 0.0
-    if isinstance(norm, nn.LayerNorm) and norm.weight is not None and len(norm.normalized_shape) == 1:
-        return LAYER_NORM, norm.weight, norm.bias, norm.eps
-    if isinstance(norm, RMSNorm):
-        return RMS_NORM, norm.weight, None, norm.eps
-    return None
-
-
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, glu: bool = False,
            norm: nn.Module | None = None, gate: torch.Tensor | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -59,7 +46,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     computes exactly what :func:`linear_ref` does: a norm it knows, a gate in the weights' dtype and
     a residual of the output's shape in the weights' dtype or fp32)."""
     out_shape = (*x.shape[:-1], weight.shape[0] // 2 if glu else weight.shape[0])
-    fused_norm = _norm_args(norm) if x.is_cuda else None
+    fused_norm = fused_norm_args(norm) if x.is_cuda else None
     if (x.numel() == x.shape[-1] and x.is_cuda and weight.is_contiguous() and fused_norm is not None
             and backends.linear_backend(x.device) == "triton"
             and (gate is None or (gate.shape == out_shape and gate.dtype == weight.dtype))

@@ -151,22 +151,3 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, max_shard_size:
     with open(folder / INDEX_FILE, "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
         f.write("\n")
-
-
-def load_model(folder: str | os.PathLike, dtype: torch.dtype | None = None,
-               device: torch.device | str | None = None) -> nn.Module:
-    """Load ``folder`` as the model its ``config.json`` names: ``model_type`` ``phi4flash`` gives a
-    :class:`~sambay.model.SambaYForCausalLM`, ``phi3`` a :class:`~sambay.phi4mini.Phi4MiniForCausalLM`."""
-    # Imported here: the model modules import this one.
-    from .model import SambaYForCausalLM
-    from .phi4mini import Phi4MiniForCausalLM
-
-    classes = {cls.config_class.model_type: cls for cls in (SambaYForCausalLM, Phi4MiniForCausalLM)}
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no config.json in {folder}")
-    with open(path) as f:
-        model_type = json.load(f).get("model_type")
-    if model_type not in classes:
-        raise CheckpointError(f"{path} has model_type {model_type!r}; this package loads {sorted(classes)}")
-    return classes[model_type].from_pretrained(folder, dtype=dtype, device=device)

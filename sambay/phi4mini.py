@@ -12,7 +12,6 @@ Phi3 names, those of the official checkpoint.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -24,7 +23,7 @@ from layers.rope import RotaryEmbedding, apply_rotary
 
 from .cache import DenseCache
 from .config import Phi4MiniConfig
-from .model import CausalLM
+from .causal_lm import CausalLM
 
 
 class Phi3Attention(nn.Module):
