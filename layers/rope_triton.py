@@ -40,7 +40,8 @@ def _rotary_store(Q, K, V, COS, SIN, KC, VC, SLOT, QOUT,
     d = tl.arange(0, DP)
     x = tl.load(src + d, mask=d < D)
     half: tl.constexpr = ROT // 2
-    rot = (d < ROT) & (head < H + G)
+    rot = d < tl.where(head < H + G, ROT, 0)  # q and k heads rotate, v heads do not (a vector compare:
+    # Triton's interpreter mistypes a scalar bool & a vector bool)
     partner = tl.where(d < half, d + half, d - half)
     xp = tl.load(src + partner, mask=rot, other=0.0).to(tl.float32)
     xp = tl.where(d < half, -xp, xp)
