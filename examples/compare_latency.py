@@ -101,7 +101,7 @@ def main() -> None:
         print(f"dense, {h['prompt']} prompt + {h['new_tokens']} tokens: our engine {h['ours_s']:.2f}s, "
               f"transformers generate {h['transformers_s']:.2f}s ({h['speedup']:.2f}x)")
     if not args.no_plot:
-        print("plots:", ", ".join(plot(results, str(out))))
+        print("plots:", ", ".join(plot(results, str(out))))  # matplotlib is a dependency: always both
     print(f"wrote {out / 'results.json'} in {results['wall_seconds']:.0f}s")
 
 

@@ -134,21 +134,28 @@ def test_greedy_equals_argmax_of_full_forwards(engine: ReasoningEngine, dense_fo
     _greedy_is_argmax(reasoning.load(dense_folder, device="cpu"), "What is 7 * 6? " * 6, 16)
 
 
-def _pick_stop(text: str) -> str:
-    """A 2-character piece from the middle of ``text`` (no replacement character in it)."""
+def _pick_stop(text: str) -> str | None:
+    """A 2-character piece from the middle of ``text`` (no replacement character in it), None if
+    there is none."""
     for k in range(len(text) // 3, len(text) - 2):
         piece = text[k:k + 2]
         if "\ufffd" not in piece and text.find(piece) > 0:
             return piece
-    pytest.skip("generated text has no usable stop string")
+    return None
 
 
 def test_stop_strings_cut_the_text(engine: ReasoningEngine) -> None:
-    full = engine.generate(QUESTION, temperature=0.0, max_new_tokens=24)
-    stop = _pick_stop(full.text)
+    # Greedy first; if its text has no usable piece (a random model may end early), sampled texts
+    # of successive seeds: one of them has one, so the test never depends on a lucky draw.
+    for settings in [{"temperature": 0.0}] + [{"temperature": 1.0, "top_p": 1.0, "seed": s} for s in range(20)]:
+        full = engine.generate(QUESTION, max_new_tokens=24, **settings)
+        stop = _pick_stop(full.text)
+        if stop is not None:
+            break
+    assert stop is not None, "no generated text with a usable stop string"
     deltas: list[str] = []
-    cut = engine.generate(QUESTION, temperature=0.0, max_new_tokens=24, stop=["never appears", stop],
-                          on_text=lambda i, d: deltas.append(d))
+    cut = engine.generate(QUESTION, max_new_tokens=24, stop=["never appears", stop],
+                          on_text=lambda i, d: deltas.append(d), **settings)
     assert cut.text == full.text[:full.text.find(stop)]
     assert stop not in cut.text and "".join(deltas) == cut.text
     assert cut.stats.finish_reason == "stop" and cut.stats.stop == stop
