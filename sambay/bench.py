@@ -58,6 +58,7 @@ class BenchSettings:
     check_prompt: int = 512  # fast-vs-reference check: prompt length, then 64 decode steps
     bandwidth: float = 3.0e12  # bytes/s, device-to-device copy on the lent H100 (GPU.md)
     models: list[str] = field(default_factory=lambda: list(MODELS))
+    backends: backends.Backends = backends.DEFAULT  # the models' kernels (the environment's choice by default)
 
     @classmethod
     def tiny(cls, device: str = "cpu") -> "BenchSettings":
@@ -301,12 +302,12 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> di
     return out
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, choice: backends.Backends) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
                            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                           "attention_backend": backends.attention_backend(device),
-                           "mamba_backend": backends.mamba_backend(device),
-                           "linear_backend": backends.linear_backend(device)}
+                           "attention_backend": backends.attention_backend(device, choice),
+                           "mamba_backend": backends.mamba_backend(device, choice),
+                           "linear_backend": backends.linear_backend(device, choice)}
     for mod in ("triton", "mamba_ssm", "causal_conv1d", "flash_attn", "transformers"):
         with contextlib.suppress(ImportError):
             env[mod] = __import__(mod).__version__
@@ -316,10 +317,11 @@ def environment(device: torch.device) -> dict[str, Any]:
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     device = torch.device(s.device)
     dtype = getattr(torch, s.dtype)
-    results: dict[str, Any] = {"settings": asdict(s), "environment": environment(device), "models": {}}
+    results: dict[str, Any] = {"settings": asdict(s), "environment": environment(device, s.backends), "models": {}}
     for kind in s.models:
         log(f"[{kind}] building {s.shape} model ({s.dtype}, {device})")
         model = build(kind, s.shape, s.device, dtype)
+        model.backends = s.backends
         params = sum(p.numel() for p in model.parameters())
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
