@@ -59,6 +59,7 @@ class BenchSettings:
     compile: bool = True  # torch.compile the batch-1 decode step (both models); throughput runs use graphs only
     check_prompt: int = 512  # fast-vs-reference check: prompt length, then 64 decode steps
     models: list[str] = field(default_factory=lambda: list(MODELS))
+    backends: backends.Backends = backends.DEFAULT  # the models' kernels (the environment's choice by default)
 
     @classmethod
     def tiny(cls, device: str = "cpu") -> "BenchSettings":
@@ -319,12 +320,12 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> di
     return out
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, choice: backends.Backends) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
                            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                           "attention_backend": backends.attention_backend(device),
-                           "mamba_backend": backends.mamba_backend(device),
-                           "linear_backend": backends.linear_backend(device)}
+                           "attention_backend": backends.attention_backend(device, choice),
+                           "mamba_backend": backends.mamba_backend(device, choice),
+                           "linear_backend": backends.linear_backend(device, choice)}
     for mod in ("triton", "mamba_ssm", "causal_conv1d", "flash_attn", "transformers"):
         with contextlib.suppress(ImportError):
             env[mod] = __import__(mod).__version__
@@ -336,11 +337,12 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     dtype = getattr(torch, s.dtype)
     bandwidth = measure_bandwidth(device)
     log(f"copy bandwidth of {device}: {bandwidth / 1e12:.3f} TB/s (read + written, measured now)")
-    results: dict[str, Any] = {"settings": asdict(s), "environment": environment(device),
+    results: dict[str, Any] = {"settings": asdict(s), "environment": environment(device, s.backends),
                                "copy_bandwidth_bytes_per_s": bandwidth, "models": {}}
     for kind in s.models:
         log(f"[{kind}] building {s.shape} model ({s.dtype}, {device})")
         model = build(kind, s.shape, s.device, dtype)
+        model.backends = s.backends
         params = sum(p.numel() for p in model.parameters())
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from layers import backends
+
 from .cache import CacheBase
 
 log = logging.getLogger("sambay")
@@ -147,13 +149,20 @@ class Engine:
     def __init__(self, model: nn.Module, *, cuda_graphs: bool | None = None, compile: bool = False,
                  prefill_chunk: int = 8192) -> None:
         self.model = model.eval()
-        self.decode_step = model.decode_step
+        decode_step = model.decode_step
         if compile:
             # One static graph per (batch, cache length): a dynamic one is slower to run. Inductor
             # rounds between fused ops where eager rounds, so compiled numerics are eager's. No
             # matmul padding: its search allocates weight-sized tensors, and decode has no use for it.
-            self.decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False,
-                                             options={"emulate_precision_casts": True, "shape_padding": False})
+            decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False,
+                                        options={"emulate_precision_casts": True, "shape_padding": False})
+
+        def step_with_backends(ids: torch.Tensor, cache: CacheBase) -> torch.Tensor:
+            # The model's kernels, in whichever thread steps (and captures the graph).
+            with backends.activate(model.backends):
+                return decode_step(ids, cache)
+
+        self.decode_step = step_with_backends
         self.device = model.device
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":
