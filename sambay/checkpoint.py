@@ -71,7 +71,7 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     CUDA device this machine does not have."""
     try:
         d = torch.device(device) if device is not None else torch.device("cpu")
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if d.type == "cuda":
         if not torch.cuda.is_available():
