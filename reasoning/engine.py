@@ -20,7 +20,6 @@ of :class:`sambay.generate.SamplingParams` (temperature 0.6, top-p 0.95, 32768 n
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import sys

@@ -71,8 +71,8 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     CUDA device this machine does not have."""
     try:
         d = torch.device(device) if device is not None else torch.device("cpu")
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {device!r} (use cpu, cuda or cuda:N): {e}") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if d.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available on this machine")

@@ -114,7 +114,7 @@ def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(d, dict):
-        raise ConfigError(f"{path} must hold a JSON object (the model's settings), got a {type(d).__name__}")
+        raise ConfigError(f"{path} must hold a JSON object, got a {type(d).__name__}")
     return d
 
 

@@ -43,7 +43,7 @@ class SamplingParams:
         if not (_number(self.temperature) and math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         if not (_number(self.top_p) and 0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not (_integer(self.top_k) and self.top_k >= 0):
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
         if not (_integer(self.max_new_tokens) and self.max_new_tokens >= 1):
