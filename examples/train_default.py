@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
+from reasoning.builtin_training import (  # noqa: E402
+    CurriculumConfig, builtin_dense_config, builtin_sambay_config, heldout_accuracy, train_on_curriculum,
+)
 from reasoning.curriculum import default_test_set  # noqa: E402
 from reasoning.small_tokenizer import build_small_tokenizer  # noqa: E402
 from reasoning.tokenizer import load_tokenizer  # noqa: E402
 from sambay import Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model  # noqa: E402
-from reasoning.builtin_training import (  # noqa: E402
-    CurriculumConfig, builtin_dense_config, builtin_sambay_config, heldout_accuracy, train_on_curriculum,
-)
 from sambay.train import write_json  # noqa: E402
 
 

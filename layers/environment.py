@@ -1,22 +1,15 @@
 """Every environment variable the package reads: all are named ``SAMBAY_*`` and read through
-:func:`read` only, so this table is the whole list.
+:func:`read` only, so this is the whole list.
 
-=====================  ================================  ==========================================
-variable               values (default)                  what it sets
-=====================  ================================  ==========================================
-``SAMBAY_ATTENTION``   ``auto`` ``ref`` ``sdpa``         the attention backend of a model built in
-                       ``flash`` (``auto``)              the process (``model.backends``, see
-                                                         :mod:`layers.backends`)
-``SAMBAY_MAMBA``       ``auto`` ``ref`` ``cuda``         the Mamba backend, likewise
-``SAMBAY_LINEAR``      ``auto`` ``torch`` ``triton``     the linear backend, likewise
-``SAMBAY_PDL``         ``1`` ``0`` (``1``)               ``0``: no programmatic dependent launch
-                                                         between the Triton decode kernels (read
-                                                         once, at import of
-                                                         :mod:`layers.gemv_triton`)
-``SAMBAY_O200K_BPE``   a file path (unset)               tiktoken's o200k_base BPE file, for the
-                                                         Phi-4 tokenizer
-                                                         (:func:`reasoning.tokenizers.o200k.find_o200k_bpe`)
-=====================  ================================  ==========================================
+* ``SAMBAY_ATTENTION`` = ``auto`` (default) | ``ref`` | ``sdpa`` | ``flash``,
+  ``SAMBAY_MAMBA`` = ``auto`` | ``ref`` | ``cuda``,
+  ``SAMBAY_LINEAR`` = ``auto`` | ``torch`` | ``triton``: the kernels of every model built in the
+  process unless it is given others (``model.backends``, see :mod:`layers.backends`); read once,
+  at import of :mod:`layers.backends`.
+* ``SAMBAY_PDL`` = ``1`` (default) | ``0``: ``0`` turns off programmatic dependent launch between
+  the Triton decode kernels; read once, at import of :mod:`layers.gemv_triton`.
+* ``SAMBAY_O200K_BPE`` = a file path: tiktoken's o200k_base BPE file, which the Phi-4 tokenizer
+  is built from (:func:`reasoning.tokenizer.o200k.find_o200k_bpe`); read at each lookup.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from torch import nn
 
 from layers import backends
 from layers.backends import Backends
+from layers.linear import Linear
 
 from .cache import CacheBase
 from .checkpoint import load_pretrained, save_pretrained
@@ -72,6 +73,19 @@ class CausalLM(nn.Module):
 
     config_class: type
     backends: Backends = backends.DEFAULT  # a class default: assigning sets this model's own
+
+    def __init__(self, config, model: nn.Module, lm_head_bias: bool = False) -> None:
+        """``model`` holds ``embed_tokens``, the layers and the final norm; the head is a
+        :class:`~layers.linear.Linear`, tied to the embedding when the config says so. The weights
+        are initialized (``reset_parameters``) unless built on the meta device to load into."""
+        super().__init__()
+        self.config = config
+        self.model = model
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=lm_head_bias)
+        if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
+            self.reset_parameters()
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     @property
     def dtype(self) -> torch.dtype:

@@ -9,14 +9,14 @@ import math
 import pytest
 import torch
 
-from reasoning.curriculum import generate_problems, make_problem
-from reasoning.small_tokenizer import build_small_tokenizer, train_small_bpe
-from reasoning.tokenizer import PHI4_SPECIAL_TOKENS, load_tokenizer
-from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model
 from reasoning.builtin_training import (
     CurriculumConfig, _worker_batch, _worker_init, batches, builtin_dense_config, builtin_sambay_config,
     heldout_accuracy, make_batch, train_on_curriculum,
 )
+from reasoning.curriculum import generate_problems, make_problem
+from reasoning.small_tokenizer import build_small_tokenizer, train_small_bpe
+from reasoning.tokenizer import PHI4_SPECIAL_TOKENS, load_tokenizer
+from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model
 from sambay.train import IGNORE, TrainConfig, collate, lr_at, make_optimizer, param_groups, train_step
 
 

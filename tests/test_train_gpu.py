@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import layers.backends as backends
+from reasoning.builtin_training import CurriculumConfig, heldout_accuracy, train_on_curriculum
 from reasoning.curriculum import generate_problems
 from reasoning.small_tokenizer import build_small_tokenizer
 from reasoning.tokenizer import load_tokenizer
 from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model
-from reasoning.builtin_training import CurriculumConfig, heldout_accuracy, train_on_curriculum
 from sambay.train import IGNORE, completion_loss
 
 pytestmark = pytest.mark.gpu
