@@ -161,7 +161,7 @@ def attend(
     comes from :mod:`layers.backends`. One-token queries on CUDA use the Triton decode kernel."""
     backend = backends.attention_backend(q.device)
     if backend != "ref":
-        if q.shape[1] == 1 and q.is_cuda and q_pos.dim() == 1 and (k_pos is None or k_pos.dim() == 1):
+        if q.shape[1] == 1 and q.is_cuda:
             from .attention_triton import decode_attention_triton
 
             backends.announce("attention decode", "triton")
@@ -269,6 +269,11 @@ def paged_attend(
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`paged_attention_ref`'s contract; the Triton kernel on CUDA unless the attention backend is ``ref``."""
+    if q.is_cuda and backends.attention_backend(q.device) != "ref" and not backends.needs_autograd(q, k_pool, v_pool):
+        from .attention_triton import paged_attention_triton
+
+        backends.announce("paged attention decode", "triton")
+        return paged_attention_triton(q, k_pool, v_pool, block_table, q_pos, window, scale, k_scale, v_scale)
     backends.announce("paged attention decode", "ref")
     return paged_attention_ref(q, k_pool, v_pool, block_table, q_pos, window, scale, k_scale, v_scale)
 
@@ -320,7 +325,6 @@ class DiffAttnCore(nn.Module):
         dot product picks its own stripe's key; the scale stays ``D ** -0.5``.
         """
         if (q.shape[1] == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref"
-                and q_pos.dim() == 1 and (k_pos is None or k_pos.dim() == 1)
                 and not backends.needs_autograd(q, k, v, self)):
             from .attention_triton import decode_diff_attention_triton
 
@@ -335,7 +339,16 @@ class DiffAttnCore(nn.Module):
                       v_scale: torch.Tensor | None = None) -> torch.Tensor:
         """One query token per row against paged K/V (see :func:`paged_attention_ref`): q (B, 1, H, D),
         pools (num_blocks, block_size, G, D) -> (B, 1, H * D). The reference gathers each row's
-        keys and runs :meth:`forward`'s differential math in fp32 attention."""
+        keys and runs :meth:`forward`'s differential math in fp32 attention; on CUDA one Triton
+        kernel pair reads the pools through the table, as :meth:`forward`'s decode does."""
+        if (q.is_cuda and backends.attention_backend(q.device) != "ref"
+                and not backends.needs_autograd(q, k_pool, v_pool, self)):
+            from .attention_triton import paged_diff_attention_triton
+
+            backends.announce("paged differential attention decode", "triton")
+            return paged_diff_attention_triton(q, k_pool, v_pool, block_table, q_pos, k_scale, v_scale,
+                                               self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2,
+                                               self.lambda_init, self.subln.weight, self.subln.eps)
         k, v, k_pos = _paged_keys(k_pool, v_pool, block_table, q_pos, None, k_scale, v_scale)
         return self._differential(attention_ref, q, k, v, q_pos[:, None], k_pos, None, None)
 

@@ -41,7 +41,7 @@ def _rotary_store(Q, K, V, COS, SIN, KC, VC, SLOTS, QOUT,
     d = tl.arange(0, DP)
     x = tl.load(src + d, mask=d < D)
     half: tl.constexpr = ROT // 2
-    rot = (d < ROT) & (head < H + G)
+    rot = (d < ROT) & (d * 0 + head < H + G)  # a vector on both sides (the interpreter masks with bool vectors only)
     partner = tl.where(d < half, d + half, d - half)
     xp = tl.load(src + partner, mask=rot, other=0.0).to(tl.float32)
     xp = tl.where(d < half, -xp, xp)

@@ -3,12 +3,20 @@
 Continuous batching gives every row its own length: ``attend`` takes per-row positions, and the
 paged kernels read each row's keys through its block table. The dense loops below build each
 row's keys position by position from the pool and take one softmax per query, in float64.
+
+The Triton kernels run here too: on CPU tensors in Triton's interpreter (fp32 only: it truncates
+fp32 -> bf16 and its bf16 dot is wrong), on CUDA tensors where there is a GPU; the ``gpu``-marked
+tests at the end check them in bf16 and fp32 at the models' shapes.
 """
 
 import copy
+import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():  # before any kernel module is imported: Triton's interpreter on CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from layers.attention import (
     FP8_MAX,
@@ -331,3 +339,142 @@ def test_fp8_paged_attention_reference_dequantizes_then_attends():
         got = core.forward_paged(q, k8, v8, table, q_pos, ks, vs)
         deq = core.forward_paged(q, k8.float() * ks[..., None], v8.float() * vs[..., None], table, q_pos)
     assert torch.allclose(got, deq, atol=1e-5), seed
+
+
+# ----------------------------------------------------------------------------- Triton kernels (interpreter on CPU)
+
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_dev(*xs):
+    return [x.to(DEV) if x is not None else None for x in xs]
+
+
+@pytest.fixture
+def splits(monkeypatch):
+    """Force the decode kernels' number of splits (None: the kernel's own choice)."""
+    import layers.attention_triton as at
+
+    def force(n):
+        if n is not None:
+            monkeypatch.setattr(at, "num_splits", lambda *args, **kw: n)
+    return force
+
+
+@pytest.mark.parametrize("page, lengths, Hq, Hk, window, forced", [
+    (16, (1, 16, 17, 65, 130, 300), 4, 2, None, None),  # rows cross pages, 64-key tiles and splits
+    (128, (1, 127, 129, 300), 2, 1, None, 16),          # a page wider than a tile; many empty splits
+    (16, (40, 3, 200, 64), 4, 4, 50, None),             # window: the blocks before it are not read
+    (8, (1, 2, 9, 100), 4, 2, None, 64),                # 64 splits over rows of a few keys
+])
+@pytest.mark.parametrize("fp8", [False, True], ids=["fp32", "fp8"])
+def test_paged_kernel_matches_reference(page, lengths, Hq, Hk, window, forced, fp8, splits):
+    from layers.attention_triton import paged_attention_triton
+
+    seed = fresh_seed()
+    splits(forced)
+    B, D = len(lengths) + 1, 32
+    k_pool, v_pool, table = random_paged(B - 1, lengths, page, Hk, D)
+    table = torch.cat([table, table[:1]])  # the last row is a batch's unused row: q_pos -1
+    if window is not None:
+        for b, n in enumerate(lengths):
+            table[b, :max(0, n - window) // page] = 10**6  # stale entries before the window
+    q_pos = torch.tensor([*lengths, 0]) - 1
+    q = torch.randn(B, 1, Hq, D)
+    ks = vs = None
+    if fp8:
+        k_pool, v_pool, ks, vs = fp8_pools(k_pool, v_pool)
+    want = paged_attention_ref(q, k_pool, v_pool, table, q_pos, window, 0.2, ks, vs)
+    got = paged_attention_triton(*to_dev(q, k_pool, v_pool, table, q_pos), window, 0.2, *to_dev(ks, vs))
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert torch.equal(got[-1].cpu(), torch.zeros_like(got[-1].cpu()))
+    assert torch.allclose(got.cpu(), want, atol=2e-5), (seed, (got.cpu() - want).abs().max())
+
+
+@pytest.mark.parametrize("ring", [False, True])
+def test_decode_kernel_takes_per_row_positions(ring, splits):
+    """The static-buffer kernel with each row at its own position, and (ring) its own slot positions."""
+    from layers.attention_triton import decode_attention_triton
+
+    seed = fresh_seed()
+    B, S, Hq, Hk, D = 4, 150, 4, 2, 32
+    q, k, v = torch.randn(B, 1, Hq, D), torch.randn(B, S, Hk, D), torch.randn(B, S, Hk, D)
+    q_pos = torch.tensor([0, 63, 149, 100]) + (400 if ring else 0)
+    k_pos = None
+    if ring:  # slot s of row b holds the newest position congruent to s; row 2's last 10 slots are empty
+        k_pos = q_pos[:, None] - (q_pos[:, None] - torch.arange(S)) % S
+        k_pos[2, -10:] = -1
+    window = S if ring else None
+    want = attention_ref(q, k, v, q_pos[:, None], k_pos, window=window)
+    got = decode_attention_triton(*to_dev(q, k, v, q_pos, k_pos), None, window)
+    assert torch.allclose(got.cpu(), want, atol=2e-5), seed
+    got2 = decode_attention_triton(*to_dev(q, k, v, q_pos[:, None], k_pos), None, window)  # (B, 1) positions
+    assert torch.equal(got2, got)
+
+
+def diff_core(D, dtype=torch.float32, device="cpu"):
+    core = DiffAttnCore(D, layer_idx=5)
+    for p in (core.lambda_q1, core.lambda_k1, core.lambda_q2, core.lambda_k2):
+        torch.nn.init.normal_(p, std=0.1)
+    torch.nn.init.normal_(core.subln.weight)
+    return core.to(device, dtype)
+
+
+@pytest.mark.parametrize("page, lengths, forced", [(16, (1, 17, 64, 65, 250), None), (64, (300, 2), 32)])
+@pytest.mark.parametrize("fp8", [False, True], ids=["fp32", "fp8"])
+def test_paged_differential_kernel_matches_forward_paged(page, lengths, forced, fp8, splits):
+    from layers.attention_triton import paged_diff_attention_triton
+
+    seed = fresh_seed()
+    splits(forced)
+    H, G, D = 8, 4, 16
+    core = diff_core(D)
+    B = len(lengths)
+    k_pool, v_pool, table = random_paged(B, lengths, page, G, D)
+    ks = vs = None
+    if fp8:
+        k_pool, v_pool, ks, vs = fp8_pools(k_pool, v_pool)
+    q = torch.randn(B, 1, H, D)
+    q_pos = torch.tensor(lengths) - 1
+    with torch.no_grad():
+        want = core.forward_paged(q, k_pool, v_pool, table, q_pos, ks, vs)
+        c = core.to(DEV)
+        got = paged_diff_attention_triton(*to_dev(q, k_pool, v_pool, table, q_pos, ks, vs), c.lambda_q1, c.lambda_k1,
+                                          c.lambda_q2, c.lambda_k2, c.lambda_init, c.subln.weight, c.subln.eps)
+    assert got.shape == want.shape == (B, 1, H * D)
+    assert torch.allclose(got.cpu(), want, atol=2e-5), (seed, (got.cpu() - want).abs().max())
+
+
+def test_differential_decode_kernel_takes_per_row_positions():
+    from layers.attention_triton import decode_diff_attention_triton
+
+    seed = fresh_seed()
+    B, S, H, G, D = 3, 100, 8, 4, 16
+    core = diff_core(D)
+    q, k, v = torch.randn(B, 1, H, D), torch.randn(B, S, G, D), torch.randn(B, S, G, D)
+    q_pos = torch.tensor([5, 99, 64])
+    with torch.no_grad():
+        want = core(q, k, v, q_pos[:, None])
+        c = core.to(DEV)
+        got = decode_diff_attention_triton(*to_dev(q, k, v, q_pos), None, None, None, c.lambda_q1, c.lambda_k1,
+                                           c.lambda_q2, c.lambda_k2, c.lambda_init, c.subln.weight, c.subln.eps)
+    assert torch.allclose(got.cpu(), want, atol=2e-5), seed
+
+
+def test_rotary_store_kernel_writes_flat_slots():
+    from layers.rope_triton import rotary_store_triton
+
+    seed = fresh_seed()
+    B, H, G, D, R, N, bs = 3, 6, 2, 32, 24, 5, 4
+    q, k, v = torch.randn(B, 1, H, D), torch.randn(B, 1, G, D), torch.randn(B, 1, G, D)
+    angle = torch.randn(B, 1, R) * 50
+    cos, sin = angle.cos(), angle.sin()
+    pools = [torch.randn(N, bs, G, D) for _ in range(2)]
+    slots = torch.randperm(N * bs)[:B]
+    want = rotary_store_ref(q, k, v, cos, sin, *[p.clone() for p in pools], slots)
+    ref_pools = [p.clone() for p in pools]
+    rotary_store_ref(q, k, v, cos, sin, *ref_pools, slots)
+    dev_pools = to_dev(*pools)
+    got = rotary_store_triton(*to_dev(q, k, v, cos, sin), *dev_pools, slots.to(DEV))
+    assert torch.equal(got.cpu(), want), seed
+    assert torch.equal(dev_pools[0].cpu(), ref_pools[0]) and torch.equal(dev_pools[1].cpu(), ref_pools[1]), seed
