@@ -95,12 +95,11 @@ def rotary_store(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.T
                  k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
                  k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`rotary_store_ref`; one Triton kernel on CUDA (unless the attention backend is ``ref``)."""
-    if (q.is_cuda and backends.attention_backend(q.device) != "ref" and not backends.needs_autograd(q, k, v)
-            and k_scale is None):
+    if q.is_cuda and backends.attention_backend(q.device) != "ref" and not backends.needs_autograd(q, k, v):
         from .rope_triton import rotary_store_triton
 
         backends.announce("rope + cache write", "triton")
-        return rotary_store_triton(q, k, v, cos, sin, k_pool, v_pool, slots)
+        return rotary_store_triton(q, k, v, cos, sin, k_pool, v_pool, slots, k_scale, v_scale)
     return rotary_store_ref(q, k, v, cos, sin, k_pool, v_pool, slots, k_scale, v_scale)
 
 

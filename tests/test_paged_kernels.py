@@ -18,7 +18,10 @@ import torch
 if not torch.cuda.is_available():  # before any kernel module is imported: Triton's interpreter on CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from layers.attention import (
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from layers.attention import (  # noqa: E402
     FP8_MAX,
     DiffAttnCore,
     attend,
@@ -30,7 +33,8 @@ from layers.attention import (
     paged_store,
     quantize_fp8,
 )
-from layers.rope import apply_rotary, rotary_store, rotary_store_ref
+from layers.rope import apply_rotary, rotary_store, rotary_store_ref  # noqa: E402
+from layers.rope_triton import _round_e4m3  # noqa: E402
 
 
 def fresh_seed() -> int:
@@ -365,7 +369,7 @@ def splits(monkeypatch):
     (16, (1, 16, 17, 65, 130, 300), 4, 2, None, None),  # rows cross pages, 64-key tiles and splits
     (128, (1, 127, 129, 300), 2, 1, None, 16),          # a page wider than a tile; many empty splits
     (16, (40, 3, 200, 64), 4, 4, 50, None),             # window: the blocks before it are not read
-    (8, (1, 2, 9, 100), 4, 2, None, 64),                # 64 splits over rows of a few keys
+    (8, (1, 2, 9, 100), 2, 1, None, 32),                # 32 splits over rows of a few keys, MQA
 ])
 @pytest.mark.parametrize("fp8", [False, True], ids=["fp32", "fp8"])
 def test_paged_kernel_matches_reference(page, lengths, Hq, Hk, window, forced, fp8, splits):
@@ -461,20 +465,49 @@ def test_differential_decode_kernel_takes_per_row_positions():
     assert torch.allclose(got.cpu(), want, atol=2e-5), seed
 
 
-def test_rotary_store_kernel_writes_flat_slots():
+@pytest.mark.parametrize("fp8", [False, True], ids=["fp32", "fp8"])
+def test_rotary_store_kernel_writes_flat_slots(fp8):
+    """Rotated q, and k, v at each row's slot, bit for bit the reference's (fp8: the same bytes and scales)."""
     from layers.rope_triton import rotary_store_triton
 
     seed = fresh_seed()
     B, H, G, D, R, N, bs = 3, 6, 2, 32, 24, 5, 4
-    q, k, v = torch.randn(B, 1, H, D), torch.randn(B, 1, G, D), torch.randn(B, 1, G, D)
+    q, k, v = torch.randn(B, 1, H, D), torch.randn(B, 1, G, D) * 5, torch.randn(B, 1, G, D)
+    k[1, 0, 1] = 0.0  # an all-zero head: scale 1
     angle = torch.randn(B, 1, R) * 50
     cos, sin = angle.cos(), angle.sin()
-    pools = [torch.randn(N, bs, G, D) for _ in range(2)]
+    if fp8:
+        pools = [torch.randn(N, bs, G, D).to(torch.float8_e4m3fn) for _ in range(2)] + [torch.rand(N, bs, G) for _ in range(2)]
+    else:
+        pools = [torch.randn(N, bs, G, D) for _ in range(2)] + [None, None]
     slots = torch.randperm(N * bs)[:B]
-    want = rotary_store_ref(q, k, v, cos, sin, *[p.clone() for p in pools], slots)
-    ref_pools = [p.clone() for p in pools]
-    rotary_store_ref(q, k, v, cos, sin, *ref_pools, slots)
+    ref_pools = [p.clone() if p is not None else None for p in pools]
+    want = rotary_store_ref(q, k, v, cos, sin, ref_pools[0], ref_pools[1], slots, *ref_pools[2:])
     dev_pools = to_dev(*pools)
-    got = rotary_store_triton(*to_dev(q, k, v, cos, sin), *dev_pools, slots.to(DEV))
+    got = rotary_store_triton(*to_dev(q, k, v, cos, sin), dev_pools[0], dev_pools[1], slots.to(DEV), *dev_pools[2:])
     assert torch.equal(got.cpu(), want), seed
-    assert torch.equal(dev_pools[0].cpu(), ref_pools[0]) and torch.equal(dev_pools[1].cpu(), ref_pools[1]), seed
+    for d, r in zip(dev_pools, ref_pools):
+        if r is not None:
+            bits = (lambda t: t.view(torch.uint8)) if r.dtype == torch.float8_e4m3fn else (lambda t: t)
+            assert torch.equal(bits(d.cpu()), bits(r)), seed
+
+
+
+@triton.jit
+def _round_e4m3_kernel(X, Y, N: tl.constexpr):
+    i = tl.arange(0, N)
+    tl.store(Y + i, _round_e4m3(tl.load(X + i)).to(Y.dtype.element_ty))
+
+
+def test_kernel_rounding_to_e4m3_is_torchs():
+    """The cache-write kernel rounds to e4m3 itself (ties to even, signed zeros): every e4m3 value,
+    every midpoint between two (the ties), and random values, as torch's cast rounds them."""
+    seed = fresh_seed()
+    e4m3 = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+    e4m3 = torch.sort(e4m3[torch.isfinite(e4m3)]).values
+    x = torch.cat([e4m3, (e4m3[1:] + e4m3[:-1]) / 2, torch.tensor([-0.0]), torch.randn(3000) * 50,
+                   torch.randn(3000) * 0.01, torch.rand(2000) * 2**-6]).clamp(-448, 448)
+    x = torch.cat([x, torch.zeros(triton.next_power_of_2(len(x)) - len(x))]).to(DEV)
+    y = torch.empty(len(x), dtype=torch.float8_e4m3fn, device=DEV)
+    _round_e4m3_kernel[(1,)](x, y, N=len(x))
+    assert torch.equal(y.view(torch.uint8).cpu(), x.cpu().to(torch.float8_e4m3fn).view(torch.uint8)), seed
