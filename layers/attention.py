@@ -221,7 +221,10 @@ def gather_pages(pool: torch.Tensor, block_table: torch.Tensor, used: torch.Tens
     table = block_table.long()
     if used is not None:
         table = torch.where(used, table, 0)
-    x = pool[table]  # (B, max_blocks, block_size, H, D)
+    if pool.dtype == torch.float8_e4m3fn:  # indexing has no float8 kernels everywhere: gather the bytes
+        x = pool.view(torch.uint8)[table].view(pool.dtype)
+    else:
+        x = pool[table]  # (B, max_blocks, block_size, H, D)
     if scale is not None:
         x = x.float() * scale[table][..., None]
     return x.flatten(1, 2)

@@ -27,7 +27,7 @@ def _round_e4m3(x):
     e = tl.maximum(((bits >> 23) & 0xFF) - 127, -6)  # floor(log2 |x|); below 2**-6 e4m3's steps are 2**-9
     c = ((e + 20 + 127) << 23).to(tl.float32, bitcast=True)  # 2**(e + 20), whose fp32 ulp is e4m3's step 2**(e - 3)
     r = ((tl.abs(x) + c) - c).to(tl.int32, bitcast=True)
-    return (r | (bits & -2147483648)).to(tl.float32, bitcast=True)  # x's sign, -0 included
+    return (r | ((bits >> 31) << 31)).to(tl.float32, bitcast=True)  # x's sign bit (int32 shifts), -0 included
 
 
 @triton.jit

@@ -21,6 +21,7 @@ if not torch.cuda.is_available():  # before any kernel module is imported: Trito
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+import layers.backends as backends  # noqa: E402
 from layers.attention import (  # noqa: E402
     FP8_MAX,
     DiffAttnCore,
@@ -511,3 +512,152 @@ def test_kernel_rounding_to_e4m3_is_torchs():
     y = torch.empty(len(x), dtype=torch.float8_e4m3fn, device=DEV)
     _round_e4m3_kernel[(1,)](x, y, N=len(x))
     assert torch.equal(y.view(torch.uint8).cpu(), x.cpu().to(torch.float8_e4m3fn).view(torch.uint8)), seed
+
+
+# ----------------------------------------------------------------------------- on the GPU (bf16 and fp32)
+
+CUDA = torch.device("cuda")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    assert torch.isfinite(a).all()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def gpu_paged(lengths, page, Hk, D, dtype, fp8):
+    """Random pools on the GPU, shuffled blocks, stale table entries past each row's blocks."""
+    k_pool, v_pool, table = random_paged(len(lengths), lengths, page, Hk, D)
+    ks = vs = None
+    if fp8:
+        k_pool, v_pool, ks, vs = fp8_pools(k_pool, v_pool)
+    else:
+        k_pool, v_pool = k_pool.to(dtype), v_pool.to(dtype)
+    return [x.to(CUDA) if x is not None else None for x in (k_pool, v_pool, table, ks, vs)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fp8", [False, True], ids=["kv16", "kv8"])
+@pytest.mark.parametrize("B, Hq, Hk, D, page, max_len, window", [
+    (6, 24, 8, 128, 16, 5000, None),   # dense Phi-4-mini heads, rows of very different lengths
+    (5, 24, 8, 128, 128, 3000, None),  # pages wider than the kernel's 64-key tiles
+    (4, 24, 8, 128, 16, 3000, 1000),   # window
+    (96, 8, 2, 64, 16, 700, None),     # wide batch: 128-key tiles, few splits
+])
+def test_paged_attention_kernel_on_gpu(dtype, fp8, B, Hq, Hk, D, page, max_len, window):
+    from layers.attention_triton import paged_attention_triton
+
+    seed = fresh_seed()
+    lengths = [1, page, page + 1, max_len] + torch.randint(1, max_len, (B - 4,)).tolist()
+    k_pool, v_pool, table, ks, vs = gpu_paged(lengths, page, Hk, D, dtype, fp8)
+    q = torch.randn(B, 1, Hq, D, device=CUDA, dtype=dtype)
+    q_pos = torch.tensor(lengths, device=CUDA) - 1
+    q_pos[-1] = -1  # an unused row
+    got = paged_attention_triton(q, k_pool, v_pool, table, q_pos, window, None, ks, vs)
+    d = (lambda t: t) if fp8 else (lambda t: t.double())
+    ref = paged_attention_ref(q.double(), d(k_pool), d(v_pool), table, q_pos, window, None, ks, vs)
+    assert torch.equal(got[-1], torch.zeros_like(got[-1]))
+    assert rel(got[:-1], ref[:-1]) < (1e-5 if dtype == torch.float32 else 1e-2), seed
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fp8", [False, True], ids=["kv16", "kv8"])
+@pytest.mark.parametrize("B, max_len", [(1, 4100), (5, 2100), (40, 600)])
+def test_paged_differential_attention_on_gpu(dtype, fp8, B, max_len):
+    """SambaY's layer 17 / cross-attention decode through the block table, against
+    ``forward_paged``'s reference: in bf16 about as far from float64 as the reference itself."""
+    seed = fresh_seed()
+    H, G, D, page = 40, 20, 64, 16  # SambaY's heads
+    core = diff_core(D, dtype, CUDA)
+    lengths = ([max_len] + torch.randint(1, max_len, (B - 1,)).tolist()) if B > 1 else [max_len]
+    k_pool, v_pool, table, ks, vs = gpu_paged(lengths, page, G, D, dtype, fp8)
+    q = torch.randn(B, 1, H, D, device=CUDA, dtype=dtype)
+    q_pos = torch.tensor(lengths, device=CUDA) - 1
+    backends._announced.clear()
+    with torch.no_grad():
+        out = core.forward_paged(q, k_pool, v_pool, table, q_pos, ks, vs)
+        assert ("paged differential attention decode", "triton") in backends._announced
+        with backends.use(attention="ref"):
+            same = core.forward_paged(q, k_pool, v_pool, table, q_pos, ks, vs)
+            d = (lambda t: t) if fp8 else (lambda t: t.double())
+            exact = copy.deepcopy(core).double().forward_paged(q.double(), d(k_pool), d(v_pool), table, q_pos, ks, vs)
+    assert out.shape == (B, 1, H * D) and out.dtype == dtype
+    if dtype == torch.float32:
+        assert rel(out, exact) < 1e-5, seed
+    else:
+        assert rel(out, exact) < 1.5 * rel(same, exact) + 2e-3, seed
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_paged_attention_is_within_e4m3_precision_on_gpu(dtype):
+    seed = fresh_seed()
+    lengths, page, Hk, D = [1, 17, 300, 2000, 4100], 16, 8, 128
+    k_pool, v_pool, table = random_paged(len(lengths), lengths, page, Hk, D)
+    k8, v8, ks, vs = (x.to(CUDA) for x in fp8_pools(k_pool, v_pool))
+    q = torch.randn(len(lengths), 1, 24, D, device=CUDA, dtype=dtype)
+    q_pos = torch.tensor(lengths, device=CUDA) - 1
+    table = table.to(CUDA)
+    with torch.no_grad():
+        got = paged_attend(q, k8, v8, table, q_pos, k_scale=ks, v_scale=vs)
+        full = paged_attention_ref(q.double(), k_pool.double().to(CUDA), v_pool.double().to(CUDA), table, q_pos)
+    mean_tol, max_tol = fp8_tolerance(k_pool, v_pool, k8.cpu(), v8.cpu(), ks.cpu(), vs.cpu())
+    err = relative_errors(got, full)
+    assert err.mean() < mean_tol and err.max() < max_tol + (1e-2 if dtype == torch.bfloat16 else 0), seed
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fp8", [False, True], ids=["kv16", "kv8"])
+def test_rotary_store_kernel_on_gpu_equals_reference(dtype, fp8):
+    """Per-row positions, flat slots of a paged pool: the same bits as the reference (fp8: bytes and scales)."""
+    from layers.rope_triton import rotary_store_triton
+
+    seed = fresh_seed()
+    B, H, G, D, R, N, bs = 7, 24, 8, 128, 96, 40, 16  # dense Phi-4-mini heads, partial rotary
+    qkv = torch.randn(B, 1, (H + 2 * G) * D, device=CUDA, dtype=dtype) * 3
+    q, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
+    q, k, v = q.view(B, 1, H, D), k.view(B, 1, G, D), v.view(B, 1, G, D)
+    angle = torch.randn(B, 1, R, device=CUDA) * 100
+    cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
+    pdt = torch.float8_e4m3fn if fp8 else dtype
+    pools = [torch.randn(N, bs, G, D, device=CUDA).to(pdt) for _ in range(2)]
+    pools += [torch.rand(N, bs, G, device=CUDA) for _ in range(2)] if fp8 else [None, None]
+    copies = [p.clone() if p is not None else None for p in pools]
+    slots = torch.randperm(N * bs, device=CUDA)[:B]
+    want = rotary_store_ref(q, k, v, cos, sin, pools[0], pools[1], slots, *pools[2:])
+    got = rotary_store_triton(q, k, v, cos, sin, copies[0], copies[1], slots, *copies[2:])
+    assert torch.equal(got, want), seed
+    for a, b in zip(copies, pools):
+        if b is not None:
+            assert torch.equal(a.view(torch.uint8) if fp8 and a.dim() == 4 else a,
+                               b.view(torch.uint8) if fp8 and b.dim() == 4 else b), seed
+
+
+@pytest.mark.gpu
+def test_paged_decode_replays_in_a_cuda_graph():
+    """Static shapes, positions and block tables on the device: one captured graph serves steps
+    with new positions, new blocks and rows joining and leaving."""
+    seed = fresh_seed()
+    B, Hq, Hk, D, page, M = 4, 24, 8, 128, 16, 64
+    k_pool = torch.randn(300, page, Hk, D, device=CUDA, dtype=torch.bfloat16)
+    v_pool = torch.randn_like(k_pool)
+    table = torch.randperm(300, device=CUDA)[:B * M].view(B, M).int()
+    q = torch.randn(B, 1, Hq, D, device=CUDA, dtype=torch.bfloat16)
+    q_pos = torch.tensor([5, 100, 900, -1], device=CUDA)
+    with torch.no_grad():
+        paged_attend(q, k_pool, v_pool, table, q_pos)  # compile outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = paged_attend(q, k_pool, v_pool, table, q_pos)
+        for step in range(3):
+            q.copy_(torch.randn_like(q))
+            q_pos.copy_(torch.randint(-1, M * page, (B,), device=CUDA))
+            q_pos[0] = M * page - 1 - step  # one row near the end of its table
+            table.copy_(torch.randperm(300, device=CUDA)[:B * M].view(B, M).int())
+            graph.replay()
+            want = paged_attention_ref(q, k_pool, v_pool, table, q_pos)
+            assert rel(out[q_pos >= 0], want[q_pos >= 0]) < 1e-2, (seed, step)
+            assert not out[q_pos < 0].any(), (seed, step)
