@@ -323,7 +323,8 @@ def paged_attention_triton(
 
 
 @paged_attention_triton.register_fake
-def _(q, k_pool, v_pool, block_table, q_pos, window=None, scale=None, k_scale=None, v_scale=None):  # type: ignore[no-untyped-def]
+def _(q, k_pool, v_pool, block_table, q_pos, window=None, scale=None, k_scale=None,
+      v_scale=None):  # type: ignore[no-untyped-def]
     return q.new_empty(q.shape[0], 1, q.shape[2], v_pool.shape[-1])
 
 

@@ -103,7 +103,8 @@ def rotary_store_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: 
     fp8 = k_pool.dtype == torch.float8_e4m3fn
     assert fp8 == (v_pool.dtype == torch.float8_e4m3fn) == (k_scale is not None) == (v_scale is not None)
     if fp8:
-        assert k_scale.is_contiguous() and v_scale.is_contiguous() and k_scale.shape == v_scale.shape == k_pool.shape[:3]
+        assert k_scale.is_contiguous() and v_scale.is_contiguous()
+        assert k_scale.shape == v_scale.shape == k_pool.shape[:3] and k_scale.dtype == v_scale.dtype == torch.float32
     out = torch.empty(B, 1, H, D, device=q.device, dtype=q.dtype)
     _rotary_store[(B, H + 2 * G)](
         q, k, v, cos, sin, k_pool, v_pool, slots, out, k_scale if fp8 else slots, v_scale if fp8 else slots,

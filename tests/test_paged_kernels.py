@@ -236,7 +236,8 @@ def test_paged_store_writes_each_token_at_its_slot(dtype):
 def test_rotary_store_ref_rotates_per_row_and_writes_flat_slots(dtype):
     seed = fresh_seed()
     B, H, G, D, R, N, bs = 3, 6, 2, 16, 12, 5, 4
-    q, k, v = torch.randn(B, 1, H, D, dtype=dtype), torch.randn(B, 1, G, D, dtype=dtype), torch.randn(B, 1, G, D, dtype=dtype)
+    q = torch.randn(B, 1, H, D, dtype=dtype)
+    k, v = torch.randn(B, 1, G, D, dtype=dtype), torch.randn(B, 1, G, D, dtype=dtype)
     angle = torch.randn(B, 1, R) * 50
     cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
     k_pool, v_pool = torch.randn(N, bs, G, D, dtype=dtype), torch.randn(N, bs, G, D, dtype=dtype)
@@ -478,7 +479,8 @@ def test_rotary_store_kernel_writes_flat_slots(fp8):
     angle = torch.randn(B, 1, R) * 50
     cos, sin = angle.cos(), angle.sin()
     if fp8:
-        pools = [torch.randn(N, bs, G, D).to(torch.float8_e4m3fn) for _ in range(2)] + [torch.rand(N, bs, G) for _ in range(2)]
+        pools = [torch.randn(N, bs, G, D).to(torch.float8_e4m3fn) for _ in range(2)]
+        pools += [torch.rand(N, bs, G) for _ in range(2)]
     else:
         pools = [torch.randn(N, bs, G, D) for _ in range(2)] + [None, None]
     slots = torch.randperm(N * bs)[:B]
