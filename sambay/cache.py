@@ -178,6 +178,8 @@ class DenseCache(CacheBase):
         shape = (batch_size, max_seq_len, config.num_key_value_heads, config.head_size)
         self.k = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.v = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self._row_slot = torch.arange(batch_size, device=self.device) * max_seq_len  # row b's slot 0, caches as pools
+        self._slots = torch.zeros(batch_size, dtype=torch.long, device=self.device)
 
     def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         """Append new k, v (B, T, G, D) of a layer; return all its cached K/V."""
@@ -190,7 +192,9 @@ class DenseCache(CacheBase):
                        sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         """One token: RoPE on q and k, k and v written at ``seqlen`` (one kernel on CUDA) ->
         (rotated q, all keys, all values, None)."""
-        q = rotary_store(q, k, v, cos, sin, self.k[layer_idx], self.v[layer_idx], self.seqlen)
+        if layer_idx == 0:  # once per step: each row's flat slot at position seqlen
+            torch.add(self._row_slot, self.seqlen, out=self._slots)
+        q = rotary_store(q, k, v, cos, sin, self.k[layer_idx], self.v[layer_idx], self._slots)
         return q, self.k[layer_idx], self.v[layer_idx], None
 
     def kv_bytes_per_token(self) -> int:
