@@ -152,6 +152,7 @@ class Engine:
         self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy)
         self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile)
         self.stats = EngineStats()
+        self.last_batch = 0  # running requests decoded in the last step
         self._lock = threading.Lock()
         self._incoming: list[Sequence] = []
         self._aborts: set[str] = set()
@@ -260,6 +261,7 @@ class Engine:
         for src, dst in plan.moves:
             self.runner.move_slot(src, dst)
         results = []
+        self.last_batch = len(plan.decode)
         if plan.decode:
             results.append(self.runner.decode(plan.decode))
             self.stats.decode_steps += 1
