@@ -116,10 +116,12 @@ def step_bytes(model: nn.Module, cache: PagedCache, context: int, batch: int = 1
 
 
 def engine_for(model: nn.Module, batch: int, max_tokens: int, compile: bool = False, **options: Any) -> Engine:
-    """An engine with exactly the blocks ``batch`` requests of ``max_tokens`` tokens need."""
+    """An engine with exactly the blocks ``batch`` requests of ``max_tokens`` tokens need, and one
+    decode graph, of ``batch`` rows (one compile when compiling)."""
     block_size = 16
     blocks = 1 + batch * -(-max_tokens // block_size)
-    return Engine(model, max_batch_size=batch, num_blocks=blocks, block_size=block_size, compile=compile, **options)
+    return Engine(model, max_batch_size=batch, num_blocks=blocks, block_size=block_size, compile=compile,
+                  graph_sizes=[batch], **options)
 
 
 def decode_step(engine: Engine, seqs: list[Sequence]) -> Callable[[], torch.Tensor]:
