@@ -88,8 +88,7 @@ class ModelRunner:
     # ----- the decode step
     def _decode(self, n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch = CacheBatch(0, self.block_table[:n, :width], self.positions[:n], self.write_slots[:n], self.long[:n])
-        with backends.activate(self.model.backends):  # this thread's kernels: the model's (traced and captured too)
-            logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
+        logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
         out = sample_with_flag(logits, self.temperature[:n], self.top_p[:n], self.top_k[:n], self.u[:n])
         return (out, logits) if self.keep_logits else out
 
@@ -99,7 +98,8 @@ class ModelRunner:
         pool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad():
+        # The model's kernels, active in this thread around (never inside) the compiled step.
+        with torch.no_grad(), backends.activate(self.model.backends):
             for n in reversed(self.ladder):
                 with torch.cuda.stream(stream):
                     for _ in range(3):  # kernel selection, Triton / inductor compilation
@@ -163,7 +163,7 @@ class ModelRunner:
             graph, out = self.graphs[size]
             graph.replay()  # the next replay overwrites the static output: clone what is kept
         else:
-            with torch.no_grad():
+            with torch.no_grad(), backends.activate(self.model.backends):
                 out = self._step(n, w)
         if self.keep_logits:
             out, logits = out
