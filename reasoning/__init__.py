@@ -11,12 +11,12 @@ checking), ``tokenizer`` (tokenizers and chat prompts), ``cli`` (the ``sambay`` 
 ``curriculum`` (synthetic arithmetic problems).
 """
 
-from .answers import answers_match, extract_boxed, majority_vote, split_reasoning
+from .answers import answers_match, extract_boxed, grade, majority_vote, split_reasoning
 from .api import engine_for, evaluate, generate, load, solve, solve_many, stream
 from .engine import DEFAULT_MODEL_DIR, ReasoningEngine, Result, Stats, TextStream
 from .evaluation import Evaluation, Problem, read_problems
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["DEFAULT_MODEL_DIR", "Evaluation", "Problem", "ReasoningEngine", "Result", "Stats", "TextStream",
-           "Tokenizer", "answers_match", "engine_for", "evaluate", "extract_boxed", "generate", "load",
+           "Tokenizer", "answers_match", "engine_for", "evaluate", "extract_boxed", "generate", "grade", "load",
            "load_tokenizer", "majority_vote", "read_problems", "solve", "solve_many", "split_reasoning", "stream"]
