@@ -317,10 +317,10 @@ class RunDir:
                         continue
                     try:
                         s = Sample.from_json(line)
-                    except (json.JSONDecodeError, TypeError):
+                        if 0 <= s.problem < n and 0 <= s.sample < k:
+                            done.setdefault((s.problem, s.sample), s)
+                    except (json.JSONDecodeError, TypeError):  # not a whole record
                         continue
-                    if 0 <= s.problem < n and 0 <= s.sample < k:
-                        done.setdefault((s.problem, s.sample), s)
         return done
 
     def merge(self, samples: list[list[Sample]]) -> None:

@@ -42,6 +42,7 @@ import os
 import re
 import selectors
 import subprocess
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +52,7 @@ __all__ = ["GRADING_TIMEOUT_S", "Grader", "default_grader", "prepare_answer"]
 
 #: Seconds one comparison may take in a worker before it is cut off (the retry gets twice that).
 GRADING_TIMEOUT_S: float = 5.0
+_START_TIMEOUT_S = 120.0  # a worker imports sympy and math-verify: seconds on a loaded machine
 
 # --------------------------------------------------------------------------------------------
 # What math-verify misreads (applied to both sides before parsing)
@@ -120,6 +122,8 @@ def _serve() -> None:
                 pass
         return "timeout" if timed_out else False
 
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")  # math-verify imported: the pool may send jobs
+    sys.stdout.flush()
     for line in sys.stdin:
         job = json.loads(line)
         seconds = max(1, math.ceil(job["seconds"] / 4))  # math-verify's alarms: whole seconds, per call
@@ -137,10 +141,22 @@ class _Worker:
     """One grading process and the job it is working on."""
 
     def __init__(self) -> None:
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty worker can never block on it
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
         self.job: int | None = None  # index of the pair being graded
         self.deadline = 0.0
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = selector.select(_START_TIMEOUT_S) and self.proc.stdout.readline()
+        if not ready:
+            self.proc.kill()
+            self.proc.wait()
+            self.stderr.seek(0)
+            tail = self.stderr.read().decode(errors="replace").strip().splitlines()[-5:]
+            self.kill()
+            raise RuntimeError(f"the grading worker ({__file__}) did not start: " + (" | ".join(tail) or "no output"))
 
     def send(self, job: int, prediction: str, reference: str, seconds: float) -> None:
         self.job, self.deadline = job, time.monotonic() + seconds
@@ -152,7 +168,7 @@ class _Worker:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
+        for f in (self.proc.stdin, self.proc.stdout, self.stderr):
             try:
                 f.close()  # type: ignore[union-attr]
             except OSError:  # a broken pipe on flush

@@ -503,3 +503,23 @@ def test_maj_at_k() -> None:
     assert maj_at_k(["0.5", "\\frac12", "2"], "1/2")
     assert not maj_at_k(["2", "2", "\\frac12"], "1/2")
     assert not maj_at_k([None, None], "1/2")
+
+
+def test_pass_at_k() -> None:
+    assert pass_at_k(4, 0, 2) == 0.0 and pass_at_k(4, 4, 1) == 1.0 and pass_at_k(4, 3, 2) == 1.0
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))  # 1 - 3/6
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="pass@k needs"):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError, match="pass@k needs"):
+        pass_at_k(4, 1, 5)
+
+
+def test_a_worker_that_cannot_start_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken installation (here: the worker script missing) must not look like "every comparison
+    timed out": the pool says that its worker did not start, with the worker's last words."""
+    import reasoning.grading as grading
+
+    monkeypatch.setattr(grading, "__file__", grading.__file__ + ".missing.py")
+    with pytest.raises(RuntimeError, match="did not start.*can't open file"):
+        grade([("1", "2")], grader=Grader(workers=1))
