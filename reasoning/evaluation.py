@@ -508,7 +508,7 @@ def evaluate(problems: Iterable[Any], model: Model = None, *, k: int = 1, out: s
             s = Sample(problem=i, sample=j, seed=base.seed + j, text=result.text, answer=result.answer,
                        reference=p.answer, correct=verdict, prompt_tokens=result.stats.prompt_tokens,
                        generated_tokens=result.stats.generated_tokens, finish_reason=result.stats.finish_reason,
-                       error=getattr(result.stats, "error", None), line=p.line)
+                       error=result.stats.error, line=p.line)
             if shard is not None:
                 shard.write(s.to_json() + "\n")
                 shard.flush()
