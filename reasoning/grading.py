@@ -12,8 +12,9 @@ alarms work; the pool kills a worker that overruns its deadline and starts a fre
 A comparison that runs out of time is retried once, in a fresh worker, with twice the
 deadline; if that runs out too, its verdict is ``None`` ("timed out"), never ``False``, and it
 is never cached (only ``True`` / ``False`` verdicts are). The verdict of a pair depends only
-on the two strings: the pool answers the same way however many workers it has and whatever
-else is in the batch.
+on the two strings, not on the thread, the number of workers or the rest of the batch; only a
+comparison that needs about as long as its deadline could go either way on a loaded machine,
+which the retry with twice the time makes unlikely.
 
 What this adds to math-verify, each piece for a reason that its test states:
 
