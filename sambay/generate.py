@@ -113,6 +113,7 @@ class Engine:
         prefill_chunk: prompt tokens computed per step (running requests decode in every step).
         policy: ``"continuous"`` (admit as memory allows) or ``"static"`` (admit only into an empty
             batch: the baseline).
+        keep_logits: every step also keeps its logits (``runner.last_logits``), for checks.
 
     Memory is not reserved for ``max_new_tokens``: a request is admitted when the blocks for its
     prompt are free, and grows a block at a time; when the pool runs dry the most recently
@@ -124,7 +125,8 @@ class Engine:
 
     def __init__(self, model: nn.Module, *, max_batch_size: int | None = None, num_blocks: int | None = None,
                  memory_fraction: float = 0.9, block_size: int = 16, cuda_graphs: bool | None = None,
-                 compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous") -> None:
+                 compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous",
+                 keep_logits: bool = False) -> None:
         self.model = model.eval()
         self.device = model.device
         cuda = self.device.type == "cuda"
@@ -150,7 +152,8 @@ class Engine:
         cache = model.make_cache(num_blocks, block_size, self.max_batch_size + 1)  # + the prefill slot
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy)
-        self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile)
+        self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
+                                  keep_logits)
         self.stats = EngineStats()
         self.last_batch = 0  # running requests decoded in the last step
         self._lock = threading.Lock()
@@ -297,6 +300,40 @@ class Engine:
                 self.scheduler.join(seq)
             outputs.append(StepOutput(seq.request_id, [token], False))
         return outputs
+
+    # ----- benchmarks
+    def place(self, contexts: Seq[int], params: SamplingParams | Seq[SamplingParams] | None = None,
+              generated: Seq[int] | None = None) -> list[Sequence]:
+        """Benchmarks only: put requests straight into the running set at ``contexts`` tokens each,
+        ``generated[i]`` (default 1) of them already sampled, without computing them. Their blocks
+        are allocated and hold whatever the memory held: a decode step moves the same bytes
+        whatever they hold. They then run (and finish) like any other request."""
+        generated = [1] * len(contexts) if generated is None else list(generated)
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams(temperature=0.0, max_new_tokens=self.max_context)] * len(contexts)
+        seqs = []
+        for ctx, g, p in zip(contexts, generated, params):
+            if not 1 <= g < ctx:
+                raise ValueError(f"a placed request needs 1 <= generated < context, got {g}, {ctx}")
+            seq = Sequence(f"placed-{next(self._ids)}", [0] * (ctx - g), p, frozenset(), None,
+                           self.model.uses_long_rope(ctx - g + p.max_new_tokens), tokens=[0] * g)
+            if not self.blocks.can_grow(seq, ctx):
+                raise ValueError(f"no room in the K/V pool for a request of {ctx} tokens")
+            self.blocks.grow(seq, ctx)
+            self.scheduler.place(seq)
+            seq.first_token_time = seq.prefill_start = seq.last_token_time = time.perf_counter()
+            self._live[seq.request_id] = seq
+            seqs.append(seq)
+        return seqs
+
+    def jump(self, seqs: Seq[Sequence], context: int) -> None:
+        """Benchmarks only: move placed running requests on to ``context`` tokens without computing them."""
+        for seq in seqs:
+            if context < seq.num_tokens or not self.blocks.can_grow(seq, context):
+                raise ValueError(f"cannot move a request of {seq.num_tokens} tokens to {context}")
+            seq.prompt = [0] * (context - len(seq.tokens))
+            self.blocks.grow(seq, context)
+            seq.num_cached = context - 1
 
     def generate(self, requests: Seq[Request]) -> list[Generation]:
         """Run ``requests`` to completion (with whatever else is queued); one Generation each, in order."""

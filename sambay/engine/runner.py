@@ -44,13 +44,15 @@ class ModelRunner:
     """
 
     def __init__(self, model: nn.Module, cache: PagedCache, max_batch_size: int, max_context: int,
-                 cuda_graphs: bool, compile: bool) -> None:
+                 cuda_graphs: bool, compile: bool, keep_logits: bool = False) -> None:
         self.model, self.cache = model, cache
         self.device = model.device
         self.block_size = cache.block_size
         self.max_batch_size = max_batch_size
         self.max_blocks = -(-max_context // cache.block_size)
         self.cuda_graphs = cuda_graphs
+        self.keep_logits = keep_logits  # checks: the last step's logits in last_logits (costs a (B, V) copy)
+        self.last_logits: torch.Tensor | None = None
         B, dev = max_batch_size, self.device
         # Static inputs of the decode step (a captured graph reads these buffers).
         self.ids = torch.zeros(B, 1, dtype=torch.long, device=dev)
@@ -78,10 +80,11 @@ class ModelRunner:
             self._capture()
 
     # ----- the decode step
-    def _decode(self, n: int, width: int) -> torch.Tensor:
+    def _decode(self, n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch = CacheBatch(0, self.block_table[:n, :width], self.positions[:n], self.write_slots[:n], self.long[:n])
         logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
-        return sample_with_flag(logits, self.temperature[:n], self.top_p[:n], self.top_k[:n], self.u[:n])
+        out = sample_with_flag(logits, self.temperature[:n], self.top_p[:n], self.top_k[:n], self.u[:n])
+        return (out, logits) if self.keep_logits else out
 
     def _capture(self) -> None:
         """One graph per ladder size, largest first, sharing one memory pool. The warm-up runs
@@ -144,10 +147,14 @@ class ModelRunner:
         self.u[:size].copy_(floats[4], non_blocking=True)
         if self.cuda_graphs:
             graph, out = self.graphs[size]
-            graph.replay()
-            return out[:n].clone()  # the next replay overwrites the static output
-        with torch.no_grad():
-            return self._step(n, w)
+            graph.replay()  # the next replay overwrites the static output: clone what is kept
+        else:
+            with torch.no_grad():
+                out = self._step(n, w)
+        if self.keep_logits:
+            out, logits = out
+            self.last_logits = logits[:n].clone()
+        return out[:n].clone()
 
     # ----- prefill
     @torch.no_grad()
@@ -162,6 +169,8 @@ class ModelRunner:
         write = table[0].long()[positions // bs] * bs + positions % bs
         batch = CacheBatch(seq.slot, table, positions, write, torch.tensor([seq.long_rope], device=dev), start)
         logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
+        if self.keep_logits:
+            self.last_logits = logits
         if not sample_next:
             return None
         sp = seq.params

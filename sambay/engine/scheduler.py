@@ -140,6 +140,14 @@ class Scheduler:
         seq.admitted, self._admissions = self._admissions, self._admissions + 1
         self.prefilling = seq
 
+    def place(self, seq: Sequence) -> None:
+        """Benchmarks: put ``seq`` straight into the running set (its blocks already given)."""
+        if len(self.running) >= self.max_batch_size:
+            raise ValueError(f"the running set is full ({self.max_batch_size} requests)")
+        seq.admitted, self._admissions = self._admissions, self._admissions + 1
+        seq.status, seq.slot, seq.num_cached = Status.RUNNING, len(self.running), seq.num_tokens - 1
+        self.running.append(seq)
+
     def prefilled(self, seq: Sequence, end: int) -> None:
         """``seq``'s tokens up to ``end`` are computed (a chunk that is not its last)."""
         seq.num_cached = end
