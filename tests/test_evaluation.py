@@ -32,13 +32,13 @@ def _env() -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def _eval_command(out: Path, ranks: int | None) -> list[str]:
+def _eval_command(out: Path, ranks: int | None, *extra: str) -> list[str]:
     launcher = [] if ranks is None else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
-    return [sys.executable, *launcher, "-m", "reasoning", "eval", str(DATA), "--out", str(out), *FLAGS]
+    return [sys.executable, *launcher, "-m", "reasoning", "eval", str(DATA), "--out", str(out), *FLAGS, *extra]
 
 
-def _run(out: Path, ranks: int | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(_eval_command(out, ranks), capture_output=True, text=True, env=_env(), timeout=900)
+def _run(out: Path, ranks: int | None = None, *extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_eval_command(out, ranks, *extra), capture_output=True, text=True, env=_env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -168,9 +168,11 @@ def test_report_and_summary(reference: Path) -> None:
 
 def test_two_ranks_give_the_one_process_results(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _run(out, ranks=2)
+    proc = _run(out, 2, "--progress")
     assert _ran_now(proc.stdout) == TOTAL and "on 2 rank(s)" in proc.stdout
     assert proc.stdout.count("pass@1") == 1  # one table, from rank 0
+    bars = set(re.findall(r"evaluating: +\d+%\|[^|]*\| *(\d+)/(\d+)", proc.stderr))
+    assert (str(TOTAL), str(TOTAL)) in bars and {total for _, total in bars} == {str(TOTAL)}  # one bar, the whole job
     assert not list(out.glob("generations.rank*.jsonl"))  # merged into generations.jsonl
     assert (out / "generations.jsonl").read_text() == (reference / "generations.jsonl").read_text()
     assert _summary(out) == _summary(reference)
