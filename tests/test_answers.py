@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 import time
-from itertools import combinations
 
 import pytest
 from math_verify import parse, verify
