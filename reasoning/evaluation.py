@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -457,7 +458,8 @@ def evaluate(problems: Iterable[Any], model: Model = None, *, k: int = 1, out: s
         out: a run folder (see the module docstring): resumable, with ``generations.jsonl``,
             ``summary.json`` and ``report.png`` at the end. None keeps everything in memory.
         progress: a progress bar on stderr (rank 0; None: on a terminal).
-        on_result: ``on_result(sample)`` as each generation of this rank finishes.
+        on_result: ``on_result(sample)`` as each generation of this rank is graded (called from
+            the one thread that grades and writes, beside the engine's loop).
         seed, **sampling: sampling settings (None: the engine's defaults).
 
     Under ``torch.distributed`` every rank calls this with the same arguments; each runs its
@@ -500,28 +502,37 @@ def evaluate(problems: Iterable[Any], model: Model = None, *, k: int = 1, out: s
     bar = _Progress(len(problems) * k, len(done), show, world)
     local: list[Sample] = []
     shard = open(run.shard(rank, world), "a", encoding="utf-8") if run is not None else None
-    try:
-        def finished(index: int, result: Any) -> None:
-            i, j = mine[index]
-            p = problems[i]
-            (verdict,) = grade([(result.answer, p.answer)])
-            s = Sample(problem=i, sample=j, seed=base.seed + j, text=result.text, answer=result.answer,
-                       reference=p.answer, correct=verdict, prompt_tokens=result.stats.prompt_tokens,
-                       generated_tokens=result.stats.generated_tokens, finish_reason=result.stats.finish_reason,
-                       error=result.stats.error, line=p.line)
-            if shard is not None:
-                shard.write(s.to_json() + "\n")
-                shard.flush()
-            local.append(s)
-            bar.update(s.generated_tokens)
-            if on_result is not None:
-                on_result(s)
+    # Grading and writing happen on one thread beside the engine's loop, so that a slow comparison
+    # (up to the grading deadline) never stalls generation; one thread keeps the writes in order.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-grade")
+    pending: list[Future] = []
 
+    def record(i: int, j: int, result: Any) -> None:
+        p = problems[i]
+        (verdict,) = grade([(result.answer, p.answer)])
+        s = Sample(problem=i, sample=j, seed=base.seed + j, text=result.text, answer=result.answer,
+                   reference=p.answer, correct=verdict, prompt_tokens=result.stats.prompt_tokens,
+                   generated_tokens=result.stats.generated_tokens, finish_reason=result.stats.finish_reason,
+                   error=result.stats.error, line=p.line)
+        if shard is not None:
+            shard.write(s.to_json() + "\n")
+            shard.flush()
+        local.append(s)
+        bar.update(s.generated_tokens)
+        if on_result is not None:
+            on_result(s)
+
+    try:
         items = [(problems[i].problem, replace(base, seed=base.seed + j)) for i, j in mine]
-        engine.run(items, system=system, stop=stop, on_result=finished, progress=False)
+        engine.run(items, system=system, stop=stop, progress=False,
+                   on_result=lambda index, result: pending.append(writer.submit(record, *mine[index], result)))
     except Exception as e:  # told to the other ranks before anyone waits for this one
         error = e
     finally:
+        writer.shutdown(wait=True)  # what finished is graded and written, also after an error
+        for future in pending:
+            if error is None and future.exception() is not None:
+                error = future.exception()  # type: ignore[assignment]
         if shard is not None:
             shard.close()
         bar.close()
