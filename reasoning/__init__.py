@@ -9,7 +9,8 @@ Modules: ``api`` (these functions), ``engine`` (the generation loop over text),
 ``evaluation`` (JSONL problem sets; resumable, data-parallel runs; pass@k, maj@k), ``answers``
 (answer extraction, scores), ``grading`` (math-verify in a worker pool), ``tokenizer``
 (tokenizers and chat prompts), ``cli`` (the ``sambay`` command), ``curriculum`` (synthetic
-arithmetic problems).
+arithmetic problems), ``small_tokenizer`` and ``builtin_training`` (the built-in model's
+tokenizer and training recipe).
 """
 
 from .answers import answers_match, extract_boxed, grade, majority_vote, split_reasoning

@@ -114,6 +114,8 @@ class Engine:
         policy: ``"continuous"`` (admit as memory allows) or ``"static"`` (admit only into an empty
             batch: the baseline).
         keep_logits: every step also keeps its logits (``runner.last_logits``), for checks.
+        graph_sizes: the batch sizes graphs are captured for (default: the ladder 1, 2, 4, 8, 16,
+            32, ... up to ``max_batch_size``, which they must include).
 
     Memory is not reserved for ``max_new_tokens``: a request is admitted when the blocks for its
     prompt are free, and grows a block at a time; when the pool runs dry the most recently
@@ -126,7 +128,7 @@ class Engine:
     def __init__(self, model: nn.Module, *, max_batch_size: int | None = None, num_blocks: int | None = None,
                  memory_fraction: float = 0.9, block_size: int = 16, cuda_graphs: bool | None = None,
                  compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous",
-                 keep_logits: bool = False) -> None:
+                 keep_logits: bool = False, graph_sizes: Seq[int] | None = None) -> None:
         self.model = model.eval()
         self.device = model.device
         cuda = self.device.type == "cuda"
@@ -153,7 +155,7 @@ class Engine:
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy)
         self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
-                                  keep_logits)
+                                  keep_logits, list(graph_sizes) if graph_sizes else None)
         self.stats = EngineStats()
         self.last_batch = 0  # running requests decoded in the last step
         self._lock = threading.Lock()

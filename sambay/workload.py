@@ -59,7 +59,7 @@ class WorkloadSettings:
     def tiny(cls, workload: str = "lognormal") -> "WorkloadSettings":
         """CPU smoke run (tiny models): about a minute for both models and both policies."""
         # A pool of 90 blocks of 16 tokens: max-length reservation (16 + 224 tokens) admits 6 requests.
-        return cls(workload=workload, requests=64, prompt=16, max_len=224, min_len=16, median=48, sigma=0.8,
+        return cls(workload=workload, requests=96, prompt=16, max_len=224, min_len=16, median=48, sigma=0.8,
                    max_batch_size=16, num_blocks=91)
 
 
