@@ -27,7 +27,7 @@ import torch
 
 import layers.backends as backends
 from sambay import workload as wl
-from sambay.bench import MODELS, BenchSettings, build, environment, plot, run, table
+from sambay.bench import MODELS, BenchSettings, build, environment, measure_bandwidth, plot, run, table
 
 
 def ints(text: str) -> list[int]:
@@ -37,12 +37,17 @@ def ints(text: str) -> list[int]:
 def hf_comparison(settings: BenchSettings, prompt: int = 2048, new_tokens: int = 256) -> dict:
     """The dense model through our engine vs transformers' own ``generate`` on the same weights
     (greedy, batch 1, ``prompt`` + ``new_tokens``)."""
-    from transformers import Phi3Config, Phi3ForCausalLM
+    try:
+        from transformers import Phi3Config, Phi3ForCausalLM
+    except ImportError as e:
+        raise SystemExit("the comparison with transformers' generate needs transformers: "
+                         "pip install 'sambay[bench]' (or pass --no-hf)") from e
 
     from sambay.generate import Engine, Request, SamplingParams
 
     device, dtype = torch.device(settings.device), getattr(torch, settings.dtype)
     ours = build("dense", settings.shape, settings.device, dtype)
+    ours.backends = settings.backends
     hf_config = Phi3Config(**{k: v for k, v in ours.config.to_dict().items() if k != "model_type"})
     with torch.device(device):
         hf = Phi3ForCausalLM(hf_config).to(dtype).eval()
@@ -72,7 +77,11 @@ def workload(args: argparse.Namespace, s: BenchSettings, out: Path) -> None:
     """The workload benchmark, added to OUT/results.json as its ``workload`` section."""
     t0 = time.perf_counter()
     path = out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {"environment": environment(torch.device(s.device))}
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault("environment", environment(torch.device(s.device), s.backends))
+    bandwidth = measure_bandwidth(s.device)
+    print(f"copy bandwidth of {s.device}: {bandwidth / 1e12:.3f} TB/s (read + written, measured now)")
+    results["workload_copy_bandwidth_bytes_per_s"] = bandwidth
     section, validation = {}, {}
     for name in args.workload.split(","):
         w = wl.WorkloadSettings.tiny(name) if args.tiny else wl.WorkloadSettings(workload=name)
@@ -85,12 +94,13 @@ def workload(args: argparse.Namespace, s: BenchSettings, out: Path) -> None:
             print(f"[{kind}] workload {name}: {w.requests} requests, prompt {w.prompt}"
                   + (f", steady state for {w.steady_steps} steps" if w.steady_steps else ", end to end"))
             model = build(kind, s.shape, s.device, getattr(torch, s.dtype))
-            section[name][kind] = {"settings": wl.asdict(w), **wl.run_workload(model, w, s.bandwidth)}
+            model.backends = s.backends
+            section[name][kind] = {"settings": wl.asdict(w), **wl.run_workload(model, w, bandwidth)}
             if args.validate and name not in validation:
                 small = wl.WorkloadSettings(**{**wl.asdict(w), "max_len": min(w.max_len, 4096),
                                                "median": min(w.median, 1024), "min_len": min(w.min_len, 256),
                                                "steady_steps": None})
-                v = wl.validate_steady_state(model, small, s.bandwidth)
+                v = wl.validate_steady_state(model, small, bandwidth)
                 validation.setdefault(name, {})[kind] = v
                 print(f"    steady state vs end to end (saturated phase): {v['steady_vs_saturated_end_to_end']:.2f}x")
             del model
@@ -120,9 +130,9 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, help="throughput prompt length (default 2048)")
     ap.add_argument("--generate", type=int, help="throughput generation budget (default 32768)")
     ap.add_argument("--decode-steps", type=int, help="timed steps per point")
-    ap.add_argument("--attention", choices=backends.ATTENTION, default="auto")
-    ap.add_argument("--mamba", choices=backends.MAMBA, default="auto")
-    ap.add_argument("--linear", choices=backends.LINEAR, default="auto", help="triton: GEMV kernel at batch 1")
+    ap.add_argument("--attention", choices=backends.ATTENTION)
+    ap.add_argument("--mamba", choices=backends.MAMBA)
+    ap.add_argument("--linear", choices=backends.LINEAR, help="triton: GEMV kernel at batch 1")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
     ap.add_argument("--workload", help="run the workload benchmark instead: comma list of " + ",".join(wl.WORKLOADS))
     ap.add_argument("--requests", type=int, help="workload: number of requests")
@@ -135,9 +145,9 @@ def main() -> None:
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    backends.set_backend(attention=args.attention, mamba=args.mamba, linear=args.linear)
 
     s = BenchSettings.tiny(args.device) if args.tiny else BenchSettings(device=args.device)
+    s.backends = backends.DEFAULT.replace(attention=args.attention, mamba=args.mamba, linear=args.linear)
     s.models = args.models.split(",")
     for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps"):
         if getattr(args, name) is not None:
@@ -160,7 +170,7 @@ def main() -> None:
         print(f"dense, {h['prompt']} prompt + {h['new_tokens']} tokens: our engine {h['ours_s']:.2f}s, "
               f"transformers generate {h['transformers_s']:.2f}s ({h['speedup']:.2f}x)")
     if not args.no_plot:
-        print("plots:", ", ".join(plot(results, str(out))))
+        print("plots:", ", ".join(plot(results, str(out))))  # matplotlib is a dependency: always both
     print(f"wrote {out / 'results.json'} in {results['wall_seconds']:.0f}s")
 
 

@@ -150,9 +150,9 @@ def test_rotary_store_kernel_equals_reference(dtype, B, per_row_cos):
     cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
     caches = [torch.randn(B, S, G, D, device=CUDA, dtype=dtype) for _ in range(2)]
     copies = [c.clone() for c in caches]
-    slot = torch.tensor([int(torch.randint(0, S, ()))], device=CUDA)
-    want = rotary_store_ref(q, k, v, cos, sin, *caches, slot)
-    got = rotary_store_triton(q, k, v, cos, sin, *copies, slot)
+    slots = torch.arange(B, device=CUDA) * S + int(torch.randint(0, S, ()))  # the caches as pools of B blocks
+    want = rotary_store_ref(q, k, v, cos, sin, *caches, slots)
+    got = rotary_store_triton(q, k, v, cos, sin, *copies, slots)
     assert torch.equal(got, want), f"seed {seed}"
     assert torch.equal(copies[0], caches[0]) and torch.equal(copies[1], caches[1]), f"seed {seed}"
 

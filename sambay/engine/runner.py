@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from layers import backends
+
 from ..cache import SCRATCH_BLOCK, CacheBatch, PagedCache
 from .sampling import sample, uniform
 from .sequence import Sequence
@@ -86,7 +88,8 @@ class ModelRunner:
     # ----- the decode step
     def _decode(self, n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch = CacheBatch(0, self.block_table[:n, :width], self.positions[:n], self.write_slots[:n], self.long[:n])
-        logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
+        with backends.activate(self.model.backends):  # this thread's kernels: the model's (traced and captured too)
+            logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
         out = sample_with_flag(logits, self.temperature[:n], self.top_p[:n], self.top_k[:n], self.u[:n])
         return (out, logits) if self.keep_logits else out
 
@@ -179,7 +182,8 @@ class ModelRunner:
         table = torch.tensor([seq.blocks[:n]], dtype=torch.int32, device=dev)
         write = table[0].long()[positions // bs] * bs + positions % bs
         batch = CacheBatch(seq.slot, table, positions, write, torch.tensor([seq.long_rope], device=dev), start)
-        logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
+        with backends.activate(self.model.backends):
+            logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
         if self.keep_logits:
             self.last_logits = logits
         if not sample_next:
