@@ -1,10 +1,13 @@
-"""Evaluate a reasoning model on a small JSONL problem set: pass@1 over k samples and maj@k.
+"""Evaluate a reasoning model on a JSONL problem set: k samples per problem, pass@1, pass@k, maj@k.
 
     python examples/evaluate_problems.py [--model PATH] [--problems examples/data/arithmetic_20.jsonl] [--k 4]
+                                         [--out DIR]
 
 The default problem set is 20 held-out arithmetic problems from ``reasoning.curriculum``
 (the test split; the built-in model never saw them). Each line is {"problem": ..., "answer": ...}.
-The same thing from the shell: ``sambay eval examples/data/arithmetic_20.jsonl --k 4``.
+With ``--out DIR`` the run is kept there (generations.jsonl, summary.json, report.png) and the
+same command resumes it after an interruption. The same thing from the shell, on every GPU:
+``torchrun --nproc-per-node G -m reasoning eval examples/data/arithmetic_20.jsonl --k 4 --out DIR``.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, help="generation budget (default: the model's)")
     ap.add_argument("--temperature", type=float, help="default: the model's (0.6 for reasoning models)")
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--out", help="run folder: keep the run there, resumable (default: in memory)")
     args = ap.parse_args()
 
     engine = reasoning.load(args.model, device=args.device)
     problems = reasoning.read_problems(args.problems, limit=args.limit)
-    ev = reasoning.evaluate(problems, engine, k=args.k, max_new_tokens=args.max_new_tokens,
+    ev = reasoning.evaluate(problems, engine, k=args.k, out=args.out, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature)
-    for problem, samples, vote in zip(ev.problems, ev.results, ev.majority):
-        marks = "".join("+" if r.correct else "." for r in samples)
+    for problem, samples, vote in zip(ev.problems, ev.samples, ev.majority):
+        marks = "".join("+" if s.correct else "." for s in samples)
         print(f"{marks}  majority {vote!s:>8}  reference {problem.answer:>8}  {problem.problem}")
     print()
     print(ev.table())

@@ -1,5 +1,6 @@
 """The one-call Python API: ``load`` a checkpoint folder (or the built-in default model) and
-``solve`` / ``solve_many`` / ``evaluate`` / ``generate`` / ``stream`` with it.
+``solve`` / ``solve_many`` / ``generate`` / ``stream`` with it (``evaluate`` is
+:func:`reasoning.evaluation.evaluate`, which takes the same ``model`` argument).
 
     from reasoning import load, solve
     engine = load("path/to/Phi-4-mini-flash-reasoning")
@@ -13,17 +14,15 @@ folder path (loaded once and kept) or an engine from :func:`load`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
 from .engine import DEFAULT_MODEL_DIR, Prompt, ReasoningEngine, Result, TextStream
-from .evaluation import Evaluation
-from .evaluation import evaluate as _evaluate
 
-__all__ = ["Model", "evaluate", "generate", "load", "solve", "solve_many", "stream"]
+__all__ = ["Model", "engine_for", "generate", "load", "solve", "solve_many", "stream"]
 
 #: What the functions accept as a model: None (the default model), a folder, or an engine.
 Model = Union[None, str, os.PathLike, ReasoningEngine]
@@ -92,8 +91,3 @@ def solve_many(problems: Sequence[Prompt], model: Model = None, *, references: S
     """Solve a list of problems in batches (``batch_size=8``); see :meth:`ReasoningEngine.solve_many`."""
     return engine_for(model).solve_many(problems, references=references, **kwargs)
 
-
-def evaluate(problems: Iterable[Any], model: Model = None, *, k: int = 1, **kwargs: Any) -> Evaluation:
-    """Evaluate problems with reference answers: ``k`` samples each (seeds ``seed .. seed+k-1``),
-    pass@1 and maj@k; see :func:`reasoning.evaluation.evaluate`."""
-    return _evaluate(engine_for(model), problems, k=k, **kwargs)

@@ -3,7 +3,8 @@
     sambay ask "What is 347 * 28?" [--model PATH] [--temperature 0.6] [--top-p 0.95] [--top-k 0]
                [--max-new-tokens N] [--seed 0] [--system TEXT] [--stop STR] [--reference ANSWER]
                [--stream/--no-stream] [--json] [--device cuda] [--dtype bfloat16]
-    sambay eval problems.jsonl [--k 4] [--out generations.jsonl] [--limit N] [--batch-size 8] [...]
+    sambay eval problems.jsonl --k 4 --out DIR [--limit N] [--progress] [model and sampling flags]
+    torchrun --nproc-per-node G -m reasoning eval problems.jsonl --k 4 --out DIR   # data-parallel
 
 Without ``--model`` the built-in default model is used. Sampling settings left out come from
 the model folder's ``generation_config.json``, else the reasoning defaults (temperature 0.6,
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -61,16 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the result as one JSON object instead")
 
     ev = sub.add_parser("eval", help="evaluate a JSONL file of {\"problem\", \"answer\"}",
-                        description="Evaluate a JSONL file of {\"problem\": ..., \"answer\": ...} lines: k samples per "
-                                    "problem, a table of pass@1 and maj@k, and a JSONL of every generation. A bad line "
-                                    "is reported with its line number and skipped.")
+                        description="Evaluate a JSONL file of {\"problem\" (or \"question\"): ..., \"answer\": ...} "
+                                    "lines: k samples per problem (seeds seed..seed+k-1) through the continuous engine, "
+                                    "graded with math-verify. DIR gets every generation as it finishes "
+                                    "(generations.jsonl), summary.json (pass@1, pass@k, maj@k, lengths, truncation) and "
+                                    "report.png. Rerunning the same command resumes an interrupted run. Under torchrun "
+                                    "the work is shared by the ranks (one GPU each). A bad line is reported with its "
+                                    "line number and skipped.")
     ev.add_argument("problems", metavar="problems.jsonl")
     _add_model_args(ev)
     ev.add_argument("--k", type=int, default=1, help="samples per problem, seeds seed..seed+k-1 (default 1)")
-    ev.add_argument("--out", default="generations.jsonl", help="where to write every generation "
-                                                               "(default: generations.jsonl)")
+    ev.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed when it holds this run)")
     ev.add_argument("--limit", type=int, help="evaluate only the first N valid problems")
-    ev.add_argument("--batch-size", type=int, default=8, help="rows generated together (default 8)")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="a progress bar on stderr (default: on a terminal)")
     return parser
@@ -131,25 +133,25 @@ def _ask(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-
-
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, read_problems
+    import os
+
+    import torch.distributed as dist
+
+    from .evaluation import REPORT_FILE, SUMMARY_FILE, evaluate, init_distributed, read_problems
 
     if args.k < 1:
         raise InputError(f"--k must be >= 1, got {args.k}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 0:
         raise InputError(f"--limit must be >= 0, got {args.limit}")
     sampling = _sampling(args)
+    first = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     bad: list[int] = []
 
     def on_error(line: int, message: str) -> None:
         bad.append(line)
-        print(f"{args.problems}:{line}: {message}", file=sys.stderr)
+        if first:
+            print(f"{args.problems}:{line}: {message}", file=sys.stderr)
 
     try:
         problems = read_problems(args.problems, limit=args.limit, on_error=on_error)
@@ -157,27 +159,26 @@ def _eval(args: argparse.Namespace) -> int:
         raise InputError(f"cannot read {args.problems}: {e.strerror or e}") from None
     if not problems:
         raise InputError(f"{args.problems}: no valid problems to evaluate")
-    engine = _load(args)
+    args.device, rank, world = init_distributed(args.device)
     try:
-        out = open(args.out, "w", encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {args.out}: {e.strerror or e}") from None
-
-    def write(i: int, j: int, result) -> None:
-        p = problems[i]
-        record = {"index": i, "line": p.line, "sample": j, "problem": p.problem, **result.to_dict()}
-        out.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
-        out.flush()
-
-    with out:
+        engine = _load(args)
         try:
-            evaluation = evaluate(engine, problems, k=args.k, batch_size=args.batch_size, system=args.system,
-                                  stop=args.stop, progress=args.progress, on_result=write, **sampling)
+            evaluation = evaluate(problems, engine, k=args.k, out=args.out, system=args.system, stop=args.stop,
+                                  progress=args.progress, **sampling)
         except ValueError as e:
             raise InputError(str(e)) from None
-    print(evaluation.table())
-    skipped = f"; {len(bad)} bad line(s) skipped: {', '.join(map(str, bad))}" if bad else ""
-    print(f"{evaluation.n * evaluation.k} generations written to {args.out}{skipped}")
+        except OSError as e:
+            raise InputError(f"cannot write {args.out}: {e.strerror or e}") from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        print(evaluation.table())
+        t = evaluation.timing
+        skipped = f"; {len(bad)} bad line(s) skipped: {', '.join(map(str, bad))}" if bad else ""
+        print(f"{t['generations_run']} of {evaluation.n * evaluation.k} generations run now on {world} rank(s) "
+              f"({t['seconds']:.1f} s){skipped}")
+        print(f"written to {args.out}: generations.jsonl, {SUMMARY_FILE}, {REPORT_FILE}")
     return 0
 
 

@@ -10,6 +10,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import reasoning
 from reasoning import api
 from reasoning.cli import main
 from reasoning.engine import ReasoningEngine, Result, Stats, _RowText, read_generation_config
-from reasoning.evaluation import Evaluation, Problem, read_problems
+from reasoning.evaluation import read_problems
 from reasoning.tokenizer import PHI4_CHAT_TEMPLATE, PHI4_SPECIAL_TOKENS, Tokenizer
 from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM
 from sambay.generate import SamplingParams
@@ -278,41 +279,26 @@ def test_result_splits_reasoning_and_answer() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _result(text: str, reference: str) -> Result:
-    return Result("p", text, [1, 2], Stats(3, 2, 0.1, 0.5, "stop"), SamplingParams(), reference=reference)
-
-
-def test_evaluation_scores() -> None:
-    problems = [Problem("a", "42"), Problem("b", "7")]
-    results = [[_result(f"\\boxed{{{a}}}", "42") for a in ("42", "41", "42.0")],
-               [_result(f"\\boxed{{{a}}}", "7") for a in ("1", "7", "1")]]
-    ev = Evaluation(problems, results, k=3, decode_seconds=2.0)
-    assert ev.pass_at_1 == pytest.approx(0.5)
-    assert ev.maj_at_k == pytest.approx(0.5)
-    assert ev.majority == ["42", "1"]
-    assert ev.mean_generated_tokens == 2 and ev.tokens_per_second == pytest.approx(6 / 2.0)
-    table = ev.table()
-    assert "pass@1" in table and "maj@3" in table and "0.500" in table
-
-
 def test_evaluate_uses_seeds_seed_to_seed_plus_k(engine: ReasoningEngine) -> None:
     problems = [{"problem": QUESTION, "answer": "42"}, (" 12 + 34 ", 46)]
     got: list[tuple[int, int]] = []
-    ev = reasoning.evaluate(problems, engine, k=2, batch_size=3, on_result=lambda i, j, r: got.append((i, j)),
+    ev = reasoning.evaluate(problems, engine, k=2, on_result=lambda s: got.append((s.problem, s.sample)),
                             **sampled(seed=10))
     assert sorted(got) == [(0, 0), (0, 1), (1, 0), (1, 1)] and ev.n == 2 and ev.k == 2
     for i, problem in enumerate([QUESTION, " 12 + 34 "]):
         for j in range(2):
             alone = engine.generate(problem, **sampled(seed=10 + j))
-            assert ev.results[i][j].tokens == alone.tokens
-            assert ev.results[i][j].correct is not None
-    assert ev.results[1][0].reference == "46"
+            s = ev.samples[i][j]
+            assert (s.text, s.generated_tokens, s.seed) == (alone.text, len(alone.tokens), 10 + j)
+            assert s.correct is reasoning.answers_match(alone.answer, problems[i]["answer"] if i == 0 else "46")
+    assert ev.samples[1][0].reference == "46"
+    assert reasoning.evaluate is reasoning.evaluation.evaluate and not hasattr(api, "evaluate")  # one function
 
 
 def test_read_problems_reports_bad_lines(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'{"problem": "1 + 1", "answer": "2"}\n\n{"problem": "oops"\n[1, 2]\n'
-                     b'{"problem": "x"}\n{"problem": "", "answer": "1"}\n\xff\xfe\n{"problem": "2 + 2", "answer": 4}\n')
+                     b'{"problem": "x"}\n{"problem": "", "answer": "1"}\n\xff\xfe\n{"question": "2 + 2", "answer": 4}\n')
     errors: list[tuple[int, str]] = []
     problems = read_problems(path, on_error=lambda n, m: errors.append((n, m)))
     assert [(p.problem, p.answer, p.line) for p in problems] == [("1 + 1", "2", 1), ("2 + 2", "4", 8)]
@@ -493,23 +479,26 @@ def test_mismatched_tokenizer_is_refused(engine: ReasoningEngine) -> None:
 def test_cli_eval(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     problems = tmp_path / "problems.jsonl"
     problems.write_text('{"problem": "What is 1 + 2?", "answer": "3"}\n'
-                        '{"problem": "What is 5 * 5?", "answer": 25}\n'
+                        '{"question": "What is 5 * 5?", "answer": 25}\n'
                         '{"problem": "broken", \n'
                         '{"problem": "What is 9 - 4?", "answer": "5"}\n')
-    out = tmp_path / "gen.jsonl"
+    out = tmp_path / "run"
     assert main(["eval", str(problems), "--model", str(folder), "--k", "2", "--out", str(out),
-                 "--max-new-tokens", "5", "--batch-size", "4", "--temperature", "1"]) == 0
+                 "--max-new-tokens", "5", "--temperature", "1"]) == 0
     captured = capsys.readouterr()
     assert f"{problems}:3: not valid JSON" in captured.err
-    assert "pass@1" in captured.out and "maj@2" in captured.out and "bad line(s) skipped: 3" in captured.out
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 6
-    assert sorted((r["line"], r["sample"]) for r in lines) == [(1, 0), (1, 1), (2, 0), (2, 1), (4, 0), (4, 1)]
-    assert {r["seed"] for r in lines} == {0, 1} and all(r["generated_tokens"] <= 5 for r in lines)
-    assert all(r["correct"] in (True, False) for r in lines)
+    assert "pass@1" in captured.out and "pass@2" in captured.out and "maj@2" in captured.out
+    assert "bad line(s) skipped: 3" in captured.out and "6 of 6 generations run now" in captured.out
+    lines = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["sample"]) for r in lines] == [(1, 0), (1, 1), (2, 0), (2, 1), (4, 0), (4, 1)]
+    assert [r["seed"] for r in lines] == [0, 1] * 3 and all(r["generated_tokens"] <= 5 for r in lines)
+    assert all(r["correct"] in (True, False) and r["finish_reason"] in ("stop", "length") for r in lines)
+    assert {p.name for p in out.iterdir()} == {"run.json", "generations.jsonl", "summary.json", "report.png"}
 
-    assert main(["eval", str(tmp_path / "missing.jsonl"), "--model", str(folder)]) == 2
+    assert main(["eval", str(tmp_path / "missing.jsonl"), "--model", str(folder), "--out", str(out)]) == 2
     assert "cannot read" in capsys.readouterr().err
+    assert main(["eval", str(problems), "--model", str(folder), "--k", "0", "--out", str(out)]) == 2
+    assert "--k must be >= 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,11 +517,12 @@ def test_shipped_problem_set_is_the_curriculum_test_split() -> None:
 @pytest.mark.parametrize("script, args", [
     ("solve_math.py", ["--max-new-tokens", "6"]),
     ("evaluate_problems.py", ["--limit", "2", "--k", "2", "--max-new-tokens", "4"]),
+    ("evaluate_problems.py", ["--limit", "2", "--k", "2", "--max-new-tokens", "4", "--out", "{tmp}/run"]),
     ("stream_trace.py", ["--max-new-tokens", "6"]),
 ])
 def test_examples_run(folder: Path, script: str, args: list[str], monkeypatch: pytest.MonkeyPatch,
-                      capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(sys, "argv", [script, "--model", str(folder), *args])
+                      capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "argv", [script, "--model", str(folder), *(a.format(tmp=tmp_path) for a in args)])
     runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")
     assert capsys.readouterr().out.strip()
 
@@ -554,3 +544,29 @@ def test_non_finite_logits_end_with_an_error_and_the_cli_exits_non_zero(
     assert main(["ask", QUESTION, "--model", str(tmp_path), "--max-new-tokens", "4", "--no-stream"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sambay ask: error: ") and "logits are not finite" in err
+
+
+def test_add_step_abort_and_run(engine: ReasoningEngine) -> None:
+    """The text-level engine driven by hand: add (streaming through on_text), step, abort from
+    another thread; run() returns every result in order and reports each as it finishes."""
+    greedy = engine.sampling(temperature=0.0, max_new_tokens=8)
+    seen: list[str] = []
+    rid = engine.add(QUESTION, greedy, on_text=seen.append)
+    other = engine.add("Hi", engine.sampling(temperature=1.0, max_new_tokens=200, seed=1), request_id="other")
+    assert other == "other"
+    results = {r.request_id: r for r in engine.step()}
+    aborter = threading.Thread(target=engine.abort, args=(other,))
+    aborter.start()
+    aborter.join()
+    while engine.has_unfinished():
+        results.update({r.request_id: r for r in engine.step()})
+    assert results["other"].stats.finish_reason == "abort" and results["other"].stats.generated_tokens < 200
+    assert "".join(seen) == results[rid].text
+    alone = engine.generate(QUESTION, temperature=0.0, max_new_tokens=8)
+    assert results[rid].tokens == alone.tokens
+    order: list[int] = []
+    both = engine.run([(QUESTION, greedy), ("Hi", engine.sampling(temperature=0.0, max_new_tokens=3))],
+                      on_result=lambda i, r: order.append(i))
+    assert both[0].tokens == alone.tokens and both[1].stats.generated_tokens <= 3 and sorted(order) == [0, 1]
+    with pytest.raises(TypeError, match="a prompt is"):
+        engine.add(123)  # type: ignore[arg-type]
