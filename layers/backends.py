@@ -1,7 +1,7 @@
 """Which kernel runs each block: chosen automatically, forced with :func:`use` or environment
 variables, and announced once per choice on the ``sambay`` logger.
 
-Three knobs, each ``"auto"`` by default:
+Four knobs, each ``"auto"`` by default:
 
 * ``attention``: ``"ref"`` (plain PyTorch, fp32 math), ``"sdpa"`` (torch's
   scaled_dot_product_attention for prefill, the Triton decode kernel on CUDA), ``"flash"``
@@ -12,8 +12,19 @@ Three knobs, each ``"auto"`` by default:
 * ``linear``: ``"torch"`` (``F.linear``) or ``"triton"`` (the Triton GEMV for one-row inputs,
   batch-1 decoding; more rows still go through torch). ``auto`` is ``triton`` on CUDA when
   Triton imports, ``torch`` otherwise.
+* ``fp8_gemm``: how an fp8-weight linear layer (:mod:`layers.quant`) multiplies more than one row on
+  CUDA: ``"dequant"`` (the weight dequantized to the model dtype, then torch's GEMM) or
+  ``"scaled_mm"`` (activations quantized per row to e4m3, then ``torch._scaled_mm`` on the fp8
+  tensor cores; bf16 models, K and N multiples of 16, else ``dequant``). ``auto`` is ``dequant``.
+  One row goes through the Triton GEMV either way.
 
-Environment: ``SAMBAY_ATTENTION=ref|sdpa|flash``, ``SAMBAY_MAMBA=ref|cuda``, ``SAMBAY_LINEAR=torch|triton``.
+Environment: ``SAMBAY_ATTENTION=ref|sdpa|flash``, ``SAMBAY_MAMBA=ref|cuda``, ``SAMBAY_LINEAR=torch|triton``,
+``SAMBAY_FP8_GEMM=dequant|scaled_mm``. The GEMV's tile tables (:mod:`layers.gemv_triton`):
+``SAMBAY_GEMV_CACHE=PATH`` is the file of tiles swept on this machine (default
+``~/.cache/sambay/gemv-<device name>.json``; ``SAMBAY_GEMV_CACHE=off`` reads and writes none),
+``SAMBAY_GEMV_TUNE=1`` sweeps a shape missing from it on its first eager call (off by default: a
+sweep takes seconds per shape; ``layers.gemv_triton.tune`` or ``examples/bench_gemv.py --tune`` runs
+it ahead).
 """
 
 from __future__ import annotations
@@ -31,8 +42,9 @@ log = logging.getLogger("sambay")
 ATTENTION = ("auto", "ref", "sdpa", "flash")
 MAMBA = ("auto", "ref", "cuda")
 LINEAR = ("auto", "torch", "triton")
+FP8_GEMM = ("auto", "dequant", "scaled_mm")
 
-_choice = {kind: os.environ.get(f"SAMBAY_{kind.upper()}", "auto") for kind in ("attention", "mamba", "linear")}
+_choice = {kind: os.environ.get(f"SAMBAY_{kind.upper()}", "auto") for kind in ("attention", "mamba", "linear", "fp8_gemm")}
 _announced: set[tuple[str, str]] = set()
 
 
@@ -46,7 +58,7 @@ HAS_TRITON = _installed("triton")
 
 
 def _check(kind: str, value: str) -> None:
-    allowed = {"attention": ATTENTION, "mamba": MAMBA, "linear": LINEAR}[kind]
+    allowed = {"attention": ATTENTION, "mamba": MAMBA, "linear": LINEAR, "fp8_gemm": FP8_GEMM}[kind]
     if value not in allowed:
         raise ValueError(f"unknown {kind} backend {value!r}; choose from {allowed}")
     if value == "flash" and not HAS_FLASH_ATTN:
@@ -57,19 +69,21 @@ def _check(kind: str, value: str) -> None:
         raise ValueError("linear backend 'triton' needs triton (it comes with CUDA builds of torch)")
 
 
-def set_backend(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None) -> None:
+def set_backend(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None,
+                fp8_gemm: str | None = None) -> None:
     """Force a backend (``"auto"`` restores the automatic choice)."""
-    for kind, value in (("attention", attention), ("mamba", mamba), ("linear", linear)):
+    for kind, value in (("attention", attention), ("mamba", mamba), ("linear", linear), ("fp8_gemm", fp8_gemm)):
         if value is not None:
             _check(kind, value)
             _choice[kind] = value
 
 
 @contextlib.contextmanager
-def use(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None) -> Iterator[None]:
+def use(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None,
+        fp8_gemm: str | None = None) -> Iterator[None]:
     """Context manager form of :func:`set_backend`."""
     saved = dict(_choice)
-    set_backend(attention=attention, mamba=mamba, linear=linear)
+    set_backend(attention=attention, mamba=mamba, linear=linear, fp8_gemm=fp8_gemm)
     try:
         yield
     finally:
@@ -117,6 +131,11 @@ def linear_backend(device: torch.device) -> str:
     if choice == "auto":
         return "triton" if HAS_TRITON and device.type == "cuda" else "torch"
     return choice if device.type == "cuda" else "torch"
+
+
+def fp8_gemm_backend() -> str:
+    """``"dequant"`` or ``"scaled_mm"`` (see the module docstring)."""
+    return "scaled_mm" if _choice["fp8_gemm"] == "scaled_mm" else "dequant"
 
 
 for _kind, _value in _choice.items():
