@@ -16,7 +16,7 @@ from torch import nn
 
 from . import backends
 from .norm import fused_norm_args
-from .quant import FP8, FP8_MAX, QUANTIZE_MODES, check_quantized, dequantize, quantize_fp8
+from .quant import FP8, FP8_MAX, check_mode, check_quantized, dequantize, quantize_fp8
 
 
 def _epilogue(out: torch.Tensor, glu: bool, gate: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
@@ -148,10 +148,9 @@ def quantize_model(model: nn.Module, mode: str | None) -> nn.Module:
     its weight with an embedding (a tied lm_head) gets its own fp8 weight while the embedding keeps
     the full-precision one for lookups. The result is for inference (fp8 weights get no gradients);
     cast the model's dtype before quantizing, not after (:func:`linear` refuses a cast fp8 weight)."""
+    check_mode(mode)
     if mode is None:
         return model
-    if mode not in QUANTIZE_MODES:
-        raise ValueError(f"unknown quantize mode {mode!r}; choose from {QUANTIZE_MODES} or None")
     on_cuda = False
     for module in model.modules():
         if isinstance(module, Linear) and module.weight_scale is None:

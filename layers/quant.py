@@ -54,6 +54,12 @@ def quantize_fp8(weight: torch.Tensor, scale_dtype: torch.dtype | None = None) -
     return q, scale
 
 
+def check_mode(mode: str | None) -> None:
+    """Raise ValueError unless ``mode`` is None (no quantization) or one of :data:`QUANTIZE_MODES`."""
+    if mode is not None and mode not in QUANTIZE_MODES:
+        raise ValueError(f"unknown quantize mode {mode!r}; choose from {QUANTIZE_MODES} or None")
+
+
 def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``q * scale[:, None]`` in the scales' dtype (each element rounded once: e4m3 values are exact
     in bf16, fp16 and fp32, and torch multiplies half-precision tensors in fp32)."""
