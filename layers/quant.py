@@ -19,8 +19,8 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
 QUANTIZE_MODES = ("fp8",)
 
-# Rows quantized per chunk: bounds the fp32 temporaries for the 200064-row heads (about 0.5 GB).
-_CHUNK_ELEMENTS = 1 << 27
+# Elements quantized per chunk of rows: bounds the fp32 temporaries (64 MB each) for the 200064-row heads.
+_CHUNK_ELEMENTS = 1 << 24
 
 
 def _round_up(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
