@@ -14,13 +14,30 @@ ramp-up and tail. So the block's norm and residual add travel with its projectio
   and writes ``silu(g_i) * u_i`` (the gated-SiLU MLP);
 - ``gate`` (epilogue): ``silu(out) * gate`` (the GMU);
 - ``residual`` (epilogue): ``residual + out``, in the residual's dtype;
+- fp8 weights (:mod:`layers.quant`): the tiles are read as float8 e4m3 (half the bytes) and widened
+  in registers; a row's scale factors out of its dot product and is applied once, in the epilogue,
+  before the bias, glu, gate and residual. The layer's dtype is then the scales' dtype;
 - on Hopper each launch is a programmatic dependent launch: the kernel's programs are placed
   while the previous kernel drains, request their first weight tile (which depends on nothing),
   and wait (``griddepcontrol.wait``) before reading the input.
 
-Intermediates are rounded to the weights' dtype where the unfused torch path rounds them, so the
+:func:`chain` is Mamba's x_proj then dt_proj (192 x 5120, then 5120 x 160 on the first 160
+outputs): x_proj's 192 rows give too few programs to stream at full bandwidth, so its pass also
+splits K (``SPLIT_K`` programs per row block, each writing an fp32 partial row), and dt_proj's
+GEMV adds the partial rows as it reads its input (its first program also writes x_proj's output
+for the scan). Still two launches; the tile sweep picks the split (1 = no split).
+
+Tiles are (BLOCK_N, BLOCK_K, num_warps, SPLIT_K) per shape, fusion and weight format, looked up in
+the tiles swept on this machine (a JSON file per device name, :func:`cache_path`), the device's
+built-in table, the H100's table, then a fallback rule (:func:`gemv_config`). :func:`tune` sweeps,
+eagerly: never inside a CUDA-graph capture or a compile trace (the engine's graphs capture whatever
+tiles the table gives; a call there never sweeps). ``SAMBAY_GEMV_TUNE=1`` sweeps a missing shape
+on its first eager call.
+
+Intermediates are rounded to the layer's dtype where the unfused torch path rounds them, so the
 result is that path's up to the order of the fp32 sums and the compiler's fused multiply-adds
-(``tests/test_gpu.py`` bounds the difference). Reference twin: :func:`layers.linear.linear_ref`.
+(``tests/test_gpu.py`` and ``tests/test_gpu_fp8.py`` bound the difference). Reference twins:
+:func:`layers.linear.linear_ref`, :func:`layers.linear.linear_chain_ref`.
 """
 
 from __future__ import annotations
@@ -259,6 +276,8 @@ def fallback_config(key: Key) -> Config:
         block_n, block_k, warps = TUNED[n, k, glu, norm]
     else:
         block_n, block_k, warps = (8, 512, 4) if norm else (2, 1024, 4)
+    if kind == "split":  # tiles of 512 leave four splits of the official x_proj (K = 5120) little waste
+        block_k = min(block_k, 512)
     if fp8:
         block_k *= 2
     return block_n, min(block_k, triton.next_power_of_2(k)), warps, 4 if kind == "split" else 1
@@ -309,15 +328,20 @@ def _note(key: Key, device: torch.device) -> None:
 
 
 def candidates(key: Key) -> list[Config]:
-    """The sweep's grid for ``key``: 1-8 rows per program, tiles of 256-1024 elements (512-2048 for
-    fp8: the same bytes), 4 or 8 warps, and for a split pass 1-16 splits of K."""
+    """The sweep's grid for ``key`` (small: most of a sweep's time is compiling): 1-8 rows per
+    program, tiles of 512 or 1024 elements (1024 or 2048 for fp8: the same bytes), 4 or 8 warps,
+    plus the fallback config; for a split pass 2-8 rows, tiles of 256-512 (512-1024), 4 warps and
+    1-8 splits of K. Tiles wider than K are cut to K."""
     n, k, glu, norm, fp8, kind = key
-    tiles = (512, 1024, 2048) if fp8 else (256, 512, 1024)
-    splits = (1, 2, 4, 8, 16) if kind == "split" else (1,)
-    grid = {(bn, min(bk, triton.next_power_of_2(k)), nw, sk)
-            for bn in (1, 2, 4, 8) for bk in tiles for nw in (4, 8) for sk in splits
-            if sk == 1 or k >= sk * min(bk, triton.next_power_of_2(k))}
-    return sorted(grid)
+    wide = triton.next_power_of_2(k)
+    if kind == "split":
+        tiles = (512, 1024) if fp8 else (256, 512)
+        grid = {(bn, min(bk, wide), 4, sk) for bn in (2, 4, 8) for bk in tiles for sk in (1, 2, 4, 8)
+                if sk == 1 or k >= sk * min(bk, wide)}
+    else:
+        tiles = (1024, 2048) if fp8 else (512, 1024)
+        grid = {(bn, min(bk, wide), nw, 1) for bn in (1, 2, 4, 8) for bk in tiles for nw in (4, 8)}
+    return sorted(grid | {fallback_config(key)})
 
 
 def graph_seconds(fns: list, reps: int = 20) -> float:
