@@ -184,6 +184,7 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
             out = tl.load(RES + rows, mask=rmask, other=0.0).to(tl.float32) + out.to(wdt).to(tl.float32)
         tl.store(OUT + rows, out.to(OUT.dtype.element_ty), mask=rmask)
 
+
 # ----------------------------------------------------------------------------- tile tables
 #
 # A config is (BLOCK_N, BLOCK_K, num_warps, SPLIT_K); a key is (output rows, K, glu, norm, fp8, kind)
@@ -194,8 +195,8 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
 # any device), then the fallback rule.
 
 # (BLOCK_N, BLOCK_K, num_warps) for the official bf16 weights, keyed by (output rows, K, glu, norm):
-# the best of a sweep on an H100 (``examples/bench_gemv.py --sweep``, each shape with the fusion it
-# has in the model). Gains over the fallback below reach 2 us on the small projections. For fp8
+# the best of a sweep on an H100 (then ``examples/bench_gemv.py --sweep``, each shape with the fusion
+# it has in the model). Gains over the fallback below reach 2 us on the small projections. For fp8
 # weights the same entry with twice the BLOCK_K (the same bytes per tile) is the starting guess.
 TUNED = {
     (10240, 2560, False, True): (8, 512, 4),  # SambaY mamba in_proj

@@ -231,6 +231,7 @@ def test_tune_sweeps_once_caches_on_disk_and_refuses_capture(tmp_path, monkeypat
     assert gt.gemv_config(*key) == tuple(cfg)
     # inside a capture nothing is swept, not even with SAMBAY_GEMV_TUNE=1, and the call is captured
     monkeypatch.setenv("SAMBAY_GEMV_TUNE", "1")
+    gt._seen.clear()
     w = torch.randn(96, 320, device=CUDA, dtype=torch.bfloat16)
     x = torch.randn(320, device=CUDA, dtype=torch.bfloat16)
     gt.gemv(x, w)  # eager and first: swept now, into the same file
