@@ -202,7 +202,11 @@ def main() -> None:
           flush=True)
     report: dict = {"device": device_name, "torch": torch.__version__, "bandwidth": bw}
     if args.tune:
-        results = gt.tune(tune_keys(), dev)
+        results = {}
+        for key in tune_keys():  # one at a time, printed: the cache file keeps what is done if time runs out
+            results.update(gt.tune([key], dev))
+            cfg, seconds = results[gt.key_text(key)]
+            print(f"  swept {gt.key_text(key):28s} -> {tuple(cfg)} {1e6 * seconds:7.1f} us", flush=True)
         report["tuned"] = {k: {"config": list(c), "us": 1e6 * t} for k, (c, t) in results.items()}
         print(f"swept {len(results)} shapes into {gt.cache_path(device_name)}; for TUNED_BY_DEVICE:")
         print(json.dumps({device_name: {k: list(c) for k, (c, t) in sorted(results.items())}}, indent=1))
