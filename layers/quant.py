@@ -24,12 +24,11 @@ _CHUNK_ELEMENTS = 1 << 24
 
 
 def _round_up(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``scale`` (fp32) in ``dtype``, rounded up where rounding to nearest went down."""
+    """``scale`` (fp32, positive) in ``dtype``, rounded up where rounding to nearest went down (the
+    next larger value of a positive float is the next integer of its bits)."""
     out = scale.to(dtype)
-    low = out.float() < scale
-    if bool(low.any()):
-        out = torch.where(low, torch.nextafter(out, torch.full_like(out, float("inf"))), out)
-    return out
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[out.element_size()]
+    return torch.where(out.float() < scale, (out.view(bits) + 1).view(dtype), out)
 
 
 @torch.no_grad()
