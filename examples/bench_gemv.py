@@ -12,8 +12,8 @@ Each shape is timed as a CUDA graph over enough weight copies (>= 256 MB) that t
 none of them, so the number is the streaming rate a decode step sees. Mamba's x_proj and dt_proj
 run as the model runs them, as one chain (a split-K pass over x_proj, then dt_proj adding its
 partial rows: ``layers.gemv_triton.chain``); their rows show the chain's time, once, and beside it
-the two plain GEMVs it replaced. The bandwidth is measured first: a device-to-device copy of
-4 GiB (bytes read + written) and a read-only sum, medians of 20. The tiles each shape uses are
+the two plain GEMVs it replaced. The bandwidth is measured first (``sambay.bench.measure_bandwidth``:
+a device-to-device copy, bytes read + written); the floors are bytes over it. The tiles each shape uses are
 printed: the device's swept cache (``SAMBAY_GEMV_CACHE``), else its built-in table, else the
 H100's. ``--tune`` sweeps every shape of both models in bf16 and fp8 first (``layers.gemv_triton
 .tune``: minutes, once per device; the cache file keeps the result) and prints the table to paste
@@ -36,6 +36,7 @@ import layers.gemv_triton as gt
 from layers.linear import linear, linear_ref
 from layers.norm import RMSNorm, fused_norm_args
 from layers.quant import quantize_fp8
+from sambay.bench import measure_bandwidth
 
 # name: (N, K, bias, fused gate, norm before, epilogue, uses per decode step); N counts output rows
 SHAPES = {
@@ -59,30 +60,6 @@ SHAPES = {
 }
 CHAIN = ("sambay mamba x_proj", "sambay mamba dt_proj")  # run as one chain in the model (rank 160)
 MIN_BYTES = 256 * 2**20
-
-
-def measure_bandwidth(device: torch.device, nbytes: int = 4 * 2**30, reps: int = 20) -> dict[str, float]:
-    """Bytes per second of a device-to-device copy (read + written) and of a read-only sum, medians."""
-    a = torch.empty(nbytes // 2, device=device, dtype=torch.bfloat16).normal_()
-    b = torch.empty_like(a)
-
-    def median(fn) -> float:  # type: ignore[no-untyped-def]
-        fn()
-        times = []
-        for _ in range(reps):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e) / 1e3)
-        return sorted(times)[reps // 2]
-
-    copy = 2 * nbytes / median(lambda: b.copy_(a))
-    read = nbytes / median(lambda: a.sum())
-    del a, b
-    torch.cuda.empty_cache()
-    return {"copy_bytes_per_s": copy, "read_bytes_per_s": read}
 
 
 def tune_keys() -> list[gt.Key]:
@@ -197,10 +174,9 @@ def main() -> None:
     args = ap.parse_args()
     dev = torch.device("cuda")
     device_name = torch.cuda.get_device_name()
-    bw = measure_bandwidth(dev)
-    print(f"{device_name}: copy {bw['copy_bytes_per_s'] / 1e12:.2f} TB/s, read {bw['read_bytes_per_s'] / 1e12:.2f} TB/s",
-          flush=True)
-    report: dict = {"device": device_name, "torch": torch.__version__, "bandwidth": bw}
+    copy_bw = measure_bandwidth(dev)  # bytes/s read + written, this device, now: the floors' bandwidth
+    print(f"{device_name}: copy bandwidth {copy_bw / 1e12:.3f} TB/s (read + written)", flush=True)
+    report: dict = {"device": device_name, "torch": torch.__version__, "copy_bandwidth_bytes_per_s": copy_bw}
     if args.tune:
         results = {}
         for key in tune_keys():  # one at a time, printed: the cache file keeps what is done if time runs out
@@ -214,7 +190,6 @@ def main() -> None:
           f"({len(gt._swept_table(device_name))} shapes), built-in table for this device: "
           f"{device_name in gt.TUNED_BY_DEVICE}", flush=True)
     rows = {}
-    copy_bw = bw["copy_bytes_per_s"]
     for name, spec in SHAPES.items():
         row = bench_shape(name, spec, dev)
         rows[name] = row

@@ -56,6 +56,7 @@ try:  # programmatic dependent launch came with Triton 3.3
 except ImportError:  # the kernels only reach these names when PDL is on
     gdc_launch_dependents = gdc_wait = None
 
+from . import environment
 from .norm import NO_NORM, RMS_NORM
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -233,7 +234,7 @@ def key_text(key: Key) -> str:
 def cache_path(device_name: str) -> Path | None:
     """The swept-tiles file of a device: ``$SAMBAY_GEMV_CACHE`` (``off``: none), else
     ``~/.cache/sambay/gemv-<device name>.json``."""
-    env = os.environ.get("SAMBAY_GEMV_CACHE")
+    env = environment.read("SAMBAY_GEMV_CACHE")
     if env is not None:
         return None if env.lower() in ("", "off", "0", "none") else Path(env).expanduser()
     return Path.home() / ".cache" / "sambay" / f"gemv-{re.sub(r'[^A-Za-z0-9._-]+', '_', device_name)}.json"
@@ -323,7 +324,7 @@ def _note(key: Key, device: torch.device) -> None:
     name = _device_name(device)
     if (key, name) not in _seen:
         _seen.add((key, name))
-        if (name != "cpu" and os.environ.get("SAMBAY_GEMV_TUNE") == "1"
+        if (name != "cpu" and environment.read("SAMBAY_GEMV_TUNE") == "1"
                 and key_text(key) not in _swept_table(name)):
             tune([key], device)
 
@@ -503,7 +504,7 @@ def _launch(x, weight, scale, bias, out, norm, gate, residual, x_out, N, K, glu,
 def _pdl_available() -> bool:
     """Programmatic dependent launch: Triton 3.3+, Hopper or newer (the current device, at import),
     not under the interpreter, not switched off with ``SAMBAY_PDL=0``."""
-    if INTERPRET or gdc_wait is None or os.environ.get("SAMBAY_PDL", "1") == "0" or not torch.cuda.is_available():
+    if INTERPRET or gdc_wait is None or environment.read("SAMBAY_PDL", "1") == "0" or not torch.cuda.is_available():
         return False
     return torch.cuda.get_device_capability()[0] >= 9
 

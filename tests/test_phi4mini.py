@@ -170,24 +170,6 @@ def test_cache_capacity_picks_the_factors():
         assert model.model.rotary_emb.uses_long_factors(50) and not model.model.rotary_emb.uses_long_factors(32)
 
 
-@pytest.mark.parametrize("lengths, steps", [([20, 5, 13], 8), ([40, 9, 27], 20)])  # capacity 28 / 60
-def test_left_padded_batch_equals_each_prompt_alone(lengths, steps):
-    model = tiny_model(3)
-    ids, mask = left_padded(lengths, 256, seed=4)
-    width = ids.shape[1]
-    capacity = width + steps
-    follow = torch.randint(1, 256, (len(lengths), steps))
-    with torch.no_grad():
-        cache = model.allocate_cache(len(lengths), capacity)
-        batch_prefill = model(ids, cache=cache, attention_mask=mask).logits
-        batch_steps = torch.cat([model(follow[:, t:t + 1], cache=cache).logits for t in range(steps)], 1)
-        for b, n in enumerate(lengths):
-            solo_ids = torch.cat([ids[b, width - n:], follow[b]])[None]
-            solo = incremental_logits(model, solo_ids, [n], steps, capacity=capacity)[0]
-            assert (batch_prefill[b, width - n:] - solo[:n]).abs().max() < 1e-4
-            assert (batch_steps[b] - solo[n:]).abs().max() < 1e-4
-
-
 def test_attention_goes_through_the_shared_kernel(monkeypatch):
     """The dense model calls ``layers.attention.attend`` as it is at call time (GPU backends re-point it)."""
     model = tiny_model(5)
@@ -204,10 +186,10 @@ def test_attention_goes_through_the_shared_kernel(monkeypatch):
 
 
 def test_dense_cache_bytes_per_sequence():
-    cache = DenseCache(Phi4MiniConfig.official(), 1, 16, device="meta", dtype=torch.bfloat16)
-    assert len(cache.k) == 32 and cache.k[0].shape == (1, 16, 8, 128)
+    cache = DenseCache(Phi4MiniConfig.official(), 2, 16, 1, device="meta", dtype=torch.bfloat16)
+    assert len(cache.k_pool) == 32 and cache.k_pool[0].shape == (2, 16, 8, 128)
     assert cache.nbytes_per_sequence(34 * 1024) == 34 * 1024 * 32 * 2 * 8 * 128 * 2  # 128 KB per token
-    assert cache.nbytes_per_sequence() == 16 * 32 * 2 * 8 * 128 * 2
+    assert cache.block_bytes() == 16 * 32 * 2 * 8 * 128 * 2 and cache.slot_bytes() == 0
 
 
 def test_cache_overflow_is_refused():
@@ -241,7 +223,8 @@ def test_official_shape_on_meta_device_matches_transformers():
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert got == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    assert model.config.rope.rotary_dim == 96 and len(model.config.rope.long_factor) == 48
+    # plain RoPE: the preset invents no LongRoPE factors (the real config.json carries them)
+    assert model.config.rope.rotary_dim == 96 and model.config.rope.long_factor is None
 
 
 # ----------------------------------------------------------------------------- config
@@ -258,6 +241,24 @@ OFFICIAL_JSON = {  # the official Phi-4-mini config.json layout (factor values a
     "rope_theta": 10000.0, "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
     "transformers_version": "4.45.0", "use_cache": True, "vocab_size": 200064,
 }
+
+
+def test_phi3_config_without_rope_scaling_is_plain_rope_as_in_transformers(tmp_path):
+    """No rope_scaling (and no rope_parameters) in a phi3 config.json: plain RoPE, as transformers'
+    Phi3Config gives; the logits equal transformers' on the same file, past original_max too."""
+    tiny_model(3).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["rope_scaling"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = Phi4MiniForCausalLM.from_pretrained(tmp_path)
+    assert model.config.rope_scaling is None and model.config.rope.long_factor is None
+    assert model.config.rope.short_factor is None and model.config.rope.attention_factor == 1.0
+    assert Phi3Config(**{k: v for k, v in config.items() if k != "model_type"}).rope_parameters["rope_type"] == "default"
+    hf = Phi3ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager").eval()
+    ids = torch.randint(0, 256, (1, 3 * ORIGINAL_MAX), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model(ids).logits - hf(ids).logits).abs().max().item() < 1e-4
+    assert Phi4MiniConfig().rope.long_factor is None and Phi4MiniConfig.official().rope_scaling is None
 
 
 def test_official_json_round_trips():

@@ -1,14 +1,10 @@
 """fp8 weights on CPU: the quantizer's error bounds, fp8 linear layers against their reference and
-the full-precision layer, whole tiny models quantized, the loading paths; and the Triton GEMVs
-(fp8 tiles, split-K chain) under the Triton interpreter, in a subprocess (tests/interpret_gemv.py)."""
+the full-precision layer, whole tiny models quantized, the loading paths (the kernels:
+tests/test_gemv_fp8_interpret.py, tests/test_gpu_fp8.py)."""
 
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +16,6 @@ from layers.linear import Linear, fp8_matmul, linear, linear_chain, linear_chain
 from layers.norm import RMSNorm
 from layers.quant import FP8, FP8_MAX, dequantize, quantize_fp8
 from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -219,14 +213,3 @@ def test_reasoning_load_quantizes_the_built_in_model():
         agree += sum(u == v for u, v in zip(ta, tb))
         total += max(len(ta), len(tb))
     assert agree / total > 0.5, (agree, total)
-
-
-def test_gemv_kernels_under_the_triton_interpreter():
-    """tests/interpret_gemv.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it when a
-    kernel is defined): the fp8 GEMV tiles and the split-K chain in fp32 math on CPU tensors."""
-    env = dict(os.environ, TRITON_INTERPRET="1", SAMBAY_GEMV_CACHE="off")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(ROOT / "tests" / "interpret_gemv.py")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout and "skipped" not in proc.stdout
