@@ -2,7 +2,7 @@
 (``model.backends``), active in the thread that runs the model, and announced once per choice on
 the ``sambay`` logger.
 
-Three knobs, each ``"auto"`` by default:
+Four knobs, each ``"auto"`` by default:
 
 * ``attention``: ``"ref"`` (plain PyTorch, fp32 math), ``"sdpa"`` (torch's
   scaled_dot_product_attention for prefill, the Triton decode kernel on CUDA), ``"flash"``
@@ -13,9 +13,14 @@ Three knobs, each ``"auto"`` by default:
 * ``linear``: ``"torch"`` (``F.linear``) or ``"triton"`` (the Triton GEMV for one-row inputs,
   batch-1 decoding; more rows still go through torch). ``auto`` is ``triton`` on CUDA when
   Triton imports, ``torch`` otherwise.
+* ``fp8_gemm``: how an fp8-weight linear layer (:mod:`layers.quant`) multiplies more than one row on
+  CUDA: ``"dequant"`` (the weight dequantized to the model dtype, then torch's GEMM) or
+  ``"scaled_mm"`` (activations quantized per row to e4m3, then ``torch._scaled_mm`` on the fp8
+  tensor cores; bf16 layers with K and N multiples of 16, else ``dequant``). ``auto`` is
+  ``dequant``. One row goes through the Triton GEMV either way.
 
-A model's choice defaults to :data:`DEFAULT`, read from ``SAMBAY_ATTENTION``, ``SAMBAY_MAMBA``
-and ``SAMBAY_LINEAR`` (see :mod:`layers.environment`); set another with
+A model's choice defaults to :data:`DEFAULT`, read from ``SAMBAY_ATTENTION``, ``SAMBAY_MAMBA``,
+``SAMBAY_LINEAR`` and ``SAMBAY_FP8_GEMM`` (see :mod:`layers.environment`); set another with
 ``model.backends = Backends(attention="ref")``. The model's ``forward`` and the engine around
 each decode step (and CUDA-graph capture) make it the active choice of the calling thread with
 :func:`activate`; the layers read the active choice (:func:`attention_backend` etc.). It is
@@ -45,6 +50,7 @@ log = logging.getLogger("sambay")
 ATTENTION = ("auto", "ref", "sdpa", "flash")
 MAMBA = ("auto", "ref", "cuda")
 LINEAR = ("auto", "torch", "triton")
+FP8_GEMM = ("auto", "dequant", "scaled_mm")
 
 
 def _installed(*modules: str) -> bool:
@@ -57,7 +63,7 @@ HAS_TRITON = _installed("triton")
 
 
 def _check(kind: str, value: str) -> None:
-    allowed = {"attention": ATTENTION, "mamba": MAMBA, "linear": LINEAR}[kind]
+    allowed = {"attention": ATTENTION, "mamba": MAMBA, "linear": LINEAR, "fp8_gemm": FP8_GEMM}[kind]
     if value not in allowed:
         raise ValueError(f"unknown {kind} backend {value!r}; choose from {allowed}")
     if value == "flash" and not HAS_FLASH_ATTN:
@@ -75,6 +81,7 @@ class Backends:
     attention: str = "auto"
     mamba: str = "auto"
     linear: str = "auto"
+    fp8_gemm: str = "auto"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -86,9 +93,9 @@ class Backends:
         return cls(**{f.name: environment.read(f"SAMBAY_{f.name.upper()}", "auto") for f in dataclasses.fields(cls)})
 
     def replace(self, *, attention: str | None = None, mamba: str | None = None,
-                linear: str | None = None) -> Backends:
+                linear: str | None = None, fp8_gemm: str | None = None) -> Backends:
         """This choice with the knobs given (not None) changed."""
-        changes = {"attention": attention, "mamba": mamba, "linear": linear}
+        changes = {"attention": attention, "mamba": mamba, "linear": linear, "fp8_gemm": fp8_gemm}
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -123,11 +130,12 @@ def activate(choice: Backends) -> contextlib.AbstractContextManager[None]:
     return _set(choice, getattr(_local, "forced", {}))
 
 
-def use(*, attention: str | None = None, mamba: str | None = None,
-        linear: str | None = None) -> contextlib.AbstractContextManager[None]:
+def use(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None,
+        fp8_gemm: str | None = None) -> contextlib.AbstractContextManager[None]:
     """Force knobs for everything this thread runs in the block, whatever a model's own choice
     (other threads are not affected)."""
-    changes = {k: v for k, v in (("attention", attention), ("mamba", mamba), ("linear", linear)) if v is not None}
+    changes = {k: v for k, v in (("attention", attention), ("mamba", mamba), ("linear", linear),
+                                 ("fp8_gemm", fp8_gemm)) if v is not None}
     forced = {**getattr(_local, "forced", {}), **changes}
     return _set(active().replace(**changes), forced)
 
@@ -176,3 +184,8 @@ def linear_backend(device: torch.device, choice: Backends | None = None) -> str:
     if choice == "auto":
         return "triton" if HAS_TRITON and device.type == "cuda" else "torch"
     return choice if device.type == "cuda" else "torch"
+
+
+def fp8_gemm_backend(choice: Backends | None = None) -> str:
+    """``"dequant"`` or ``"scaled_mm"`` under ``choice`` (default: the active one)."""
+    return "scaled_mm" if (choice or active()).fp8_gemm == "scaled_mm" else "dequant"

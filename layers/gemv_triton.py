@@ -14,18 +14,38 @@ ramp-up and tail. So the block's norm and residual add travel with its projectio
   and writes ``silu(g_i) * u_i`` (the gated-SiLU MLP);
 - ``gate`` (epilogue): ``silu(out) * gate`` (the GMU);
 - ``residual`` (epilogue): ``residual + out``, in the residual's dtype;
+- fp8 weights (:mod:`layers.quant`): the tiles are read as float8 e4m3 (half the bytes) and widened
+  in registers; a row's scale factors out of its dot product and is applied once, in the epilogue,
+  before the bias, glu, gate and residual. The layer's dtype is then the scales' dtype;
 - on Hopper each launch is a programmatic dependent launch: the kernel's programs are placed
   while the previous kernel drains, request their first weight tile (which depends on nothing),
   and wait (``griddepcontrol.wait``) before reading the input.
 
-Intermediates are rounded to the weights' dtype where the unfused torch path rounds them, so the
+:func:`chain` is Mamba's x_proj then dt_proj (192 x 5120, then 5120 x 160 on the first 160
+outputs): x_proj's 192 rows give too few programs to stream at full bandwidth, so its pass also
+splits K (``SPLIT_K`` programs per row block, each writing an fp32 partial row), and dt_proj's
+GEMV adds the partial rows as it reads its input (its first program also writes x_proj's output
+for the scan). Still two launches; the tile sweep picks the split (1 = no split).
+
+Tiles are (BLOCK_N, BLOCK_K, num_warps, SPLIT_K) per shape, fusion and weight format, looked up in
+the tiles swept on this machine (a JSON file per device name, :func:`cache_path`), the device's
+built-in table, the H100's table, then a fallback rule (:func:`gemv_config`). :func:`tune` sweeps,
+eagerly: never inside a CUDA-graph capture or a compile trace (the engine's graphs capture whatever
+tiles the table gives; a call there never sweeps). ``SAMBAY_GEMV_TUNE=1`` sweeps a missing shape
+on its first eager call.
+
+Intermediates are rounded to the layer's dtype where the unfused torch path rounds them, so the
 result is that path's up to the order of the fp32 sums and the compiler's fused multiply-adds
-(``tests/test_gpu.py`` bounds the difference). Reference twin: :func:`layers.linear.linear_ref`.
+(``tests/test_gpu.py`` and ``tests/test_gpu_fp8.py`` bound the difference). Reference twins:
+:func:`layers.linear.linear_ref`, :func:`layers.linear.linear_chain_ref`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from pathlib import Path
 
 import torch
 import triton
@@ -37,10 +57,9 @@ except ImportError:  # the kernels only reach these names when PDL is on
     gdc_launch_dependents = gdc_wait = None
 
 from . import environment
-from .norm import NO_NORM
+from .norm import NO_NORM, RMS_NORM
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
 
 
 @triton.jit
@@ -64,9 +83,16 @@ def _weight_tile(w_ptrs, up_ptrs, k, rows, kmask, N, GLU: tl.constexpr, EVEN: tl
 
 @triton.jit
 def _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt: tl.constexpr, NORM: tl.constexpr,
-                NORM_BIAS: tl.constexpr):
-    """x[k : k + BLOCK_K] in fp32, cast to the weights' dtype and normalized as the norm module does."""
-    x = tl.load(X + k + cols, mask=kmask, other=0.0).to(wdt).to(tl.float32)
+                NORM_BIAS: tl.constexpr, X_PARTS: tl.constexpr, X_STRIDE: tl.constexpr):
+    """x[k : k + BLOCK_K] in fp32, cast to the layer's dtype and normalized as the norm module does
+    (``X_PARTS`` > 0: x is the sum of that many fp32 partial rows ``X_STRIDE`` apart, rounded once)."""
+    if X_PARTS > 0:
+        x = tl.load(X + k + cols, mask=kmask, other=0.0)
+        for s in tl.static_range(1, X_PARTS):
+            x += tl.load(X + s * X_STRIDE + k + cols, mask=kmask, other=0.0)
+        x = x.to(wdt).to(tl.float32)
+    else:
+        x = tl.load(X + k + cols, mask=kmask, other=0.0).to(wdt).to(tl.float32)
     if NORM == 1:  # torch's LayerNorm: one rounding, after the affine map
         x = (x - mean) * rstd * tl.load(NORM_W + k + cols, mask=kmask, other=0.0).to(tl.float32)
         if NORM_BIAS:
@@ -79,25 +105,30 @@ def _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt: tl.constexpr
 
 
 @triton.jit
-def _gemv(X, W, BIAS, OUT, NORM_W, NORM_B, GATE, RES, N, eps,
+def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
           K: tl.constexpr, HAS_BIAS: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, NORM_BIAS: tl.constexpr,
-          GATED: tl.constexpr, RESIDUAL: tl.constexpr, EVEN: tl.constexpr,
+          GATED: tl.constexpr, RESIDUAL: tl.constexpr, EVEN: tl.constexpr, FP8: tl.constexpr,
+          SPLIT_K: tl.constexpr, X_PARTS: tl.constexpr, X_STRIDE: tl.constexpr,
           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
-    wdt: tl.constexpr = W.dtype.element_ty
+    # The layer's dtype: the scales' for an fp8 weight; without scales SCALE is the weight itself.
+    wdt: tl.constexpr = SCALE.dtype.element_ty
+    # K_SPLIT columns per program along axis 1 (all of K without a split), a whole number of tiles.
+    K_SPLIT: tl.constexpr = (K + SPLIT_K * BLOCK_K - 1) // (SPLIT_K * BLOCK_K) * BLOCK_K
+    k0 = tl.program_id(1) * K_SPLIT
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_K)
     w_ptrs = W + rows[:, None].to(tl.int64) * K + cols[None, :]
     up_ptrs = w_ptrs + N.to(tl.int64) * K  # GLU: row i of the up half
     # The first weight tile is requested before anything else (it depends on no earlier kernel),
     # so memory is busy while the program waits for its input and computes the norm statistics.
-    kmask = cols < K
-    w, u = _weight_tile(w_ptrs, up_ptrs, 0, rows, kmask, N, GLU, EVEN)
+    kmask = k0 + cols < K
+    w, u = _weight_tile(w_ptrs, up_ptrs, k0, rows, kmask, N, GLU, EVEN)
     if PDL:
         gdc_launch_dependents()
         gdc_wait()  # the input is the previous kernel's output
     mean = 0.0
     rstd = 1.0
-    if NORM != 0:  # statistics of x cast to the weights' dtype, in fp32; shifted sums keep the variance exact
+    if NORM != 0:  # statistics of x cast to the layer's dtype, in fp32; shifted sums keep the variance exact
         shift = 0.0
         if NORM == 1:
             shift = tl.load(X).to(wdt).to(tl.float32)
@@ -114,36 +145,60 @@ def _gemv(X, W, BIAS, OUT, NORM_W, NORM_B, GATE, RES, N, eps,
             rstd = tl.rsqrt((tl.sum(s2, 0) - t1 * t1 / K) / K + eps)
         else:
             rstd = tl.rsqrt(tl.sum(s2, 0) / K + eps)
-    x = _input_tile(X, NORM_W, NORM_B, 0, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS)
+    if X_PARTS > 0:  # the partial rows are summed once, by the first program, for whoever reads them next
+        if tl.program_id(0) == 0:
+            for c in range(0, X_STRIDE, BLOCK_K):
+                cm = c + cols < X_STRIDE
+                xs = _input_tile(X, NORM_W, NORM_B, c, cols, cm, mean, rstd, wdt, 0, False, X_PARTS, X_STRIDE)
+                tl.store(X_OUT + c + cols, xs.to(X_OUT.dtype.element_ty), mask=cm)
+    x = _input_tile(X, NORM_W, NORM_B, k0, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS, X_PARTS, X_STRIDE)
     acc = w.to(tl.float32) * x[None, :]
     acc_up = u.to(tl.float32) * x[None, :]
-    for k in range(BLOCK_K, K, BLOCK_K):  # K is a constexpr: a static loop the compiler pipelines
+    for i in range(1, K_SPLIT // BLOCK_K):  # a static trip count the compiler pipelines
+        k = k0 + i * BLOCK_K
         kmask = k + cols < K
         w, u = _weight_tile(w_ptrs, up_ptrs, k, rows, kmask, N, GLU, EVEN)
-        x = _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS)
+        x = _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS, X_PARTS, X_STRIDE)
         acc += w.to(tl.float32) * x[None, :]
         if GLU:
             acc_up += u.to(tl.float32) * x[None, :]
     rmask = rows < N
     out = tl.sum(acc, axis=1)
-    if HAS_BIAS:
-        out += tl.load(BIAS + rows, mask=rmask, other=0.0).to(tl.float32)
-    if GLU:
-        up = tl.sum(acc_up, axis=1)
+    if FP8:  # the row's scale factors out of its dot product
+        out *= tl.load(SCALE + rows, mask=rmask, other=0.0).to(tl.float32)
+    if SPLIT_K > 1:  # a partial row of fp32 sums; the reader adds the splits (and has no epilogue here)
+        tl.store(OUT + tl.program_id(1) * N + rows, out, mask=rmask)
+    else:
         if HAS_BIAS:
-            up += tl.load(BIAS + N + rows, mask=rmask, other=0.0).to(tl.float32)
-        # Round the two products as the unfused path does before the activation.
-        out = _silu_rounded(out, wdt) * up.to(wdt).to(tl.float32)
-    if GATED:
-        out = _silu_rounded(out, wdt) * tl.load(GATE + rows, mask=rmask, other=0.0).to(tl.float32)
-    if RESIDUAL:
-        out = tl.load(RES + rows, mask=rmask, other=0.0).to(tl.float32) + out.to(wdt).to(tl.float32)
-    tl.store(OUT + rows, out.to(OUT.dtype.element_ty), mask=rmask)
+            out += tl.load(BIAS + rows, mask=rmask, other=0.0).to(tl.float32)
+        if GLU:
+            up = tl.sum(acc_up, axis=1)
+            if FP8:
+                up *= tl.load(SCALE + N + rows, mask=rmask, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                up += tl.load(BIAS + N + rows, mask=rmask, other=0.0).to(tl.float32)
+            # Round the two products as the unfused path does before the activation.
+            out = _silu_rounded(out, wdt) * up.to(wdt).to(tl.float32)
+        if GATED:
+            out = _silu_rounded(out, wdt) * tl.load(GATE + rows, mask=rmask, other=0.0).to(tl.float32)
+        if RESIDUAL:
+            out = tl.load(RES + rows, mask=rmask, other=0.0).to(tl.float32) + out.to(wdt).to(tl.float32)
+        tl.store(OUT + rows, out.to(OUT.dtype.element_ty), mask=rmask)
 
 
-# (BLOCK_N, BLOCK_K, num_warps) for the official weights, keyed by (output rows, K, glu, norm): the
-# best of a sweep on an H100 (``examples/bench_gemv.py --sweep``, each shape with the fusion it has
-# in the model). Gains over the fallback below reach 2 us on the small projections.
+# ----------------------------------------------------------------------------- tile tables
+#
+# A config is (BLOCK_N, BLOCK_K, num_warps, SPLIT_K); a key is (output rows, K, glu, norm, fp8, kind)
+# with kind "gemv" (one launch, its epilogue whatever it is: the tiles do not depend on it) or
+# "split" (the first half of linear_chain: a split-K pass whose partial rows the second GEMV adds).
+# Lookup order (gemv_config): the tiles swept on this machine (the cache file, see `cache_path`),
+# then the built-in table of this device's name (TUNED_BY_DEVICE), then TUNED (the H100's, for
+# any device), then the fallback rule.
+
+# (BLOCK_N, BLOCK_K, num_warps) for the official bf16 weights, keyed by (output rows, K, glu, norm):
+# the best of a sweep on an H100 (then ``examples/bench_gemv.py --sweep``, each shape with the fusion
+# it has in the model). Gains over the fallback below reach 2 us on the small projections. For fp8
+# weights the same entry with twice the BLOCK_K (the same bytes per tile) is the starting guess.
 TUNED = {
     (10240, 2560, False, True): (8, 512, 4),  # SambaY mamba in_proj
     (192, 5120, False, False): (4, 1024, 8),  # SambaY mamba x_proj
@@ -162,43 +217,288 @@ TUNED = {
     (200064, 3072, False, True): (2, 1024, 8),  # dense lm_head
 }
 
+# Tables swept on a named device (torch.cuda.get_device_name), in the cache file's format:
+# "N,K,glu,norm,fp8,kind" -> [BLOCK_N, BLOCK_K, num_warps, SPLIT_K]. `examples/bench_gemv.py --tune`
+# prints one to paste here.
+TUNED_BY_DEVICE: dict[str, dict[str, list[int]]] = {}
 
-def gemv_config(n: int, k: int, glu: bool = False, norm: bool = False) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps) for ``n`` output rows of a K-wide weight: :data:`TUNED` for the
-    official shapes, else what the sweep found most often: two rows per program and tiles of 1024
-    (eight rows and tiles of 512 with a norm, whose statistics every program reads x once more for)."""
+Key = tuple[int, int, bool, bool, bool, str]
+Config = tuple[int, int, int, int]
+
+
+def key_text(key: Key) -> str:
+    n, k, glu, norm, fp8, kind = key
+    return f"{n},{k},{int(glu)},{int(norm)},{int(fp8)},{kind}"
+
+
+def cache_path(device_name: str) -> Path | None:
+    """The swept-tiles file of a device: ``$SAMBAY_GEMV_CACHE`` (``off``: none), else
+    ``~/.cache/sambay/gemv-<device name>.json``."""
+    env = environment.read("SAMBAY_GEMV_CACHE")
+    if env is not None:
+        return None if env.lower() in ("", "off", "0", "none") else Path(env).expanduser()
+    return Path.home() / ".cache" / "sambay" / f"gemv-{re.sub(r'[^A-Za-z0-9._-]+', '_', device_name)}.json"
+
+
+_swept: dict[str, dict[str, list[int]]] = {}  # device name -> the cache file's table, read once
+
+
+def _swept_table(device_name: str) -> dict[str, list[int]]:
+    if device_name not in _swept:
+        path = cache_path(device_name)
+        table: dict[str, list[int]] = {}
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                if data.get("device") == device_name:
+                    table = dict(data["tiles"])
+            except (ValueError, KeyError, TypeError, AttributeError):  # unreadable: sweep again, rewrite it
+                table = {}
+        _swept[device_name] = table
+    return _swept[device_name]
+
+
+def _save_swept(device_name: str) -> None:
+    path = cache_path(device_name)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"device": device_name, "triton": triton.__version__,
+                               "tiles": dict(sorted(_swept[device_name].items()))}, indent=1) + "\n")
+    tmp.replace(path)  # atomic: concurrent processes never read half a file
+
+
+def fallback_config(key: Key) -> Config:
+    """TUNED's entry for the shape (BLOCK_K doubled for fp8, still within K), else what the H100
+    sweep found most often: two rows per program and tiles of 1024 (eight rows and tiles of 512
+    with a norm, whose statistics every program reads x once more for); a split pass splits K in 4."""
+    n, k, glu, norm, fp8, kind = key
     if (n, k, glu, norm) in TUNED:
-        return TUNED[n, k, glu, norm]
-    block_n, block_k = (8, 512) if norm else (2, 1024)
-    return block_n, min(block_k, triton.next_power_of_2(k)), 4
+        block_n, block_k, warps = TUNED[n, k, glu, norm]
+    else:
+        block_n, block_k, warps = (8, 512, 4) if norm else (2, 1024, 4)
+    if kind == "split":  # tiles of 512 leave four splits of the official x_proj (K = 5120) little waste
+        block_k = min(block_k, 512)
+    if fp8:
+        block_k *= 2
+    return block_n, min(block_k, triton.next_power_of_2(k)), warps, 4 if kind == "split" else 1
+
+
+_names: dict[int, str] = {}
+
+
+def _device_name(device: torch.device | None) -> str:
+    """The CUDA device's name (the current one for None), ``"cpu"`` for anything else (the interpreter)."""
+    if device is not None and device.type != "cuda" or not torch.cuda.is_available():
+        return "cpu"
+    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    if index not in _names:
+        _names[index] = torch.cuda.get_device_name(index)
+    return _names[index]
+
+
+def gemv_config(n: int, k: int, glu: bool = False, norm: bool = False, fp8: bool = False, kind: str = "gemv",
+                device: torch.device | None = None) -> Config:
+    """(BLOCK_N, BLOCK_K, num_warps, SPLIT_K) for ``n`` output rows of a K-wide weight (see the
+    lookup order above the tables)."""
+    key = (n, k, glu, norm, fp8, kind)
+    name = _device_name(device)
+    text = key_text(key)
+    found = _swept_table(name).get(text) or TUNED_BY_DEVICE.get(name, {}).get(text)
+    return tuple(found) if found else fallback_config(key)  # type: ignore[return-value]
+
+
+def _capturing() -> bool:
+    return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
+_seen: set[tuple[Key, str]] = set()  # (key, device name) of every eager call: what `tune` sweeps by default
+
+
+def _note(key: Key, device: torch.device) -> None:
+    """Remember ``key``; with ``SAMBAY_GEMV_TUNE=1`` sweep it now if this device's cache lacks it and
+    no CUDA graph is being captured nor a compile traced (where timing is impossible)."""
+    if _capturing():
+        return
+    name = _device_name(device)
+    if (key, name) not in _seen:
+        _seen.add((key, name))
+        if (name != "cpu" and environment.read("SAMBAY_GEMV_TUNE") == "1"
+                and key_text(key) not in _swept_table(name)):
+            tune([key], device)
+
+
+def candidates(key: Key) -> list[Config]:
+    """The sweep's grid for ``key`` (small: most of a sweep's time is compiling): 1-8 rows per
+    program, tiles of 512 or 1024 elements (1024 or 2048 for fp8: the same bytes), 4 or 8 warps,
+    plus the fallback config; for a split pass 2-8 rows, tiles of 256-512 (512-1024), 4 warps and
+    1-8 splits of K. Tiles wider than K are cut to K."""
+    n, k, glu, norm, fp8, kind = key
+    wide = triton.next_power_of_2(k)
+    if kind == "split":
+        tiles = (512, 1024) if fp8 else (256, 512)
+        grid = {(bn, min(bk, wide), 4, sk) for bn in (2, 4, 8) for bk in tiles for sk in (1, 2, 4, 8)
+                if sk == 1 or k >= sk * min(bk, wide)}
+    else:
+        tiles = (1024, 2048) if fp8 else (512, 1024)
+        grid = {(bn, min(bk, wide), nw, 1) for bn in (1, 2, 4, 8) for bk in tiles for nw in (4, 8)}
+    return sorted(grid | {fallback_config(key)})
+
+
+def graph_seconds(fns: list, reps: int = 20) -> float:
+    """Median seconds of one replay of a CUDA graph that runs ``fns`` in order."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for f in fns:
+            f()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    del graph
+    return sorted(times)[reps // 2]
+
+
+def _sweep_inputs(key: Key, device: torch.device, dtype: torch.dtype, min_bytes: int):
+    """Enough weight copies of ``key``'s shape (at least ``min_bytes`` and two) that the L2 cache
+    holds none of them while a graph streams them, and a call for each."""
+    from .quant import quantize_fp8
+
+    n, k, glu, norm, fp8, kind = key
+    rows = 2 * n if glu else n
+    nbytes = rows * k * (1 if fp8 else dtype.itemsize)
+    copies = max(2, -(-min_bytes // nbytes))
+    weights = []
+    for _ in range(copies):
+        w = torch.randn(rows, k, device=device, dtype=dtype) * 0.02
+        weights.append(quantize_fp8(w) if fp8 else (w, None))
+    x = torch.randn(k, device=device, dtype=dtype)
+    norm_args = (RMS_NORM, torch.ones(k, device=device, dtype=dtype), None, 1e-5) if norm else None
+    if kind == "split":  # the split pass alone: its partial rows are what the second GEMV of chain() reads
+        parts = torch.empty(16, n, device=device, dtype=torch.float32)
+
+        def call(cfg, w, s):
+            _launch(x, w, s, None, parts, None, None, None, None, n, k, False, *cfg, 0, 0)
+    else:
+        def call(cfg, w, s):
+            return gemv(x, w, None, glu, norm_args, scale=s, config=cfg)
+    return weights, call
+
+
+def tune(keys: list[Key] | None = None, device: torch.device | str | None = None, dtype: torch.dtype = torch.bfloat16,
+         min_bytes: int = 256 * 2**20) -> dict[str, tuple[Config, float]]:
+    """Sweep each of ``keys`` (default: every shape the GEMVs ran on since import that this device's
+    cache lacks) over :func:`candidates`, timing CUDA-graph replays over weight copies of at least
+    ``min_bytes``; store the fastest in the cache file (:func:`cache_path`) and return ``{key text:
+    (config, seconds)}``. Eager only: call it outside CUDA-graph capture and compile tracing (at
+    model load or engine construction, before a cache takes the free memory). Seconds per shape."""
+    if _capturing():
+        raise RuntimeError("layers.gemv_triton.tune cannot run inside a CUDA-graph capture or a compile trace")
+    device = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    name = _device_name(device)
+    table = _swept_table(name)
+    if keys is None:
+        keys = [key for key, dev in sorted(_seen) if dev == name and key_text(key) not in table]
+    results = {}
+    with torch.no_grad(), torch.cuda.device(device):
+        for key in keys:
+            weights, call = _sweep_inputs(key, device, dtype, min_bytes)
+            best = None
+            for cfg in candidates(key):
+                seconds = graph_seconds([lambda w=w, s=s: call(cfg, w, s) for w, s in weights]) / len(weights)
+                if best is None or seconds < best[1]:
+                    best = (cfg, seconds)
+            del weights
+            table[key_text(key)] = list(best[0])
+            results[key_text(key)] = best
+            _save_swept(name)
+    return results
+
+
+# ----------------------------------------------------------------------------- launches
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, glu: bool = False,
          norm: tuple[int, torch.Tensor, torch.Tensor | None, float] | None = None,
          gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-         config: tuple[int, int, int] | None = None) -> torch.Tensor:
+         scale: torch.Tensor | None = None, config: Config | tuple[int, int, int] | None = None) -> torch.Tensor:
     """x (..., K) holding one row, weight (N, K) contiguous -> (..., N), or (..., N / 2) with ``glu``.
 
     ``norm = (LAYER_NORM or RMS_NORM, weight, bias, eps)`` normalizes x first (x may then be fp32);
     ``gate`` (N,) returns ``silu(out) * gate``; ``residual`` (N,) returns ``residual + out`` in the
-    residual's dtype. Otherwise the result has the weights' dtype."""
+    residual's dtype. Otherwise the result has the layer's dtype: the weight's, or for a float8_e4m3fn
+    weight with per-row ``scale`` (layers.quant), the scales'. ``config`` overrides the tile table."""
     K = x.shape[-1]
     N = weight.shape[0] // 2 if glu else weight.shape[0]
+    fp8 = scale is not None
     assert x.numel() == K and weight.shape[1] == K and weight.is_contiguous() and x.is_contiguous()
+    assert not fp8 or (weight.dtype == torch.float8_e4m3fn and scale.shape == (weight.shape[0],) and scale.is_contiguous())
     for t in (gate, residual):
         assert t is None or (t.numel() == N and t.is_contiguous())
-    block_n, block_k, warps = config or gemv_config(N, K, glu, norm is not None)
-    kind, norm_w, norm_b, eps = norm or (NO_NORM, None, None, 0.0)
-    out = torch.empty(*x.shape[:-1], N, device=x.device,
-                      dtype=residual.dtype if residual is not None else weight.dtype)
-    _gemv[(triton.cdiv(N, block_n),)](
-        x, weight, bias if bias is not None else weight, out,
-        norm_w if norm_w is not None else weight, norm_b if norm_b is not None else weight,
-        gate if gate is not None else weight, residual if residual is not None else weight, N, eps, K,
-        HAS_BIAS=bias is not None, GLU=glu, NORM=kind, NORM_BIAS=norm_b is not None, GATED=gate is not None,
-        RESIDUAL=residual is not None, EVEN=K % block_k == 0 and N % block_n == 0,
-        BLOCK_N=block_n, BLOCK_K=block_k, PDL=PDL, num_warps=warps, **({"launch_pdl": True} if PDL else {}))
+    key = (N, K, glu, norm is not None, fp8, "gemv")
+    if config is None:
+        _note(key, x.device)
+        config = gemv_config(*key, device=x.device)
+    block_n, block_k, warps = config[:3]
+    dtype = scale.dtype if fp8 else weight.dtype
+    out = torch.empty(*x.shape[:-1], N, device=x.device, dtype=residual.dtype if residual is not None else dtype)
+    _launch(x, weight, scale, bias, out, norm, gate, residual, None, N, K, glu, block_n, block_k, warps, 1, 0, 0)
     return out
+
+
+def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1: torch.Tensor | None = None,
+          scale2: torch.Tensor | None = None, configs: tuple[Config | None, Config | None] = (None, None)
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y1 = x @ W1.T`` and ``y2 = y1[:rank] @ W2.T`` for one row x (K,) (W1 (N1, K), W2 (N2, rank),
+    each optionally fp8 with its scales), without biases: Mamba's x_proj then dt_proj. Two launches:
+    a split-K pass over W1 (more programs than W1's few rows give, for its bandwidth) writing fp32
+    partial rows, then the GEMV over W2, which adds the partials as it reads its input; its first
+    program also writes y1 (rounded to the layer's dtype, as the unfused path rounds it)."""
+    K = x.shape[-1]
+    N1, N2 = w1.shape[0], w2.shape[0]
+    assert x.numel() == K and w1.shape[1] == K and w2.shape[1] == rank <= N1
+    assert w1.is_contiguous() and w2.is_contiguous() and x.is_contiguous()
+    dtype = scale1.dtype if scale1 is not None else w1.dtype
+    keys = ((N1, K, False, False, scale1 is not None, "split"), (N2, rank, False, False, scale2 is not None, "gemv"))
+    cfgs = []
+    for key, cfg in zip(keys, configs):
+        if cfg is None:
+            _note(key, x.device)
+            cfg = gemv_config(*key, device=x.device)
+        cfgs.append(cfg)
+    (bn1, bk1, nw1, split), (bn2, bk2, nw2) = cfgs[0], cfgs[1][:3]
+    parts = torch.empty(split, N1, device=x.device, dtype=torch.float32)
+    y1 = torch.empty(*x.shape[:-1], N1, device=x.device, dtype=dtype)
+    y2 = torch.empty(*x.shape[:-1], N2, device=x.device, dtype=scale2.dtype if scale2 is not None else w2.dtype)
+    _launch(x, w1, scale1, None, parts, None, None, None, None, N1, K, False, bn1, bk1, nw1, split, 0, 0)
+    _launch(parts, w2, scale2, None, y2, None, None, None, y1, N2, rank, False, bn2, bk2, nw2, 1, split, N1)
+    return y1, y2
+
+
+def _launch(x, weight, scale, bias, out, norm, gate, residual, x_out, N, K, glu, block_n, block_k, warps,
+            split_k, x_parts, x_stride) -> None:  # type: ignore[no-untyped-def]
+    kind, norm_w, norm_b, eps = norm or (NO_NORM, None, None, 0.0)
+    k_split = triton.cdiv(K, split_k * block_k) * block_k
+    _gemv[(triton.cdiv(N, block_n), split_k)](
+        x, weight, scale if scale is not None else weight, bias if bias is not None else weight, out,
+        norm_w if norm_w is not None else weight, norm_b if norm_b is not None else weight,
+        gate if gate is not None else weight, residual if residual is not None else weight,
+        x_out if x_out is not None else out, N, eps, K,
+        HAS_BIAS=bias is not None, GLU=glu, NORM=kind, NORM_BIAS=norm_b is not None, GATED=gate is not None,
+        RESIDUAL=residual is not None, EVEN=K == split_k * k_split and N % block_n == 0, FP8=scale is not None,
+        SPLIT_K=split_k, X_PARTS=x_parts, X_STRIDE=x_stride, BLOCK_N=block_n, BLOCK_K=block_k, PDL=PDL,
+        num_warps=warps, **({"launch_pdl": True} if PDL else {}))
 
 
 def _pdl_available() -> bool:
@@ -215,14 +515,30 @@ PDL = _pdl_available()
 @torch.library.custom_op("sambay::gemv", mutates_args=())
 def gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, glu: bool = False,
             norm_kind: int = NO_NORM, norm_weight: torch.Tensor | None = None, norm_bias: torch.Tensor | None = None,
-            eps: float = 0.0, gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+            eps: float = 0.0, gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+            scale: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`gemv` as an operator torch.compile keeps whole (and CUDA graphs capture)."""
     norm = (norm_kind, norm_weight, norm_bias, eps) if norm_kind != NO_NORM else None
-    return gemv(x, weight, bias, glu, norm, gate, residual)
+    return gemv(x, weight, bias, glu, norm, gate, residual, scale)
 
 
 @gemv_op.register_fake
 def _(x, weight, bias=None, glu=False, norm_kind=NO_NORM, norm_weight=None, norm_bias=None, eps=0.0, gate=None,
-      residual=None):  # type: ignore[no-untyped-def]
+      residual=None, scale=None):  # type: ignore[no-untyped-def]
     n = weight.shape[0] // 2 if glu else weight.shape[0]
-    return x.new_empty(*x.shape[:-1], n, dtype=residual.dtype if residual is not None else weight.dtype)
+    dtype = residual.dtype if residual is not None else scale.dtype if scale is not None else weight.dtype
+    return x.new_empty(*x.shape[:-1], n, dtype=dtype)
+
+
+@torch.library.custom_op("sambay::gemv_chain", mutates_args=())
+def chain_op(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1: torch.Tensor | None = None,
+             scale2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`chain` as an operator torch.compile keeps whole."""
+    return chain(x, w1, w2, rank, scale1, scale2)
+
+
+@chain_op.register_fake
+def _(x, w1, w2, rank, scale1=None, scale2=None):  # type: ignore[no-untyped-def]
+    d1 = scale1.dtype if scale1 is not None else w1.dtype
+    d2 = scale2.dtype if scale2 is not None else w2.dtype
+    return x.new_empty(*x.shape[:-1], w1.shape[0], dtype=d1), x.new_empty(*x.shape[:-1], w2.shape[0], dtype=d2)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backends
-from .linear import Linear, linear
+from .linear import Linear, linear_chain
 
 # ----------------------------------------------------------------------------- reference kernels
 
@@ -241,8 +241,10 @@ class Mamba(nn.Module):
 
     def _ssm_inputs(self, x_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x_c (..., E) -> dt (..., E) before bias, B and C (..., N)."""
-        dt, Bm, Cm = self.x_proj(x_c).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return linear(dt, self.dt_proj.weight), Bm, Cm
+        x_dbl, dt = linear_chain(x_c, self.x_proj.weight, self.dt_proj.weight, self.dt_rank,
+                                 scale1=self.x_proj.weight_scale, scale2=self.dt_proj.weight_scale)
+        _, Bm, Cm = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return dt, Bm, Cm
 
     def forward(
         self,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear import Linear, linear
+from .linear import Linear
 
 
-def swiglu(x: torch.Tensor, up: nn.Linear, down: Linear, norm: nn.Module | None = None,
+def swiglu(x: torch.Tensor, up: Linear, down: Linear, norm: nn.Module | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """``residual + down(u * silu(g))`` where ``g, u = up(norm(x)).chunk(2)``: the fused projection
     holds the gate first, then the up half (the order of both official checkpoints)."""
-    return down(linear(x, up.weight, up.bias, glu=True, norm=norm), residual=residual)
+    return down(up(x, glu=True, norm=norm), residual=residual)
 
 
 class MLP(nn.Module):

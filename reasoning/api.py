@@ -31,7 +31,8 @@ _loaded: dict[str | None, ReasoningEngine] = {}
 
 
 def load(path: str | os.PathLike[str] | None = None, *, device: torch.device | str | None = None,
-         dtype: torch.dtype | str | None = None, **engine_options: Any) -> ReasoningEngine:
+         dtype: torch.dtype | str | None = None, quantize: str | None = None,
+         **engine_options: Any) -> ReasoningEngine:
     """Load a checkpoint folder into a ready :class:`ReasoningEngine`.
 
     The folder holds ``config.json`` + safetensors weights (SambaY ``phi4flash`` or dense
@@ -39,7 +40,9 @@ def load(path: str | os.PathLike[str] | None = None, *, device: torch.device | s
     ``tokenizer.json`` the Phi-4 tokenizer is built with tiktoken from a local o200k_base file)
     and optionally ``generation_config.json`` (sampling defaults). ``path=None`` loads the
     built-in default model shipped in ``reasoning/default_model/``. ``device`` defaults to
-    CUDA when available, else CPU; ``dtype`` to the checkpoint's ``torch_dtype``.
+    CUDA when available, else CPU; ``dtype`` to the checkpoint's ``torch_dtype``; ``quantize="fp8"``
+    stores every projection and the lm_head as float8 e4m3 with per-row scales computed at load
+    (:func:`layers.linear.quantize_model`; about half the weight bytes a decode step reads).
     ``engine_options`` (``cuda_graphs``, ``compile``, ``prefill_chunk``) go to
     :class:`sambay.generate.Engine`.
 
@@ -53,7 +56,7 @@ def load(path: str | os.PathLike[str] | None = None, *, device: torch.device | s
                 "Pass a checkpoint folder instead: load('path/to/checkpoint') in Python, "
                 "or `sambay ask --model path/to/checkpoint ...` on the command line.")
         path = DEFAULT_MODEL_DIR
-    return ReasoningEngine.from_pretrained(path, device=device, dtype=dtype, **engine_options)
+    return ReasoningEngine.from_pretrained(path, device=device, dtype=dtype, quantize=quantize, **engine_options)
 
 
 def engine_for(model: Model) -> ReasoningEngine:

@@ -337,11 +337,13 @@ class ReasoningEngine:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, device: torch.device | str | None = None,
-                        dtype: torch.dtype | str | None = None, **kwargs: Any) -> ReasoningEngine:
+                        dtype: torch.dtype | str | None = None, quantize: str | None = None,
+                        **kwargs: Any) -> ReasoningEngine:
         """Load a checkpoint folder: the model (``config.json`` + safetensors), its tokenizer
         (``tokenizer.json`` / ``tokenizer_config.json``, else Phi-4's via tiktoken) and its
         ``generation_config.json``. ``device`` defaults to CUDA when available, else CPU;
-        ``dtype`` to the checkpoint's ``torch_dtype``; ``kwargs`` go to the engine."""
+        ``dtype`` to the checkpoint's ``torch_dtype``; ``quantize="fp8"`` stores the projections in
+        fp8 (:func:`sambay.load_model`); ``kwargs`` go to the engine."""
         from sambay import load_model
 
         folder = Path(path).expanduser()
@@ -354,7 +356,7 @@ class ReasoningEngine:
             raise FileNotFoundError(f"{str(path)!r} has no config.json: it is not a checkpoint folder")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_model(folder, dtype=parse_dtype(dtype), device=device)
+        model = load_model(folder, dtype=parse_dtype(dtype), device=device, quantize=quantize)
         tokenizer = load_tokenizer(folder)
         return cls(model, tokenizer, generation_config=read_generation_config(folder), path=str(folder), **kwargs)
 

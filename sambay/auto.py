@@ -17,11 +17,12 @@ MODEL_CLASSES = {cls.config_class.model_type: cls for cls in (SambaYForCausalLM,
 
 
 def load_model(folder: str | os.PathLike, dtype: torch.dtype | None = None,
-               device: torch.device | str | None = None) -> nn.Module:
+               device: torch.device | str | None = None, quantize: str | None = None) -> nn.Module:
     """Load ``folder`` as the model its ``config.json`` names: ``model_type`` ``phi4flash`` gives a
-    :class:`~sambay.model.SambaYForCausalLM`, ``phi3`` a :class:`~sambay.phi4mini.Phi4MiniForCausalLM`."""
+    :class:`~sambay.model.SambaYForCausalLM`, ``phi3`` a :class:`~sambay.phi4mini.Phi4MiniForCausalLM`;
+    ``quantize="fp8"``: fp8 projections (see :meth:`~sambay.causal_lm.CausalLM.from_pretrained`)."""
     path = Path(folder) / "config.json"
     model_type = read_config_json(path).get("model_type")
     if model_type not in MODEL_CLASSES:
         raise CheckpointError(f"{path} has model_type {model_type!r}; this package loads {sorted(MODEL_CLASSES)}")
-    return MODEL_CLASSES[model_type].from_pretrained(folder, dtype=dtype, device=device)
+    return MODEL_CLASSES[model_type].from_pretrained(folder, dtype=dtype, device=device, quantize=quantize)

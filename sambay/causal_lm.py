@@ -147,10 +147,11 @@ class CausalLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
-                        device: torch.device | str | None = None) -> "CausalLM":
+                        device: torch.device | str | None = None, quantize: str | None = None) -> "CausalLM":
         """Load ``folder`` (config.json + safetensors, official layout). ``dtype`` defaults to the
-        checkpoint's ``torch_dtype``; ``device`` to CPU."""
-        return load_pretrained(cls, folder, dtype=dtype, device=device)
+        checkpoint's ``torch_dtype``; ``device`` to CPU; ``quantize="fp8"`` stores the projections
+        and the lm_head in fp8 with per-row scales computed from the loaded weights."""
+        return load_pretrained(cls, folder, dtype=dtype, device=device, quantize=quantize)
 
     def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
         """Write config.json and the weights as ``model.safetensors`` or shards + index."""

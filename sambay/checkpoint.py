@@ -18,6 +18,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from layers.linear import quantize_model
+from layers.quant import check_mode
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -106,8 +109,11 @@ def check_names_and_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]])
 
 
 def load_pretrained(cls: Any, folder: str | os.PathLike, dtype: torch.dtype | None = None,
-                    device: torch.device | str | None = None) -> nn.Module:
-    """Build ``cls`` from ``folder/config.json`` on the meta device (instant) and load its weights."""
+                    device: torch.device | str | None = None, quantize: str | None = None) -> nn.Module:
+    """Build ``cls`` from ``folder/config.json`` on the meta device (instant) and load its weights;
+    ``quantize="fp8"`` then stores every projection (the lm_head too) as fp8 with per-row scales
+    (:func:`layers.linear.quantize_model`, layer by layer)."""
+    check_mode(quantize)
     config = cls.config_class.from_pretrained(folder)
     dtype = dtype or config.checkpoint_dtype or torch.float32
     device = resolve_device(device)
@@ -144,7 +150,7 @@ def load_pretrained(cls: Any, folder: str | os.PathLike, dtype: torch.dtype | No
         model.lm_head.weight = model.model.embed_tokens.weight
     if hasattr(model, "init_buffers"):  # buffers not stored in checkpoints (e.g. RoPE tables)
         model.init_buffers()
-    return model.eval()
+    return quantize_model(model, quantize).eval()
 
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:

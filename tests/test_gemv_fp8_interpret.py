@@ -1,0 +1,73 @@
+"""The GEMV on fp8 tiles and the split-K chain, in fp32 math, against their reference twins: under
+Triton's interpreter on CPU tensors where there is no CUDA (tests/conftest.py sets
+TRITON_INTERPRET=1; the interpreter loads float8 e4m3 exactly), compiled on CUDA tensors on a GPU
+machine. Sizes leave ragged tiles, rows and splits (an empty last split too)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("triton", reason="the kernel tests need triton (.ci/run installs it)")
+
+from layers.gemv_triton import chain, gemv  # noqa: E402
+from layers.linear import linear_chain_ref, linear_ref  # noqa: E402
+from layers.norm import RMSNorm, fused_norm_args  # noqa: E402
+from layers.quant import quantize_fp8  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    assert torch.isfinite(a).all()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def fresh_seed() -> int:
+    seed = int(torch.randint(0, 2**31, ()).item())
+    torch.manual_seed(seed)
+    return seed
+
+
+@pytest.mark.parametrize("fp8", [True, False])
+@pytest.mark.parametrize("N, K, glu, norm_kind, gated, residual, config", [
+    (77, 300, False, None, False, False, (2, 128, 4, 1)),      # ragged rows and columns
+    (40, 256, True, "layer", False, True, (4, 64, 4, 1)),     # glu + LayerNorm + residual, even tiles
+    (33, 200, False, "rms", True, True, (8, 64, 4, 1)),       # RMSNorm + silu gate + residual
+    (24, 96, False, None, False, False, None),                # the table's fallback tile (all of K at once)
+])
+def test_gemv_fp8_tiles_match_the_reference(fp8, N, K, glu, norm_kind, gated, residual, config):
+    seed = fresh_seed()
+    w = torch.randn(2 * N if glu else N, K, device=DEVICE) * 0.05
+    b = torch.randn(w.shape[0], device=DEVICE)
+    q, s = quantize_fp8(w) if fp8 else (w, None)
+    norm = {"layer": nn.LayerNorm(K), "rms": RMSNorm(K), None: None}[norm_kind]
+    norm = norm.to(DEVICE) if norm is not None else None
+    if norm is not None:
+        nn.init.normal_(norm.weight, 1.0, 0.3)
+    if norm_kind == "layer":
+        nn.init.normal_(norm.bias)
+    x = torch.randn(1, 1, K, device=DEVICE) * 2 + 0.5
+    gate = torch.randn(N, device=DEVICE) if gated else None
+    res = torch.randn(N, device=DEVICE) if residual else None
+    with torch.no_grad():
+        out = gemv(x, q, b, glu, fused_norm_args(norm) if norm is not None else None, gate, res, scale=s, config=config)
+        ref = linear_ref(x, q, b, scale=s, glu=glu, norm=norm, gate=gate, residual=res)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert rel(out, ref) < 1e-5, seed
+
+
+@pytest.mark.parametrize("fp8", [True, False])
+@pytest.mark.parametrize("config", [(2, 128, 4, 1), (4, 128, 4, 3), (1, 64, 4, 8)])
+def test_chain_split_k_then_gemv_matches_the_reference(fp8, config):
+    """x_proj (48 rows, K = 520: the last split partly empty) then dt_proj on its first 40 outputs."""
+    seed = fresh_seed()
+    x = torch.randn(1, 520, device=DEVICE)
+    w1, w2 = torch.randn(48, 520, device=DEVICE) * 0.05, torch.randn(200, 40, device=DEVICE) * 0.1
+    (q1, s1), (q2, s2) = (quantize_fp8(w1), quantize_fp8(w2)) if fp8 else ((w1, None), (w2, None))
+    y1, y2 = chain(x, q1, q2, 40, s1, s2, configs=(config, (8, 64, 4, 1)))
+    r1, r2 = linear_chain_ref(x, q1, q2, 40, scale1=s1, scale2=s2)
+    assert y1.shape == r1.shape and y2.shape == r2.shape
+    assert rel(y1, r1) < 1e-5 and rel(y2, r2) < 1e-5, seed
