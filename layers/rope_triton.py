@@ -88,10 +88,21 @@ def _slot_stride(pool: torch.Tensor) -> int:
     return pool.stride(1)
 
 
-@torch.library.custom_op("sambay::rotary_store", mutates_args=("k_pool", "v_pool", "k_scale", "v_scale"))
 def rotary_store_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                         k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
                         k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_rotary_store_op`, with empty scale tensors standing for none: a custom op's mutated
+    arguments must be tensors (torch drops a None one from the call and its in-place bookkeeping
+    then fails on CUDA)."""
+    none = slots.new_empty(0, dtype=torch.float32)
+    return _rotary_store_op(q, k, v, cos, sin, k_pool, v_pool, slots, none if k_scale is None else k_scale,
+                            none if v_scale is None else v_scale)
+
+
+@torch.library.custom_op("sambay::rotary_store", mutates_args=("k_pool", "v_pool", "k_scale", "v_scale"))
+def _rotary_store_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
+                     k_scale: torch.Tensor, v_scale: torch.Tensor) -> torch.Tensor:
     """q (B, 1, H, D), k and v (B, 1, G, D) (unit last stride), cos and sin (B or 1, 1, rotary_dim),
     pools (num_blocks, block_size, G, D), slots (B,) int64 flat slot indices -> rotated q (B, 1, H, D);
     row b's k rotated and v written at slot ``slots[b]``. float8_e4m3fn pools: quantized per
@@ -101,7 +112,7 @@ def rotary_store_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: 
     assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1 and cos.stride(-1) == sin.stride(-1) == 1
     assert cos.stride() == sin.stride() and slots.shape == (B,) and slots.dtype == torch.int64
     fp8 = k_pool.dtype == torch.float8_e4m3fn
-    assert fp8 == (v_pool.dtype == torch.float8_e4m3fn) == (k_scale is not None) == (v_scale is not None)
+    assert fp8 == (v_pool.dtype == torch.float8_e4m3fn) == (k_scale.numel() > 0) == (v_scale.numel() > 0)
     if fp8:
         assert k_scale.is_contiguous() and v_scale.is_contiguous()
         assert k_scale.shape == v_scale.shape == k_pool.shape[:3] and k_scale.dtype == v_scale.dtype == torch.float32
@@ -117,6 +128,6 @@ def rotary_store_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: 
     return out
 
 
-@rotary_store_triton.register_fake
-def _(q, k, v, cos, sin, k_pool, v_pool, slots, k_scale=None, v_scale=None):  # type: ignore[no-untyped-def]
+@_rotary_store_op.register_fake
+def _(q, k, v, cos, sin, k_pool, v_pool, slots, k_scale, v_scale):  # type: ignore[no-untyped-def]
     return torch.empty(q.shape[0], 1, q.shape[2], q.shape[3], device=q.device, dtype=q.dtype)
