@@ -259,7 +259,7 @@ def test_rotary_store_ref_rotates_per_row_and_writes_flat_slots(dtype):
 
 
 def test_fp8_quantization_is_within_e4m3_precision():
-    """scale = amax / 448 exactly; each value within half an e4m3 step: 2**-4 relative for normal
+    """scale = amax / 448 (to one rounding); each value within half an e4m3 step: 2**-4 relative for normal
     numbers (3 mantissa bits), 2**-10 * scale absolute below e4m3's smallest normal (2**-6)."""
     seed = fresh_seed()
     x = torch.randn(50, 4, 64) * torch.rand(50, 4, 1) * 10
@@ -267,7 +267,7 @@ def test_fp8_quantization_is_within_e4m3_precision():
     x8, scale = quantize_fp8(x)
     assert x8.dtype == torch.float8_e4m3fn and scale.dtype == torch.float32 and scale.shape == (50, 4)
     amax = x.abs().amax(-1)
-    assert torch.equal(scale[amax > 0], amax[amax > 0] / FP8_MAX) and scale[3, 1] == 1
+    assert torch.allclose(scale[amax > 0], amax[amax > 0] / FP8_MAX, rtol=2**-23) and scale[3, 1] == 1
     back = x8.float() * scale[..., None]
     bound = torch.maximum(x.abs() * 2**-4, scale[..., None] * 2**-10)
     assert ((back - x).abs() <= bound * (1 + 1e-6)).all(), seed
