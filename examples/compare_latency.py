@@ -29,12 +29,17 @@ def ints(text: str) -> list[int]:
 def hf_comparison(settings: BenchSettings, prompt: int = 2048, new_tokens: int = 256) -> dict:
     """The dense model through our engine vs transformers' own ``generate`` on the same weights
     (greedy, batch 1, ``prompt`` + ``new_tokens``)."""
-    from transformers import Phi3Config, Phi3ForCausalLM
+    try:
+        from transformers import Phi3Config, Phi3ForCausalLM
+    except ImportError as e:
+        raise SystemExit("the comparison with transformers' generate needs transformers: "
+                         "pip install 'sambay[bench]' (or pass --no-hf)") from e
 
     from sambay.generate import Engine, Request, SamplingParams
 
     device, dtype = torch.device(settings.device), getattr(torch, settings.dtype)
     ours = build("dense", settings.shape, settings.device, dtype)
+    ours.backends = settings.backends
     hf_config = Phi3Config(**{k: v for k, v in ours.config.to_dict().items() if k != "model_type"})
     with torch.device(device):
         hf = Phi3ForCausalLM(hf_config).to(dtype).eval()
@@ -72,16 +77,16 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, help="throughput prompt length (default 2048)")
     ap.add_argument("--generate", type=int, help="throughput generation budget (default 32768)")
     ap.add_argument("--decode-steps", type=int, help="timed steps per point")
-    ap.add_argument("--attention", choices=backends.ATTENTION, default="auto")
-    ap.add_argument("--mamba", choices=backends.MAMBA, default="auto")
-    ap.add_argument("--linear", choices=backends.LINEAR, default="auto", help="triton: GEMV kernel at batch 1")
+    ap.add_argument("--attention", choices=backends.ATTENTION)
+    ap.add_argument("--mamba", choices=backends.MAMBA)
+    ap.add_argument("--linear", choices=backends.LINEAR, help="triton: GEMV kernel at batch 1")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    backends.set_backend(attention=args.attention, mamba=args.mamba, linear=args.linear)
 
     s = BenchSettings.tiny(args.device) if args.tiny else BenchSettings(device=args.device)
+    s.backends = backends.DEFAULT.replace(attention=args.attention, mamba=args.mamba, linear=args.linear)
     s.models = args.models.split(",")
     for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps"):
         if getattr(args, name) is not None:
@@ -101,7 +106,7 @@ def main() -> None:
         print(f"dense, {h['prompt']} prompt + {h['new_tokens']} tokens: our engine {h['ours_s']:.2f}s, "
               f"transformers generate {h['transformers_s']:.2f}s ({h['speedup']:.2f}x)")
     if not args.no_plot:
-        print("plots:", ", ".join(plot(results, str(out))))
+        print("plots:", ", ".join(plot(results, str(out))))  # matplotlib is a dependency: always both
     print(f"wrote {out / 'results.json'} in {results['wall_seconds']:.0f}s")
 
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from layers import backends
+from layers.backends import Backends
+from layers.linear import Linear
+
 from .cache import CacheBase
 from .checkpoint import load_pretrained, save_pretrained
 
@@ -61,9 +65,27 @@ def resolve_padding(
 class CausalLM(nn.Module):
     """What both models of the package share: the call, the decode-step contract, dtype/device
     and checkpoints. A subclass sets ``config_class`` and implements ``_forward`` (T new tokens,
-    host-side positions) and ``decode_step`` (one token, device-side positions)."""
+    host-side positions) and ``decode_step`` (one token, device-side positions).
+
+    ``backends``: the kernels this model runs on (:class:`layers.backends.Backends`; the
+    environment's choice unless set, ``model.backends = Backends(attention="ref")``), active in
+    the calling thread during :meth:`forward` and, through the engine, during each decode step."""
 
     config_class: type
+    backends: Backends = backends.DEFAULT  # a class default: assigning sets this model's own
+
+    def __init__(self, config, model: nn.Module, lm_head_bias: bool = False) -> None:
+        """``model`` holds ``embed_tokens``, the layers and the final norm; the head is a
+        :class:`~layers.linear.Linear`, tied to the embedding when the config says so. The weights
+        are initialized (``reset_parameters``) unless built on the meta device to load into."""
+        super().__init__()
+        self.config = config
+        self.model = model
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=lm_head_bias)
+        if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
+            self.reset_parameters()
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     @property
     def dtype(self) -> torch.dtype:
@@ -91,14 +113,15 @@ class CausalLM(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        if cache is not None:
-            cache.check_room(B, T)
-            if T == 1 and attention_mask is None:
-                logits = self.decode_step(input_ids, cache)
-                cache.length += 1
-                return CausalLMOutput(logits, cache)
-        start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
-        logits = self._forward(input_ids, positions, start, pad_mask, cache, logits_to_keep)
+        with backends.activate(self.backends):
+            if cache is not None:
+                cache.check_room(B, T)
+                if T == 1 and attention_mask is None:
+                    logits = self.decode_step(input_ids, cache)
+                    cache.length += 1
+                    return CausalLMOutput(logits, cache)
+            start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
+            logits = self._forward(input_ids, positions, start, pad_mask, cache, logits_to_keep)
         if cache is not None:
             cache.advance(T)
         return CausalLMOutput(logits, cache)

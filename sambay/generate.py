@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from layers import backends
 
 from .cache import CacheBase
 
@@ -36,15 +39,25 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
+        # Booleans are ints to Python, not numbers here; nor are strings such as "0.5".
+        if not (_number(self.temperature) and math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not (0 < self.top_p <= 1):
+        if not (_number(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+        if not (_integer(self.top_k) and self.top_k >= 0):
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
-        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+        if not (_integer(self.max_new_tokens) and self.max_new_tokens >= 1):
             raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not (_integer(self.seed) and self.seed >= 0):
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+
+def _integer(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def uniform(seed: int, step: int) -> float:
@@ -136,13 +149,20 @@ class Engine:
     def __init__(self, model: nn.Module, *, cuda_graphs: bool | None = None, compile: bool = False,
                  prefill_chunk: int = 8192) -> None:
         self.model = model.eval()
-        self.decode_step = model.decode_step
+        decode_step = model.decode_step
         if compile:
             # One static graph per (batch, cache length): a dynamic one is slower to run. Inductor
             # rounds between fused ops where eager rounds, so compiled numerics are eager's. No
             # matmul padding: its search allocates weight-sized tensors, and decode has no use for it.
-            self.decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False,
-                                             options={"emulate_precision_casts": True, "shape_padding": False})
+            decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False,
+                                        options={"emulate_precision_casts": True, "shape_padding": False})
+
+        def step_with_backends(ids: torch.Tensor, cache: CacheBase) -> torch.Tensor:
+            # The model's kernels, in whichever thread steps (and captures the graph).
+            with backends.activate(model.backends):
+                return decode_step(ids, cache)
+
+        self.decode_step = step_with_backends
         self.device = model.device
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":
