@@ -122,8 +122,8 @@ def test_gemv_residual_keeps_its_dtype(residual_dtype):
 
 
 # ----------------------------------------------------------------------------- RoPE + cache write
-# Today's signature: rotary_store_triton(q, k, v, cos, sin, k_cache, v_cache, slot) with (B, S, G, D)
-# caches and one shared slot. Helper `kernels` moves it to paged pools and per-row slots.
+# rotary_store_triton(q, k, v, cos, sin, k_pool, v_pool, slots) writes row b at flat slot slots[b];
+# a (B, S, G, D) cache is a pool of B blocks of S slots (paged pools: tests/test_paged_kernels.py).
 
 
 @pytest.mark.parametrize("B, per_row_cos", [(1, False), (3, True), (3, False)])
@@ -139,9 +139,9 @@ def test_rotary_store_kernel_matches_reference(B, per_row_cos):
     cos, sin = angle.cos(), angle.sin()
     caches = [torch.randn(B, S, G, D, device=DEVICE) for _ in range(2)]
     copies = [c.clone() for c in caches]
-    slot = torch.tensor([int(torch.randint(0, S, ()))], device=DEVICE)
-    want = rotary_store_ref(q, k, v, cos, sin, *caches, slot)
-    got = rotary_store_triton(q, k, v, cos, sin, *copies, slot)
+    slots = torch.arange(B, device=DEVICE) * S + int(torch.randint(0, S, ()))
+    want = rotary_store_ref(q, k, v, cos, sin, *caches, slots)
+    got = rotary_store_triton(q, k, v, cos, sin, *copies, slots)
     assert torch.equal(got, want), f"seed {seed}"  # each product rounded as torch rounds it: the same bits
     assert torch.equal(copies[0], caches[0]) and torch.equal(copies[1], caches[1]), f"seed {seed}"
 

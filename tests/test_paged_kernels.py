@@ -4,25 +4,21 @@ Continuous batching gives every row its own length: ``attend`` takes per-row pos
 paged kernels read each row's keys through its block table. The dense loops below build each
 row's keys position by position from the pool and take one softmax per query, in float64.
 
-The Triton kernels run here too: on CPU tensors in Triton's interpreter (fp32 only: it truncates
-fp32 -> bf16 and its bf16 dot is wrong), on CUDA tensors where there is a GPU; the ``gpu``-marked
-tests at the end check them in bf16 and fp32 at the models' shapes.
+The Triton kernels run here too: on CPU tensors in Triton's interpreter (tests/conftest.py selects
+it without CUDA; fp32 only: it truncates fp32 -> bf16 and its bf16 dot is wrong), on CUDA tensors
+where there is a GPU; the ``gpu``-marked tests at the end check them in bf16 and fp32 at the
+models' shapes.
 """
 
 import copy
-import os
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
-if not torch.cuda.is_available():  # before any kernel module is imported: Triton's interpreter on CPU
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-
-import layers.backends as backends  # noqa: E402
-from layers.attention import (  # noqa: E402
+import layers.backends as backends
+from layers.attention import (
     FP8_MAX,
     DiffAttnCore,
     attend,
@@ -34,8 +30,8 @@ from layers.attention import (  # noqa: E402
     paged_store,
     quantize_fp8,
 )
-from layers.rope import apply_rotary, rotary_store, rotary_store_ref  # noqa: E402
-from layers.rope_triton import _round_e4m3  # noqa: E402
+from layers.rope import apply_rotary, rotary_store, rotary_store_ref
+from layers.rope_triton import _round_e4m3
 
 
 def fresh_seed() -> int:
