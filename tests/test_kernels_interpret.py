@@ -122,8 +122,8 @@ def test_gemv_residual_keeps_its_dtype(residual_dtype):
 
 
 # ----------------------------------------------------------------------------- RoPE + cache write
-# rotary_store_triton(q, k, v, cos, sin, k_pool, v_pool, slots) writes row b at flat slot slots[b];
-# a (B, S, G, D) cache is a pool of B blocks of S slots (paged pools: tests/test_paged_kernels.py).
+# rotary_store_triton(q, k, v, cos, sin, k_pool, v_pool, slots): (num_blocks, block_size, G, D) pools,
+# one flat slot per row (tests/test_paged_kernels.py covers fp8 pools).
 
 
 @pytest.mark.parametrize("B, per_row_cos", [(1, False), (3, True), (3, False)])
@@ -137,9 +137,9 @@ def test_rotary_store_kernel_matches_reference(B, per_row_cos):
     q, k, v = q.view(B, 1, H, D), k.view(B, 1, G, D), v.view(B, 1, G, D)
     angle = torch.randn(B if per_row_cos else 1, 1, R, device=DEVICE) * 100
     cos, sin = angle.cos(), angle.sin()
-    caches = [torch.randn(B, S, G, D, device=DEVICE) for _ in range(2)]
+    caches = [torch.randn(S, 4, G, D, device=DEVICE) for _ in range(2)]  # S blocks of 4 slots
     copies = [c.clone() for c in caches]
-    slots = torch.arange(B, device=DEVICE) * S + int(torch.randint(0, S, ()))
+    slots = torch.randperm(S * 4, device=DEVICE)[:B]
     want = rotary_store_ref(q, k, v, cos, sin, *caches, slots)
     got = rotary_store_triton(q, k, v, cos, sin, *copies, slots)
     assert torch.equal(got, want), f"seed {seed}"  # each product rounded as torch rounds it: the same bits

@@ -218,7 +218,7 @@ def test_leaving_a_stream_early_cancels_it(engine: ReasoningEngine) -> None:
     deltas.close()  # what leaving a for loop does; it waits for the generating thread
     assert stream.results is not None
     r = stream.result
-    assert r.stats.finish_reason in ("cancelled", "stop") and r.stats.generated_tokens < 2000
+    assert r.stats.finish_reason in ("abort", "stop") and r.stats.generated_tokens < 2000
     with pytest.raises(RuntimeError, match="only once"):
         iter(stream)
     assert engine.generate(QUESTION, temperature=0.0, max_new_tokens=4).stats.generated_tokens <= 4
@@ -535,3 +535,22 @@ def test_examples_run(folder: Path, script: str, args: list[str], monkeypatch: p
     monkeypatch.setattr(sys, "argv", [script, "--model", str(folder), *args])
     runpy.run_path(str(ROOT / "examples" / script), run_name="__main__")
     assert capsys.readouterr().out.strip()
+
+
+def test_non_finite_logits_end_with_an_error_and_the_cli_exits_non_zero(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A NaN in a weight: generation ends with finish_reason 'error' saying the logits are not
+    finite (not '' with 'stop'), and `sambay ask` prints that and exits 1."""
+    small_tokenizer().save(tmp_path)
+    torch.manual_seed(0)
+    model = SambaYForCausalLM(SambaYConfig.tiny(vocab_size=320, initializer_range=0.1))
+    with torch.no_grad():
+        model.model.layers[2].mlp.fc2.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path)
+    broken = reasoning.load(tmp_path, device="cpu")
+    for temperature in (0.0, 1.0):
+        r = broken.generate(QUESTION, temperature=temperature, max_new_tokens=6)
+        assert r.stats.finish_reason == "error" and "not finite" in r.stats.error and r.tokens == []
+    assert main(["ask", QUESTION, "--model", str(tmp_path), "--max-new-tokens", "4", "--no-stream"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sambay ask: error: ") and "logits are not finite" in err
