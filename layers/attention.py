@@ -412,3 +412,9 @@ class DiffAttention(nn.Module):
                residual: torch.Tensor | None = None) -> torch.Tensor:
         """``residual + out_proj(differential attention)``."""
         return self.out_proj(self.inner_cross_attn(q, k, v, q_pos, k_pos, start, window), residual=residual)
+
+    def attend_paged(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor,
+                     q_pos: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + out_proj(differential attention)`` of one query per row over paged K/V."""
+        return self.out_proj(self.inner_cross_attn.forward_paged(q, k_pool, v_pool, block_table, q_pos),
+                             residual=residual)

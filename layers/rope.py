@@ -6,13 +6,14 @@
 * **Frequencies.** ``inv_freq[i] = 1 / (ext[i] * rope_theta ** (2i / rotary_dim))`` for
   ``i < rotary_dim / 2``; the angle of position ``p`` is ``p * inv_freq[i]``. ``ext`` is LongRoPE's
   ``short_factor`` or ``long_factor`` list (all ones for plain RoPE).
-* **Which list.** The long factors are used iff the sequence *capacity* exceeds
-  ``original_max_position_embeddings``. Capacity is the KV cache's ``max_seq_len`` when running
-  with a cache, else the length T (pad slots included) of the full forward. A full forward thus
-  picks what transformers picks at that length (``max(position_ids) + 1``, which is T unless every
-  row is padded), and prefill + decode with a cache of capacity C equals one full forward of
-  length C. (transformers' ``generate`` instead switches lists when the running length crosses
-  ``original_max_position_embeddings``, recomputing its cache at that step.)
+* **Which list.** The long factors are used iff the sequence's *length budget* exceeds
+  ``original_max_position_embeddings``: for a generation request, its prompt + ``max_new_tokens``
+  (decided once per request, applied per row, so a row's numbers never depend on its batch); for a
+  full forward, its length T (pad slots included), which is what transformers picks at that length
+  (``max(position_ids) + 1``). transformers' ``generate`` instead switches lists when the running
+  length crosses ``original_max_position_embeddings`` (recomputing its cache at that step); recent
+  vLLM fixes the choice for the whole server at start-up (``max_model_len >
+  original_max_position_embeddings``), and older vLLM chose per batch (any position past it).
 * **Attention factor** (LongRoPE's magnitude scaling): cos and sin are multiplied by
   ``sqrt(1 + ln(factor) / ln(original_max_position_embeddings))`` where ``factor`` is the config's
   ``factor`` if given, else ``max_position_embeddings / original_max_position_embeddings``; it is 1
@@ -131,14 +132,20 @@ class RotaryEmbedding(nn.Module):
         self.init_buffers()  # on the new device, in fp32, whatever fn did to the dtype
         return self
 
-    def uses_long_factors(self, capacity: int) -> bool:
-        """True iff a sequence capacity of ``capacity`` tokens selects the long factors."""
+    def uses_long_factors(self, length: int) -> bool:
+        """True iff a sequence of ``length`` positions (a request's prompt + max_new_tokens, or a
+        full forward's T) selects the long factors."""
         p = self.params
-        return p.long_factor is not None and capacity > p.original_max_position_embeddings
+        return p.long_factor is not None and length > p.original_max_position_embeddings
 
-    def forward(self, positions: torch.Tensor, capacity: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (B or 1, T) -> cos, sin (B or 1, T, rotary_dim) in ``dtype``."""
-        inv_freq = self.long_inv_freq if self.uses_long_factors(capacity) else self.short_inv_freq
+    def forward(self, positions: torch.Tensor, long: bool | torch.Tensor,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B or 1, T) -> cos, sin (B or 1, T, rotary_dim) in ``dtype``; ``long`` picks the
+        long factors for all rows (a bool) or per row (a (B,) bool tensor)."""
+        if isinstance(long, torch.Tensor):
+            inv_freq = torch.where(long[:, None], self.long_inv_freq, self.short_inv_freq)[:, None]  # (B, 1, r/2)
+        else:
+            inv_freq = self.long_inv_freq if long else self.short_inv_freq
         freqs = positions[..., None].float() * inv_freq  # (B|1, T, rotary_dim / 2)
         emb = torch.cat((freqs, freqs), dim=-1)
         a = self.params.attention_factor

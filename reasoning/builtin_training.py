@@ -166,15 +166,16 @@ def heldout_accuracy(model: nn.Module, tokenizer: Tokenizer, problems: Sequence[
     ``trace_exact``: the whole completion equals the curriculum's worked solution.
     """
     was_training = model.training
-    engine = Engine(model)
+    engine = Engine(model, max_batch_size=max(1, min(batch_size, len(problems))))
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     stop = sorted(tokenizer.stop_token_ids)
     correct, trace_exact, per_kind, failures = 0, 0, {}, []
     t0 = time.perf_counter()
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
-        requests = [Request(tokenizer.encode(tokenizer.chat_prompt(p.question)), params) for p in chunk]
-        for p, g in zip(chunk, engine.generate(requests, stop_token_ids=stop)):
+        requests = [Request(tokenizer.encode(tokenizer.chat_prompt(p.question)), params, stop_token_ids=stop)
+                    for p in chunk]
+        for p, g in zip(chunk, engine.generate(requests)):
             text = tokenizer.decode(g.tokens, skip_special=True)
             ok = extract_boxed(text) == p.answer
             correct += ok
@@ -183,7 +184,6 @@ def heldout_accuracy(model: nn.Module, tokenizer: Tokenizer, problems: Sequence[
             per_kind[p.kind] = (right + ok, n + 1)
             if not ok and len(failures) < keep_failures:
                 failures.append({"question": p.question, "answer": p.answer, "output": text})
-    engine.release()
     model.train(was_training)
     n = max(1, len(problems))
     return {"n": len(problems), "accuracy": correct / n, "trace_exact": trace_exact / n,

@@ -18,7 +18,6 @@ only; text, chat prompts, stop strings and answers live in ``reasoning/``.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence as Seq
@@ -34,8 +33,6 @@ from .engine.scheduler import POLICIES, Scheduler
 from .engine.sequence import Sequence, Status, decode_tokens_per_second
 
 __all__ = ["Engine", "EngineStats", "Generation", "Request", "SamplingParams", "StepOutput", "sample", "uniform"]
-
-log = logging.getLogger("sambay")
 
 NON_FINITE = "the logits are not finite (NaN or infinite values: broken weights or an overflow)"
 
@@ -187,6 +184,8 @@ class Engine:
         allowance for activations (a prefill chunk's, and the sampler's (batch, vocab) buffers)."""
         probe = self.model.make_cache(2, self.block_size, 1, device="meta")
         free, _ = torch.cuda.mem_get_info(self.device)
+        # memory PyTorch holds in its cache but no tensor uses (e.g. a released engine's pool) is free too
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         cfg = self.model.config
         activations = (self.prefill_chunk * cfg.hidden_size * 4 * 48
                        + self.max_batch_size * cfg.vocab_size * 4 * 8)

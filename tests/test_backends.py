@@ -49,11 +49,12 @@ def test_two_models_on_two_threads_each_run_their_own_backends(monkeypatch):
                 barrier.wait()
                 with torch.no_grad():
                     model(ids[:, :n + 4])
-                cache, step = engine.slot(2, 16)
-                engine.prefill(cache, ids[:, :n + 4])
+                cache = model.allocate_cache(2, 16)
+                with torch.no_grad():
+                    model(ids[:, :n + 4], cache=cache)
                 barrier.wait()
                 with torch.no_grad():
-                    step(ids[:, n + 4:n + 5])
+                    model(ids[:, n + 4:n + 5], cache=cache)  # a paged decode step
             params = SamplingParams(temperature=0.0, max_new_tokens=4)
             tokens[threading.current_thread().name] = [g.tokens for g in engine.generate(
                 [Request(ids[0].tolist(), params), Request(ids[1, :7].tolist(), params)])]

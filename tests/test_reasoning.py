@@ -10,6 +10,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -554,3 +555,29 @@ def test_non_finite_logits_end_with_an_error_and_the_cli_exits_non_zero(
     assert main(["ask", QUESTION, "--model", str(tmp_path), "--max-new-tokens", "4", "--no-stream"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sambay ask: error: ") and "logits are not finite" in err
+
+
+def test_add_step_abort_and_run(engine: ReasoningEngine) -> None:
+    """The text-level engine driven by hand: add (streaming through on_text), step, abort from
+    another thread; run() returns every result in order and reports each as it finishes."""
+    greedy = engine.sampling(temperature=0.0, max_new_tokens=8)
+    seen: list[str] = []
+    rid = engine.add(QUESTION, greedy, on_text=seen.append)
+    other = engine.add("Hi", engine.sampling(temperature=1.0, max_new_tokens=200, seed=1), request_id="other")
+    assert other == "other"
+    results = {r.request_id: r for r in engine.step()}
+    aborter = threading.Thread(target=engine.abort, args=(other,))
+    aborter.start()
+    aborter.join()
+    while engine.has_unfinished():
+        results.update({r.request_id: r for r in engine.step()})
+    assert results["other"].stats.finish_reason == "abort" and results["other"].stats.generated_tokens < 200
+    assert "".join(seen) == results[rid].text
+    alone = engine.generate(QUESTION, temperature=0.0, max_new_tokens=8)
+    assert results[rid].tokens == alone.tokens
+    order: list[int] = []
+    both = engine.run([(QUESTION, greedy), ("Hi", engine.sampling(temperature=0.0, max_new_tokens=3))],
+                      on_result=lambda i, r: order.append(i))
+    assert both[0].tokens == alone.tokens and both[1].stats.generated_tokens <= 3 and sorted(order) == [0, 1]
+    with pytest.raises(TypeError, match="a prompt is"):
+        engine.add(123)  # type: ignore[arg-type]
