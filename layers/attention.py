@@ -414,7 +414,9 @@ class DiffAttention(nn.Module):
         return self.out_proj(self.inner_cross_attn(q, k, v, q_pos, k_pos, start, window), residual=residual)
 
     def attend_paged(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor,
-                     q_pos: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``residual + out_proj(differential attention)`` of one query per row over paged K/V."""
-        return self.out_proj(self.inner_cross_attn.forward_paged(q, k_pool, v_pool, block_table, q_pos),
-                             residual=residual)
+                     q_pos: torch.Tensor, residual: torch.Tensor | None = None, k_scale: torch.Tensor | None = None,
+                     v_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + out_proj(differential attention)`` of one query per row over paged K/V
+        (float8 pools with their ``k_scale``, ``v_scale``)."""
+        return self.out_proj(self.inner_cross_attn.forward_paged(q, k_pool, v_pool, block_table, q_pos, k_scale,
+                                                                 v_scale), residual=residual)
