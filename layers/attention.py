@@ -178,6 +178,10 @@ def attend(
 
 
 FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+# Scales are amax times 1/448 (in fp32), not amax / 448: torch divides by a Python number through
+# its reciprocal on CUDA but exactly on a CPU, while one multiplication rounds alike everywhere,
+# the Triton cache write included.
+FP8_INV_MAX = 1.0 / FP8_MAX
 
 
 def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +189,7 @@ def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``amax over D / 448``, so the largest element maps to e4m3's largest; ``values * scale``
     is x to e4m3's 3 mantissa bits (relative error <= 2**-4 per element). A zero vector gets scale 1."""
     amax = x.float().abs().amax(-1)
-    scale = torch.where(amax > 0, amax / FP8_MAX, 1.0)
+    scale = torch.where(amax > 0, amax * FP8_INV_MAX, 1.0)
     return (x.float() / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
 
 
@@ -412,6 +416,7 @@ class DiffAttention(nn.Module):
     def attend_paged(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor,
                      q_pos: torch.Tensor, residual: torch.Tensor | None = None, k_scale: torch.Tensor | None = None,
                      v_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """``residual + out_proj(differential attention)`` of one query per row over paged K/V."""
+        """``residual + out_proj(differential attention)`` of one query per row over paged K/V
+        (float8 pools with their ``k_scale``, ``v_scale``)."""
         return self.out_proj(self.inner_cross_attn.forward_paged(q, k_pool, v_pool, block_table, q_pos, k_scale,
                                                                  v_scale), residual=residual)

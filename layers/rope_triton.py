@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention import FP8_INV_MAX
 from .gemv_triton import PDL, gdc_launch_dependents, gdc_wait
 
 
@@ -31,13 +32,13 @@ def _round_e4m3(x):
 
 
 @triton.jit
-def _write(dst, x, SC, d, D: tl.constexpr, FP8: tl.constexpr):
-    """Store one head vector; into a float8 pool as ``quantize_fp8`` does: scale = amax / 448
+def _write(dst, x, SC, d, inv_max, D: tl.constexpr, FP8: tl.constexpr):
+    """Store one head vector; into a float8 pool as ``quantize_fp8`` does: scale = amax * (1/448)
     (written to SC), values x / scale, correctly rounded as torch's division is."""
     if FP8:
         xf = x.to(tl.float32)
         amax = tl.max(tl.where(d < D, tl.abs(xf), 0.0), 0)
-        scale = tl.where(amax > 0, tl.math.div_rn(amax, 448.0), 1.0)
+        scale = tl.where(amax > 0, amax * inv_max, 1.0)
         xq = _round_e4m3(tl.minimum(tl.maximum(tl.math.div_rn(xf, scale), -448.0), 448.0))
         tl.store(dst + d, xq.to(dst.dtype.element_ty), mask=d < D)
         tl.store(SC, scale)
@@ -48,7 +49,7 @@ def _write(dst, x, SC, d, D: tl.constexpr, FP8: tl.constexpr):
 @triton.jit
 def _rotary_store(Q, K, V, COS, SIN, KC, VC, SLOTS, QOUT, KSC, VSC,
                   sqb, sqh, skb, skh, svb, svh, scb, skcs, skch, svcs, svch,
-                  H, G, D: tl.constexpr, ROT: tl.constexpr, DP: tl.constexpr, FP8: tl.constexpr,
+                  H, G, inv_max, D: tl.constexpr, ROT: tl.constexpr, DP: tl.constexpr, FP8: tl.constexpr,
                   PDL: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
@@ -77,9 +78,9 @@ def _rotary_store(Q, K, V, COS, SIN, KC, VC, SLOTS, QOUT, KSC, VSC,
     if head < H:
         tl.store(QOUT + (b * H + head) * D + d, y, mask=d < D)
     elif head < H + G:
-        _write(KC + slot * skcs + (head - H) * skch, y, KSC + slot * G + head - H, d, D, FP8)
+        _write(KC + slot * skcs + (head - H) * skch, y, KSC + slot * G + head - H, d, inv_max, D, FP8)
     else:
-        _write(VC + slot * svcs + (head - H - G) * svch, y, VSC + slot * G + head - H - G, d, D, FP8)
+        _write(VC + slot * svcs + (head - H - G) * svch, y, VSC + slot * G + head - H - G, d, inv_max, D, FP8)
 
 
 def _slot_stride(pool: torch.Tensor) -> int:
@@ -122,7 +123,7 @@ def _rotary_store_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
         q.stride(0), q.stride(2), k.stride(0), k.stride(2), v.stride(0), v.stride(2),
         cos.stride(0) if cos.shape[0] > 1 else 0,
         _slot_stride(k_pool), k_pool.stride(2), _slot_stride(v_pool), v_pool.stride(2),
-        H, G, D=D, ROT=rot, DP=triton.next_power_of_2(D), FP8=fp8, PDL=PDL, num_warps=1,
+        H, G, FP8_INV_MAX, D=D, ROT=rot, DP=triton.next_power_of_2(D), FP8=fp8, PDL=PDL, num_warps=1,
         enable_fp_fusion=False,  # keep every product rounded on its own, as torch's ops do
         **({"launch_pdl": True} if PDL else {}))
     return out
