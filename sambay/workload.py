@@ -128,13 +128,15 @@ def _engine(model: nn.Module, s: WorkloadSettings, policy: str) -> Engine:
 
 
 def _report(model: nn.Module, engine: Engine, meter: _Meter, s: WorkloadSettings, tokens: int, seconds: float,
-            steps: int) -> dict[str, Any]:
+            steps: int, cpu_seconds: float) -> dict[str, Any]:
     cache = engine.cache
     pool_tokens = (engine.num_blocks - 1) * engine.block_size
     reserved = min(engine.max_batch_size, pool_tokens // (s.prompt + s.max_len))
     device = model.device
     return {
         "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        # this process's CPU seconds: on a CPU shared with other jobs, what the run itself cost
+        "cpu_seconds": cpu_seconds, "tokens_per_cpu_s": tokens / cpu_seconds if cpu_seconds > 0 else None,
         "steps": steps, "mean_batch": engine.stats.mean_batch, "preemptions": engine.stats.preemptions,
         "prefill_tokens": engine.stats.prefill_tokens,
         "bytes_model_tokens_per_s": meter.decoded / meter.floor_seconds if meter.floor_seconds > 0 else None,
@@ -165,11 +167,12 @@ def run_end_to_end(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth
     for r in _requests(s, draw_lengths(s), model.config.vocab_size, s.seed):
         engine.add(r)
     tokens = steps = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while engine.has_unfinished():
         tokens += meter.step()
         steps += 1
-    return {"method": "end_to_end", **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, steps)}
+    return {"method": "end_to_end", **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, steps,
+                                              time.process_time() - c0)}
 
 
 @torch.no_grad()
@@ -202,13 +205,14 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
         torch.cuda.reset_peak_memory_stats(model.device)
     meter = _Meter(model, engine, bandwidth)
     tokens = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(s.steady_steps or 0):
         if not engine.has_unfinished():
             break
         tokens += meter.step()
     return {"method": "steady_state", "placed": len(placed),
-            **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, s.steady_steps or 0)}
+            **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, s.steady_steps or 0,
+                      time.process_time() - c0)}
 
 
 def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
@@ -227,6 +231,7 @@ def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
         log(f"    {policy}: {r['tokens_per_s']:.1f} tok/s, mean batch {r['mean_batch']:.1f}, "
             f"preemptions {r['preemptions']}")
     out["continuous_vs_static"] = out["continuous"]["tokens_per_s"] / out["static"]["tokens_per_s"]
+    out["continuous_vs_static_cpu_time"] = out["continuous"]["tokens_per_cpu_s"] / out["static"]["tokens_per_cpu_s"]
     return out
 
 
@@ -254,7 +259,8 @@ def table(section: dict[str, Any]) -> str:
                 lines.append(f"{w:>10} {kind:>7} {policy:>11} {x['tokens_per_s']:>9.1f} "
                              f"{'-' if bm is None else f'{bm:.0f}':>12} {x['mean_batch']:>11.1f} {x['preemptions']:>8} "
                              f"{'-' if vs is None else f'{vs:.2f}x':>11}")
-            lines.append(f"{'':>10} {kind:>7} continuous / static: {r['continuous_vs_static']:.2f}x")
+            lines.append(f"{'':>10} {kind:>7} continuous / static: {r['continuous_vs_static']:.2f}x "
+                         f"({r['continuous_vs_static_cpu_time']:.2f}x in process CPU time)")
         if {"sambay", "dense"} <= set(models):
             s, d = models["sambay"], models["dense"]
             lines.append(f"{'':>10} sambay / dense: continuous {s['continuous']['tokens_per_s'] / d['continuous']['tokens_per_s']:.2f}x, "

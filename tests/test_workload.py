@@ -58,7 +58,8 @@ def test_steady_state_and_end_to_end_runs(kind):
 
 def test_tiny_lognormal_workload_continuous_beats_static_by_1_5x(tmp_path):
     """The issue's CPU check, measured in one benchmark run: continuous >= 1.5x static tokens/s for
-    both models on the tiny log-normal workload, and concurrency above max-length reservation."""
+    both models on the tiny log-normal workload, and concurrency above max-length reservation.
+    (Measured alone: 1.6-1.8x; a CPU shared with heavy other jobs measured down to 1.4x.)"""
     out = subprocess.run([sys.executable, str(ROOT / "examples/compare_latency.py"), "--out", str(tmp_path),
                           "--device", "cpu", "--tiny", "--workload", "lognormal", "--no-plot"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT,
@@ -67,7 +68,7 @@ def test_tiny_lognormal_workload_continuous_beats_static_by_1_5x(tmp_path):
     section = json.loads((tmp_path / "results.json").read_text())["workload"]["lognormal"]
     for kind in ("sambay", "dense"):
         r = section[kind]
-        assert r["continuous_vs_static"] >= 1.5, (kind, r["continuous_vs_static"])
+        assert r["continuous_vs_static"] >= 1.5, (kind, r["continuous_vs_static"], r["continuous_vs_static_cpu_time"])
         assert r["continuous"]["concurrency_vs_reservation"] >= 1.5
         assert r["static"]["tokens"] == r["continuous"]["tokens"]
     assert "continuous / static" in out.stdout
