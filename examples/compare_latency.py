@@ -93,7 +93,7 @@ def workload(args: argparse.Namespace, s: BenchSettings, out: Path) -> None:
         for kind in s.models:
             print(f"[{kind}] workload {name}: {w.requests} requests, prompt {w.prompt}"
                   + (f", steady state for {w.steady_steps} steps" if w.steady_steps else ", end to end"))
-            model = build(kind, s.shape, s.device, getattr(torch, s.dtype))
+            model = build(kind, s.shape, s.device, getattr(torch, s.dtype), s.quantize)
             model.backends = s.backends
             section[name][kind] = {"settings": wl.asdict(w), **wl.run_workload(model, w, bandwidth)}
             if args.validate and name not in validation:
@@ -133,6 +133,7 @@ def main() -> None:
     ap.add_argument("--attention", choices=backends.ATTENTION)
     ap.add_argument("--mamba", choices=backends.MAMBA)
     ap.add_argument("--linear", choices=backends.LINEAR, help="triton: GEMV kernel at batch 1")
+    ap.add_argument("--quantize", choices=["fp8"], help="fp8: linear weights in float8 e4m3 with per-row scales")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
     ap.add_argument("--workload", help="run the workload benchmark instead: comma list of " + ",".join(wl.WORKLOADS))
     ap.add_argument("--requests", type=int, help="workload: number of requests")
@@ -149,6 +150,7 @@ def main() -> None:
     s = BenchSettings.tiny(args.device) if args.tiny else BenchSettings(device=args.device)
     s.backends = backends.DEFAULT.replace(attention=args.attention, mamba=args.mamba, linear=args.linear)
     s.models = args.models.split(",")
+    s.quantize = args.quantize
     for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 import layers.backends as backends
+from layers.linear import quantize_model
 
 from .cache import PagedCache, SambaYCache
 from .config import Phi4MiniConfig, SambaYConfig
@@ -61,6 +62,7 @@ class BenchSettings:
     check_prompt: int = 512  # fast-vs-reference check: prompt length, then 64 decode steps
     models: list[str] = field(default_factory=lambda: list(MODELS))
     backends: backends.Backends = backends.DEFAULT  # the models' kernels (the environment's choice by default)
+    quantize: str | None = None  # "fp8": linear weights in float8 e4m3 with per-row scales
 
     @classmethod
     def tiny(cls, device: str = "cpu") -> "BenchSettings":
@@ -69,8 +71,9 @@ class BenchSettings:
                    throughput_points=3, decode_steps=8, compile=False, check_prompt=48)
 
 
-def build(kind: str, shape: str, device: str, dtype: torch.dtype) -> nn.Module:
-    """A randomly initialized model of ``kind`` ("sambay" / "dense") and ``shape``."""
+def build(kind: str, shape: str, device: str, dtype: torch.dtype, quantize: str | None = None) -> nn.Module:
+    """A randomly initialized model of ``kind`` ("sambay" / "dense") and ``shape``, its linear
+    weights quantized (``quantize="fp8"``, :func:`layers.linear.quantize_model`) after the cast."""
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r}; choose from {MODELS}")
     if shape not in ("official", "tiny"):
@@ -80,7 +83,7 @@ def build(kind: str, shape: str, device: str, dtype: torch.dtype) -> nn.Module:
     torch.manual_seed(0)
     with torch.device(device):
         model = cls(config)
-    return model.to(dtype).eval()
+    return quantize_model(model.to(dtype).eval(), quantize)
 
 
 def sync(device: torch.device) -> None:
@@ -122,10 +125,22 @@ def measure_bandwidth(device: torch.device | str, nbytes: int | None = None, rep
     return 2 * nbytes / seconds
 
 
+def weight_bytes(model: nn.Module, batch: int = 1) -> int:
+    """Weight bytes one decode step of ``batch`` rows reads: every parameter and fp8 scale once, but
+    of an embedding that is not also the lm_head (an fp8 model's head is its own copy) only the
+    ``batch`` rows looked up."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    total += sum(b.numel() * b.element_size() for name, b in model.named_buffers() if name.endswith("weight_scale"))
+    embed = model.model.embed_tokens.weight
+    if model.lm_head.weight is not embed:
+        total += (batch - embed.shape[0]) * embed.shape[1] * embed.element_size()
+    return total
+
+
 def step_bytes(model: nn.Module, cache: PagedCache, context: int, batch: int = 1) -> int:
     """Bytes one decode step over ``batch`` rows must move at ``context`` tokens: every weight
     once, the K/V each attention layer reads, recurrent state read and written."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = weight_bytes(model, batch)
     if isinstance(cache, SambaYCache):
         readers = sum(1 for k in model.config.layer_types if k in ("full_attention", "cross_attention"))
         return weights + batch * (context * cache.kv_bytes_per_token() * readers + cache.ring_bytes_per_sequence()
@@ -322,7 +337,7 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> di
 
     out: dict[str, Any] = {"prompt": n, "steps": steps}
     out["bf16" if model.dtype == torch.bfloat16 else str(model.dtype)], ref = compare(model, s.compile and cuda)
-    if cuda and model.dtype != torch.float32:
+    if cuda and model.dtype != torch.float32 and s.quantize is None:  # an fp8 model is not cast: no fp32 copy
         import copy
 
         model32 = copy.deepcopy(model).float()
@@ -355,7 +370,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
                                "copy_bandwidth_bytes_per_s": bandwidth, "models": {}}
     for kind in s.models:
         log(f"[{kind}] building {s.shape} model ({s.dtype}, {device})")
-        model = build(kind, s.shape, s.device, dtype)
+        model = build(kind, s.shape, s.device, dtype, s.quantize)
         model.backends = s.backends
         params = sum(p.numel() for p in model.parameters())
         if device.type == "cuda":
