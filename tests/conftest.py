@@ -39,3 +39,15 @@ def pytest_runtest_makereport(item, call):
 def _deterministic():
     torch.use_deterministic_algorithms(False)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _free_gpu_memory(request):
+    """After a GPU test, give its memory back: an engine sizes its block pool from free GPU memory,
+    so one left to the garbage collector (engines hold reference cycles) starves the next test."""
+    yield
+    if "gpu" in request.keywords and torch.cuda.is_available():
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
