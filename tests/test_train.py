@@ -165,6 +165,7 @@ def test_small_tokenizer_round_trips_chat_text(tok):
         for special in ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"):
             assert tok.token_to_id(special) in ids
         assert tok.chat_prompt(p.question) == p.prompt()
+        assert ids.count(tok.token_to_id("<think>")) == ids.count(tok.token_to_id("</think>")) == 1  # one token each
     odd = "naïve café × 😀\t\n"
     assert tok.decode(tok.encode(odd)) == odd  # byte-level: no unknown tokens
     assert tok.stop_token_ids == {tok.token_to_id("<|end|>"), tok.token_to_id("<|endoftext|>")}
