@@ -68,14 +68,28 @@ class APIError(Exception):
         return JSONResponse(ErrorResponse(error=self.body).model_dump(), status_code=self.status, headers=self.headers)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _param(loc: tuple) -> str | None:
+    """A field's path (``messages.0.role``) from a pydantic error location, without the tags
+    pydantic adds for the members of a union (``stop.str``, ``stop.list[str]``)."""
+    parts = []
+    for x in loc:
+        if isinstance(x, str) and (x in _TYPE_TAGS or not x.isidentifier()):
+            break
+        parts.append(str(x))
+    return ".".join(parts) or None
+
+
 def _validation_message(e: ValidationError) -> tuple[str, str | None]:
-    """One line naming every bad field, and the first one's name."""
+    """One line naming every bad field, and the first one's path."""
     parts, first = [], None
     for err in e.errors(include_url=False):
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-        first = first or loc or None
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts), first
+        param = _param(err["loc"])
+        first = first or param
+        parts.append(f"{param}: {err['msg']}" if param else err["msg"])
+    return "; ".join(dict.fromkeys(parts)), first
 
 
 class _Server:
@@ -181,8 +195,9 @@ class _Server:
             return 0
         decoder, text = StreamDecoder(self.engine.tokenizer), ""
         for n, token in enumerate(result.tokens, 1):
+            start = max(0, len(text) - len(THINK_CLOSE) + 1)  # a new match ends in the new text
             text += decoder.feed(token)
-            if THINK_CLOSE in text[-len(THINK_CLOSE) - 16:]:
+            if THINK_CLOSE in text[start:]:
                 return n
         stopped = result.tokens and result.tokens[-1] in self.engine.stop_token_ids
         return len(result.tokens) - bool(stopped)
@@ -203,6 +218,7 @@ class _Run:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.ids = server.submit(prompts, self.queue, chat=chat, stop=stop, param=param)
         self.pending = set(range(len(self.ids)))
+        self.disconnected = False
         self.watcher = asyncio.ensure_future(self._watch(request))
 
     async def _watch(self, request: Request) -> None:
@@ -210,6 +226,7 @@ class _Run:
         whether or not anything is reading the queue, and wake the reader."""
         while (await request.receive())["type"] != "http.disconnect":
             pass
+        self.disconnected = True
         self.server.loop.abort(self.ids)
         self.queue.put_nowait(_DISCONNECTED)
 
@@ -315,7 +332,7 @@ def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None =
         results: dict[int, Result] = {}
         async for batch in run.events():
             results.update((i, v) for i, kind, v in batch if kind == "done")
-        if run.watcher.done():  # the client is gone: nobody reads an answer
+        if run.disconnected:  # nobody reads an answer
             return Response(status_code=499)
         choices = []
         for i in range(len(params)):
@@ -347,7 +364,7 @@ def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None =
         results: dict[int, Result] = {}
         async for batch in run.events():
             results.update((i, v) for i, kind, v in batch if kind == "done")
-        if run.watcher.done():
+        if run.disconnected:
             return Response(status_code=499)
         ordered = [results[i] for i in range(len(results))]
         choices = [CompletionChoice(index=i, text=r.text, finish_reason=r.stats.finish_reason)
