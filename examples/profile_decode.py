@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from sambay.bench import build, timed
-from sambay.generate import Engine
+from sambay.bench import build, decode_step, engine_for, timed
 
 
 def kind_of(name: str) -> str:
@@ -44,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--context", type=int, default=2048, help="tokens in the cache before the profiled step")
-    ap.add_argument("--capacity", type=int, default=34816, help="cache capacity (max_seq_len)")
+    ap.add_argument("--capacity", type=int, default=34816, help="tokens the K/V pool holds (the block table width)")
     ap.add_argument("--models", default="dense,sambay")
     args = ap.parse_args()
     out = Path(args.out)
@@ -52,15 +51,13 @@ def main() -> None:
     dev = torch.device("cuda")
     for kind in args.models.split(","):
         model = build(kind, "official", "cuda", torch.bfloat16)
-        engine = Engine(model, compile=True)
-        cache, step = engine.slot(1, args.capacity)
-        engine.prefill(cache, torch.randint(0, 1000, (1, args.context), device=dev))
-        x = torch.randint(0, 1000, (1, 1), device=dev)
-        step(x)
-        median_ms = 1e3 * statistics.median(timed(lambda: step(x), dev, 50))
+        engine = engine_for(model, 1, args.capacity, compile=True)
+        step = decode_step(engine, engine.place([args.context]))  # the cache placed at --context tokens
+        step()
+        median_ms = 1e3 * statistics.median(timed(step, dev, 50))
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
-                step(x)
+                step()
             torch.cuda.synchronize()
         events = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
         n = len(events) // 3
@@ -78,8 +75,7 @@ def main() -> None:
         print(f"{kind}: step {median_ms:.3f} ms (median of 50 graph replays), {n} kernels, profiled span {span:.0f} us")
         for k, (count, busy) in sorted(per.items(), key=lambda kv: -kv[1][1]):
             print(f"   {k:10s} {count:4d} kernels {busy:8.1f} us")
-        engine.release()
-        model = engine = cache = step = None  # free the first model before building the second
+        model = engine = step = None  # free the first model before building the second
         gc.collect()
         torch._dynamo.reset()
         torch.cuda.empty_cache()

@@ -25,16 +25,17 @@ def attention_mask(
 ) -> torch.Tensor:
     """Boolean mask (B or 1, T, S): True where query t may read key s.
 
-    A query sees keys with ``q_pos - window < k_pos <= q_pos``. A padding query (q_pos < start)
-    sees only itself, so no softmax row is empty; its output is never used.
+    ``q_pos`` (T,) shared or (B, T) per row; ``k_pos`` (S,) or (B, S). A query sees keys with
+    ``q_pos - window < k_pos <= q_pos``. A padding query (q_pos < start) sees only itself, so no
+    softmax row is empty; its output is never used.
     """
-    qp, kp = q_pos[:, None], k_pos[None, :]
+    qp = (q_pos[None] if q_pos.dim() == 1 else q_pos)[:, :, None]  # (B|1, T, 1)
+    kp = (k_pos[None] if k_pos.dim() == 1 else k_pos)[:, None, :]  # (B|1, 1, S)
     m = (kp <= qp) & (kp >= 0)
     if window is not None:
         m = m & (qp - kp < window)
-    m = m[None]
     if start is not None:
-        m = (m & (kp >= start[:, None, None])) | (kp == qp)[None]
+        m = (m & (kp >= start[:, None, None])) | (kp == qp)
     return m
 
 
@@ -50,7 +51,7 @@ def attention_ref(
 ) -> torch.Tensor:
     """Reference: q (B, T, Hq, D), k (B, S, Hk, D), v (B, S, Hk, Dv) -> (B, T, Hq, Dv), fp32 math.
 
-    GQA: query head i reads key/value head ``i // (Hq // Hk)``. ``k_pos=None``: slot s holds
+    ``q_pos`` (T,) or (B, T), ``k_pos`` (S,) or (B, S): positions shared by the rows or per row. GQA: query head i reads key/value head ``i // (Hq // Hk)``. ``k_pos=None``: slot s holds
     position s. ``scale`` defaults to ``D ** -0.5``.
     """
     B, T, Hq, D = q.shape
@@ -68,6 +69,8 @@ def attention_ref(
 def _host_positions(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int) -> tuple[int, int] | None:
     """(first query position, position of key slot 0) when the keys are consecutive positions,
     else None. One device sync: prefill only."""
+    if q_pos.dim() != 1 or (k_pos is not None and k_pos.dim() != 1):
+        return None
     if k_pos is None:
         return int(q_pos[0]), 0
     q0, k0, k_last = torch.stack([q_pos[0], k_pos[0], k_pos[-1]]).tolist()
@@ -109,7 +112,7 @@ def attention_sdpa(
             q0, k0 = host
             first = max(0, q0 + i - window + 1) if window is not None else 0
             lo, hi = max(0, first - k0), min(S, q0 + j - k0)
-        mask = attention_mask(q_pos[i:j], k_pos[lo:hi], start, window)[:, None]  # (B|1, 1, t, s)
+        mask = attention_mask(q_pos[..., i:j], k_pos[..., lo:hi], start, window)[:, None]  # (B|1, 1, t, s)
         outs.append(F.scaled_dot_product_attention(qt[:, :, i:j], kt[:, :, lo:hi], vt[:, :, lo:hi],
                                                    attn_mask=mask, scale=scale, enable_gqa=True))
     return torch.cat(outs, dim=2).transpose(1, 2)
@@ -163,6 +166,57 @@ def attend(
         return attention_sdpa(q, k, v, q_pos, k_pos, start, window, scale)
     backends.announce("attention", "ref")
     return attention_ref(q, k, v, q_pos, k_pos, start, window, scale)
+
+
+def paged_store(k: torch.Tensor, v: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
+                k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
+    """Write new keys/values k, v (..., G, D) at flat ``slots`` (N,) int64 of the pools
+    (num_blocks, block_size, G, D) viewed as (num_blocks * block_size, G, D). float8 pools take
+    a per (token, head) scale ``amax / 448`` in ``k_scale`` / ``v_scale`` (num_blocks, block_size, G)."""
+    G, D = k_pool.shape[-2:]
+    for new, pool, scale in ((k, k_pool, k_scale), (v, v_pool, v_scale)):
+        new = new.reshape(-1, G, D)
+        if scale is not None:
+            s = (new.float().abs().amax(-1) / 448.0).clamp(min=1e-12)  # (N, G)
+            scale.view(-1, G).index_copy_(0, slots, s)
+            new = (new.float() / s[..., None]).to(pool.dtype)
+        pool.view(-1, G, D).index_copy_(0, slots, new.to(pool.dtype))
+
+
+def gather_pages(pool: torch.Tensor, block_table: torch.Tensor, scale: torch.Tensor | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The rows' pages in position order: pool (num_blocks, block_size, G, D), block_table
+    (B, n) -> (B, n * block_size, G, D); dequantized (to ``dtype``) when ``scale`` is given."""
+    pages = pool[block_table.long()]  # (B, n, block_size, G, D)
+    if scale is not None:
+        pages = (pages.float() * scale[block_table.long()][..., None]).to(dtype or torch.float32)
+    B, n, bs = pages.shape[:3]
+    return pages.reshape(B, n * bs, *pool.shape[2:])
+
+
+def paged_attention_ref(
+    q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor, q_pos: torch.Tensor,
+    window: int | None = None, scale: float | None = None, k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One query per row through a block table, fp32 math: q (B, 1, Hq, D); pools (num_blocks,
+    block_size, Hk, D); block_table (B, max_blocks) int32; q_pos (B,) int64. Row b attends to its
+    positions 0..q_pos[b] (position p in block ``block_table[b, p // block_size]`` at offset
+    ``p % block_size``), within ``window`` keys when given. Slots past q_pos are never read."""
+    k = gather_pages(k_pool, block_table, k_scale)
+    v = gather_pages(v_pool, block_table, v_scale)
+    k_pos = torch.arange(k.shape[1], device=q.device)
+    return attention_ref(q, k, v, q_pos[:, None], k_pos, None, window, scale)
+
+
+def paged_attend(
+    q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor, q_pos: torch.Tensor,
+    window: int | None = None, scale: float | None = None, k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`paged_attention_ref`'s contract; the Triton kernel on CUDA (backend != "ref")."""
+    backends.announce("paged attention decode", "ref")
+    return paged_attention_ref(q, k_pool, v_pool, block_table, q_pos, window, scale, k_scale, v_scale)
 
 
 def lambda_init_fn(layer_idx: int) -> float:
@@ -221,16 +275,43 @@ class DiffAttnCore(nn.Module):
             return decode_diff_attention_triton(q, k, v, q_pos, k_pos, start, window, self.lambda_q1, self.lambda_k1,
                                                 self.lambda_q2, self.lambda_k2, self.lambda_init, self.subln.weight,
                                                 self.subln.eps)
+        a = attend(self._pair_queries(q, G), k.view(B, S, G // 2, 2 * D), v.view(B, S, G // 2, 2 * D),
+                   q_pos, k_pos, start, window, scale=D**-0.5)
+        return self._combine(a, G)
+
+    def forward_paged(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor,
+                      q_pos: torch.Tensor, k_scale: torch.Tensor | None = None,
+                      v_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """One query per row over paged K/V: q (B, 1, H, D); pools (num_blocks, block_size, G, D);
+        block_table and q_pos as :func:`paged_attend` -> (B, 1, H * D). Pair heads are free views
+        of the pools, as in :meth:`forward`. float8 pools are dequantized first (a pair head holds
+        two heads of different scales)."""
+        if k_scale is not None:
+            k_pool = (k_pool.float() * k_scale[..., None]).to(q.dtype)
+            v_pool = (v_pool.float() * v_scale[..., None]).to(q.dtype)
+        nb, bs, G, D = k_pool.shape
+        pair = (nb, bs, G // 2, 2 * D)
+        a = paged_attend(self._pair_queries(q, G), k_pool.view(pair), v_pool.view(pair), block_table, q_pos,
+                         scale=D**-0.5)
+        return self._combine(a, G)
+
+    @staticmethod
+    def _pair_queries(q: torch.Tensor, G: int) -> torch.Tensor:
+        """q (B, T, H, D) -> block-diagonal pair queries (B, T, H, 2D) (see :meth:`forward`)."""
+        B, T, H, D = q.shape
         r = H // G
         qs = q.view(B, T, G // 2, r, 2, D)  # head 2 * (j * r + t) + stripe
         zero = torch.zeros_like(qs[..., 0, :])
         q_pair = torch.stack([torch.cat([qs[..., 0, :], zero], -1), torch.cat([zero, qs[..., 1, :]], -1)], dim=3)
-        q_pair = q_pair.view(B, T, H, 2 * D)  # (B, T, [G/2, stripe, r], 2D)
-        a = attend(q_pair, k.view(B, S, G // 2, 2 * D), v.view(B, S, G // 2, 2 * D),
-                   q_pos, k_pos, start, window, scale=D**-0.5).view(B, T, G // 2, 2, r, 2 * D)
-        a1, a2 = a[:, :, :, 0].reshape(B, T, H // 2, 2 * D), a[:, :, :, 1].reshape(B, T, H // 2, 2 * D)
+        return q_pair.view(B, T, H, 2 * D)  # (B, T, [G/2, stripe, r], 2D)
+
+    def _combine(self, a: torch.Tensor, G: int) -> torch.Tensor:
+        """Pair-head attention output (B, T, H, 2D) -> RMSNorm(a_1 - lambda a_2) (B, T, H * D)."""
+        B, T, H, D2 = a.shape
+        a = a.view(B, T, G // 2, 2, H // G, D2)
+        a1, a2 = a[:, :, :, 0].reshape(B, T, H // 2, D2), a[:, :, :, 1].reshape(B, T, H // 2, D2)
         o = self.subln(a1 - self.lambda_full().to(a1.dtype) * a2) * (1 - self.lambda_init)
-        return o.reshape(B, T, H * D)
+        return o.reshape(B, T, H * D2 // 2)
 
 
 class DiffAttention(nn.Module):
@@ -269,3 +350,9 @@ class DiffAttention(nn.Module):
                residual: torch.Tensor | None = None) -> torch.Tensor:
         """``residual + out_proj(differential attention)``."""
         return self.out_proj(self.inner_cross_attn(q, k, v, q_pos, k_pos, start, window), residual=residual)
+
+    def attend_paged(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor,
+                     q_pos: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + out_proj(differential attention)`` of one query per row over paged K/V."""
+        return self.out_proj(self.inner_cross_attn.forward_paged(q, k_pool, v_pool, block_table, q_pos),
+                             residual=residual)

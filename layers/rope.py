@@ -6,13 +6,14 @@
 * **Frequencies.** ``inv_freq[i] = 1 / (ext[i] * rope_theta ** (2i / rotary_dim))`` for
   ``i < rotary_dim / 2``; the angle of position ``p`` is ``p * inv_freq[i]``. ``ext`` is LongRoPE's
   ``short_factor`` or ``long_factor`` list (all ones for plain RoPE).
-* **Which list.** The long factors are used iff the sequence *capacity* exceeds
-  ``original_max_position_embeddings``. Capacity is the KV cache's ``max_seq_len`` when running
-  with a cache, else the length T (pad slots included) of the full forward. A full forward thus
-  picks what transformers picks at that length (``max(position_ids) + 1``, which is T unless every
-  row is padded), and prefill + decode with a cache of capacity C equals one full forward of
-  length C. (transformers' ``generate`` instead switches lists when the running length crosses
-  ``original_max_position_embeddings``, recomputing its cache at that step.)
+* **Which list.** The long factors are used iff the sequence's *length budget* exceeds
+  ``original_max_position_embeddings``: for a generation request, its prompt + ``max_new_tokens``
+  (decided once per request, applied per row, so a row's numbers never depend on its batch); for a
+  full forward, its length T (pad slots included), which is what transformers picks at that length
+  (``max(position_ids) + 1``). transformers' ``generate`` instead switches lists when the running
+  length crosses ``original_max_position_embeddings`` (recomputing its cache at that step); recent
+  vLLM fixes the choice for the whole server at start-up (``max_model_len >
+  original_max_position_embeddings``), and older vLLM chose per batch (any position past it).
 * **Attention factor** (LongRoPE's magnitude scaling): cos and sin are multiplied by
   ``sqrt(1 + ln(factor) / ln(original_max_position_embeddings))`` where ``factor`` is the config's
   ``factor`` if given, else ``max_position_embeddings / original_max_position_embeddings``; it is 1
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import backends
+from .attention import paged_store
 
 
 @dataclass(frozen=True)
@@ -79,23 +80,18 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 def rotary_store_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     k_cache: torch.Tensor, v_cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """One decode token: rotate q and k, write k and v at ``slot`` (a (1,) device tensor) of the
-    (B, S, G, D) caches, return the rotated q."""
-    k_cache.index_copy_(1, slot, apply_rotary(k, cos, sin))
-    v_cache.index_copy_(1, slot, v)
+                     k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """One decode token per row: rotate q and k (B, 1, H|G, D) with cos, sin (B, 1, rotary_dim),
+    write k and v at the flat ``slots`` (B,) of the (num_blocks, block_size, G, D) pools, return the
+    rotated q."""
+    paged_store(apply_rotary(k, cos, sin), v, k_pool, v_pool, slots)
     return apply_rotary(q, cos, sin)
 
 
 def rotary_store(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 k_cache: torch.Tensor, v_cache: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """:func:`rotary_store_ref`; one Triton kernel on CUDA (unless the attention backend is ``ref``)."""
-    if q.is_cuda and backends.attention_backend(q.device) != "ref" and not backends.needs_autograd(q, k, v):
-        from .rope_triton import rotary_store_triton
-
-        backends.announce("rope + cache write", "triton")
-        return rotary_store_triton(q, k, v, cos, sin, k_cache, v_cache, slot)
-    return rotary_store_ref(q, k, v, cos, sin, k_cache, v_cache, slot)
+                 k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """:func:`rotary_store_ref`'s contract; one Triton kernel on CUDA (helper ``kernels``)."""
+    return rotary_store_ref(q, k, v, cos, sin, k_pool, v_pool, slots)
 
 
 class RotaryEmbedding(nn.Module):
@@ -126,14 +122,20 @@ class RotaryEmbedding(nn.Module):
         self.init_buffers()  # on the new device, in fp32, whatever fn did to the dtype
         return self
 
-    def uses_long_factors(self, capacity: int) -> bool:
-        """True iff a sequence capacity of ``capacity`` tokens selects the long factors."""
+    def uses_long_factors(self, length: int) -> bool:
+        """True iff a sequence of ``length`` positions (a request's prompt + max_new_tokens, or a
+        full forward's T) selects the long factors."""
         p = self.params
-        return p.long_factor is not None and capacity > p.original_max_position_embeddings
+        return p.long_factor is not None and length > p.original_max_position_embeddings
 
-    def forward(self, positions: torch.Tensor, capacity: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (B or 1, T) -> cos, sin (B or 1, T, rotary_dim) in ``dtype``."""
-        inv_freq = self.long_inv_freq if self.uses_long_factors(capacity) else self.short_inv_freq
+    def forward(self, positions: torch.Tensor, long: bool | torch.Tensor,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B or 1, T) -> cos, sin (B or 1, T, rotary_dim) in ``dtype``; ``long`` picks the
+        long factors for all rows (a bool) or per row (a (B,) bool tensor)."""
+        if isinstance(long, torch.Tensor):
+            inv_freq = torch.where(long[:, None], self.long_inv_freq, self.short_inv_freq)[:, None]  # (B, 1, r/2)
+        else:
+            inv_freq = self.long_inv_freq if long else self.short_inv_freq
         freqs = positions[..., None].float() * inv_freq  # (B|1, T, rotary_dim / 2)
         emb = torch.cat((freqs, freqs), dim=-1)
         a = self.params.attention_factor

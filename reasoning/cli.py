@@ -142,9 +142,12 @@ def _ask(args: argparse.Namespace) -> int:
                               **sampling)
     except ValueError as e:
         raise InputError(str(e)) from None
+    failed = result.stats.finish_reason == "error"  # e.g. non-finite logits: broken weights
+    if failed:
+        print(f"sambay ask: error: {result.stats.error}", file=sys.stderr)
     if args.json:
         print(json.dumps({"question": args.question, **result.to_dict()}, ensure_ascii=False))
-        return 0
+        return 1 if failed else 0
     if not streamed:
         out.write(result.text)
     print("\n" + "-" * 40)
@@ -152,7 +155,7 @@ def _ask(args: argparse.Namespace) -> int:
     if result.correct is not None:
         print(f"correct: {'yes' if result.correct else 'no'} (reference {result.reference})")
     print(f"stats: {result.stats}")
-    return 0
+    return 1 if failed else 0
 
 
 def _json_safe(record: dict[str, Any]) -> dict[str, Any]:

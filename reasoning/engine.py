@@ -2,7 +2,7 @@
 
 :class:`ReasoningEngine` holds a model of the package (SambaY or dense), its tokenizer and a
 token-level :class:`sambay.generate.Engine`. It turns questions (or chat messages) into chat
-prompts, runs them as one batch, stops each row on ``<|end|>`` / eos / stop strings /
+prompts, runs them through the continuous-batching engine, stops each on ``<|end|>`` / eos / stop strings /
 ``max_new_tokens``, streams the text as it is produced and returns one :class:`Result` per
 prompt (text, reasoning, boxed answer, statistics)::
 
@@ -20,13 +20,14 @@ of :class:`sambay.generate.SamplingParams` (temperature 0.6, top-p 0.95, 32768 n
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
@@ -35,7 +36,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sambay.generate import Engine, Request, SamplingParams
+from sambay.engine.sequence import decode_tokens_per_second
+from sambay.generate import Engine, Generation, Request, SamplingParams
 
 from .answers import answers_match, extract_boxed, split_reasoning
 from .tokenizer import StreamDecoder, Tokenizer, load_tokenizer
@@ -99,25 +101,24 @@ def read_generation_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 @dataclass
 class Stats:
-    """What one request cost. Rows of a batch share the prefill and the device, so
-    ``prefill_seconds`` is the batch's and ``decode_seconds`` runs from the batch's first
-    sampled token to this request's last one."""
+    """What one request cost. ``prefill_seconds`` runs from its admission to its first token,
+    ``decode_seconds`` from its first token to its last (other requests share the device
+    meanwhile); ``batch_size`` is the largest running batch it decoded in."""
 
     prompt_tokens: int
     generated_tokens: int  # every sampled token, the stop token included
     prefill_seconds: float
     decode_seconds: float
-    finish_reason: str  # "stop" (stop token or string), "length" (max_new_tokens), "cancelled" (stream left early)
+    finish_reason: str  # "stop" (stop token or string), "length" (max_new_tokens), "abort", "error"
     stop: str | None = None  # what stopped it: the stop token's text (e.g. "<|end|>") or the stop string
     batch_size: int = 1
+    error: str | None = None  # with finish_reason "error": what went wrong (e.g. non-finite logits)
 
     @property
     def decode_tokens_per_second(self) -> float | None:
         """Tokens after the first (which comes from the prefill) per decode second; None for a
-        single token."""
-        if self.generated_tokens < 2 or self.decode_seconds <= 0:
-            return None
-        return (self.generated_tokens - 1) / self.decode_seconds
+        single token (:func:`sambay.engine.sequence.decode_tokens_per_second`, the one definition)."""
+        return decode_tokens_per_second(self.generated_tokens, self.decode_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "decode_tokens_per_second": self.decode_tokens_per_second}
@@ -147,6 +148,7 @@ class Result:
     stats: Stats
     params: SamplingParams
     reference: str | None = None
+    request_id: str | None = None
     reasoning: str = field(init=False)
     answer: str | None = field(init=False)
     correct: bool | None = field(init=False)
@@ -257,6 +259,18 @@ class _Item:
     params: SamplingParams
 
 
+@dataclass
+class _Live:
+    """A request in flight: its text, its callbacks, and its result once it finished."""
+
+    item: _Item
+    row: _RowText
+    on_text: Callable[[str], None] | None
+    generated: int = 0
+    batch: int = 1
+    result: Result | None = None
+
+
 # ------------------------------------------------------------------------------------------
 # The engine
 # ------------------------------------------------------------------------------------------
@@ -271,26 +285,31 @@ class ReasoningEngine:
         tokenizer: its tokenizer; its ``stop_token_ids`` (``<|end|>`` and eos) end a generation.
         generation_config: sampling defaults (as :func:`read_generation_config` returns them)
             that override the reasoning defaults.
-        cuda_graphs, compile, prefill_chunk: passed to :class:`sambay.generate.Engine`.
+        engine_options: passed to :class:`sambay.generate.Engine` (``max_batch_size``,
+            ``num_blocks``, ``memory_fraction``, ``cuda_graphs``, ``compile``, ``prefill_chunk``, ...).
 
-    One generation runs at a time (calls from several threads take turns).
+    Requests run through one continuous-batching engine: :meth:`add` and :meth:`abort` from any
+    thread, :meth:`step` (or the calls built on it: :meth:`run`, :meth:`generate`, :meth:`stream`,
+    :meth:`solve`, :meth:`solve_many`) from any thread too, one step at a time.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, *, generation_config: Mapping[str, Any] | None = None,
-                 cuda_graphs: bool | None = None, compile: bool = False, prefill_chunk: int = 8192,
-                 path: str | None = None) -> None:
+                 path: str | None = None, **engine_options: Any) -> None:
         vocab = int(model.config.vocab_size)
         if vocab > tokenizer.vocab_size:
             raise ValueError(f"the model's vocabulary ({vocab}) is larger than the tokenizer's ({tokenizer.vocab_size}): "
                              "they do not belong together")
         self.model = model
         self.tokenizer = tokenizer
-        self.engine = Engine(model, cuda_graphs=cuda_graphs, compile=compile, prefill_chunk=prefill_chunk)
+        self.engine = Engine(model, **engine_options)
         config = dict(generation_config or {})
         self.stop_token_ids = frozenset(tokenizer.stop_token_ids) | frozenset(config.pop("stop_token_ids", ()))
         self.defaults = SamplingParams(**config)  # validated
         self.path = path
-        self._lock = threading.Lock()
+        self._step_lock = threading.Lock()
+        self._live_lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+        self._ids = itertools.count()
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, device: torch.device | str | None = None,
@@ -298,8 +317,7 @@ class ReasoningEngine:
         """Load a checkpoint folder: the model (``config.json`` + safetensors), its tokenizer
         (``tokenizer.json`` / ``tokenizer_config.json``, else Phi-4's via tiktoken) and its
         ``generation_config.json``. ``device`` defaults to CUDA when available, else CPU;
-        ``dtype`` to the checkpoint's ``torch_dtype``; ``kwargs`` (``cuda_graphs``, ``compile``,
-        ``prefill_chunk``) go to the engine."""
+        ``dtype`` to the checkpoint's ``torch_dtype``; ``kwargs`` go to the engine."""
         from sambay import load_model
 
         folder = Path(path).expanduser()
@@ -349,103 +367,168 @@ class ReasoningEngine:
             messages.insert(0, {"role": "system", "content": system})
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 
-    def _prepare(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams], explicit_max: bool,
-                 system: str | None, chat: bool) -> list[_Item]:
-        """Encode prompts and check they fit: a prompt longer than the context is an error; the
-        default ``max_new_tokens`` is capped at the room the longest prompt of the batch leaves,
-        an explicit one that does not fit is an error."""
-        items = []
+    def _prepare(self, prompt: Prompt, params: SamplingParams, system: str | None, chat: bool,
+                 name: str = "the prompt") -> _Item:
+        """Encode a prompt and check it fits: a prompt that leaves no room in the context is an
+        error; a ``max_new_tokens`` past the room is capped when it is this engine's default and an
+        error when it was asked for."""
+        text = self.prompt_text(prompt, system, chat=chat)
+        ids = self.tokenizer.encode(text)
         vocab = int(self.model.config.vocab_size)
-
-        def name(i: int) -> str:
-            return "the prompt" if len(prompts) == 1 else f"prompt {i}"
-
-        for i, (prompt, p) in enumerate(zip(prompts, params)):
-            text = self.prompt_text(prompt, system, chat=chat)
-            ids = self.tokenizer.encode(text)
-            if not ids:
-                raise ValueError(f"{name(i)} is empty")
-            if max(ids) >= vocab:
-                raise ValueError(f"{name(i)} has token id {max(ids)}, outside the model's vocabulary of {vocab}: "
-                                 "the tokenizer does not belong to this model")
-            items.append(_Item(text, ids, p))
-        if not items:
-            return items
-        width = max(len(it.ids) for it in items)
-        room = self.max_context - width
-        longest = max(range(len(items)), key=lambda i: len(items[i].ids))
+        if not ids:
+            raise ValueError(f"{name} is empty")
+        if max(ids) >= vocab:
+            raise ValueError(f"{name} has token id {max(ids)}, outside the model's vocabulary of {vocab}: "
+                             "the tokenizer does not belong to this model")
+        room = self.max_context - len(ids)
         if room < 1:
-            raise ValueError(f"{name(longest)} has {width} tokens; the model's context is {self.max_context} tokens, "
+            raise ValueError(f"{name} has {len(ids)} tokens; the model's context is {self.max_context} tokens, "
                              "which leaves no room to generate: shorten the prompt")
-        for it in items:
-            if it.params.max_new_tokens > room:
-                if explicit_max:
-                    raise ValueError(
-                        f"{name(longest)} ({width} tokens) + max_new_tokens={it.params.max_new_tokens} exceeds the "
-                        f"model's context of {self.max_context} tokens: lower max_new_tokens to at most {room}")
-                it.params = replace(it.params, max_new_tokens=room)
-        return items
+        if params.max_new_tokens > room:
+            if params.max_new_tokens != self.defaults.max_new_tokens:
+                raise ValueError(
+                    f"{name} ({len(ids)} tokens) + max_new_tokens={params.max_new_tokens} exceeds the "
+                    f"model's context of {self.max_context} tokens: lower max_new_tokens to at most {room}")
+            params = replace(params, max_new_tokens=room)
+        return _Item(text, ids, params)
 
     # -- running -------------------------------------------------------------------------------
 
-    def _run(self, items: Sequence[_Item], *, stop: Sequence[str] = (), on_text: Callable[[int, str], None] | None = None,
-             progress: bool | None | Any = None, cancel: threading.Event | None = None) -> list[Result]:
-        """Generate every item as one batch; ``on_text(row, delta)`` streams each row's text."""
+    def add(self, prompt: Prompt, params: SamplingParams | None = None, *, system: str | None = None,
+            chat: bool = True, stop: Sequence[str] = (), on_text: Callable[[str], None] | None = None,
+            request_id: str | None = None) -> str:
+        """Queue one prompt; returns its request id. ``on_text(delta)`` receives its text as it is
+        produced (from the stepping thread); ``stop`` strings end it (the text ends before the
+        first). Raises ValueError for a prompt that cannot fit the context (with the reason),
+        TypeError for something that is not a prompt."""
+        if not isinstance(prompt, (str, Sequence)) or (not isinstance(prompt, str) and not all(
+                isinstance(m, Mapping) for m in prompt)):
+            raise TypeError(f"a prompt is a string or a list of chat messages (mappings), got {type(prompt).__name__}")
+        if params is not None and not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams (see sampling()), got {type(params).__name__}")
+        return self._submit(self._prepare(prompt, params or self.defaults, system, chat), stop, on_text, request_id)
+
+    def _submit(self, item: _Item, stop: Sequence[str], on_text: Callable[[str], None] | None,
+                request_id: str | None) -> str:
+        live = _Live(item, _RowText(self.tokenizer, [s for s in stop if s], self.stop_token_ids), on_text)
+
+        def should_stop(tokens: list[int]) -> bool:  # the stepping thread, after every token
+            live.generated = len(tokens)
+            live.batch = max(live.batch, self.engine.last_batch)
+            delta = live.row.feed(tokens[-1])
+            if delta and on_text is not None:
+                on_text(delta)
+            return live.row.cut is not None
+
+        with self._live_lock:
+            rid = request_id if request_id is not None else f"text-{next(self._ids)}"
+            if rid in self._live:
+                raise ValueError(f"request id {rid!r} is already in use")
+            self._live[rid] = live
+        try:
+            self.engine.add(Request(item.ids, item.params, sorted(self.stop_token_ids), should_stop, rid))
+        except BaseException:
+            with self._live_lock:
+                self._live.pop(rid, None)
+            raise
+        return rid
+
+    def abort(self, request_id: str) -> None:
+        """End a request at the next step (finish_reason "abort")."""
+        self.engine.abort(request_id)
+
+    def has_unfinished(self) -> bool:
+        return self.engine.has_unfinished()
+
+    def step(self) -> list[Result]:
+        """One engine step; the Results of the requests that finished in it."""
+        with self._step_lock:
+            outputs = self.engine.step()
+        results = []
+        for out in outputs:
+            if not out.finished:
+                continue
+            with self._live_lock:
+                live = self._live.pop(out.request_id, None)
+            if live is not None:
+                live.result = self._result(out.request_id, live, out.generation)
+                results.append(live.result)
+        return results
+
+    def _result(self, request_id: str, live: _Live, gen: Generation) -> Result:
+        row = live.row
+        delta = row.finish()
+        if delta and live.on_text is not None:
+            live.on_text(delta)
+        stopped_by = row.stopped_by
+        if gen.finish_reason == "stop" and gen.tokens and gen.tokens[-1] in self.stop_token_ids:
+            stopped_by = self.tokenizer.decode(gen.tokens[-1:])
+        stats = Stats(prompt_tokens=gen.prompt_tokens, generated_tokens=len(gen.tokens),
+                      prefill_seconds=gen.prefill_seconds, decode_seconds=gen.decode_seconds,
+                      finish_reason=gen.finish_reason, stop=stopped_by, batch_size=live.batch, error=gen.error)
+        return Result(live.item.prompt, row.final, gen.tokens, stats, live.item.params, request_id=request_id)
+
+    def _run_items(self, items: Sequence[_Item], *, stop: Sequence[str] = (),
+                   on_text: Callable[[int, str], None] | None = None,
+                   on_result: Callable[[int, Result], None] | None = None, progress: bool | None | Any = None,
+                   cancel: threading.Event | None = None, in_flight: int | None = None) -> list[Result]:
+        """Every item through the engine (at most ``in_flight`` of them queued at once); results in order."""
         if not items:
             return []
-        stop = [s for s in stop if s]
-        rows = [_RowText(self.tokenizer, stop, self.stop_token_ids) for _ in items]
-        counts = [0] * len(items)
-        first: list[float] = []
-        last = [0.0] * len(items)
-        own_bar = not hasattr(progress, "update")  # else a bar shared by several batches
+        own_bar = not hasattr(progress, "update")  # else a bar shared by several calls
         if own_bar:
             show = (on_text is None and sys.stderr.isatty()) if progress is None else bool(progress)
             bar = tqdm(desc="generating", unit="tok", disable=not show, delay=1.0, leave=False, dynamic_ncols=True)
         else:
             bar = progress
-
-        def emit(b: int, delta: str) -> None:
-            if delta and on_text is not None:
-                on_text(b, delta)
-
-        def on_token(b: int, token: int) -> None:
-            now = time.perf_counter()
-            if not first:
-                first.append(now)
-            last[b] = now
-            counts[b] += 1
-            row = rows[b]
-            emit(b, row.feed(token))
-            if token in self.stop_token_ids or row.cut is not None or counts[b] >= items[b].params.max_new_tokens:
-                emit(b, row.finish())
-            bar.update(1)
-
-        def should_stop(b: int, tokens: list[int]) -> bool:
-            return rows[b].cut is not None or (cancel is not None and cancel.is_set())
-
-        requests = [Request(it.ids, it.params) for it in items]
+        rids: list[str] = []
+        lives: list[_Live] = []
+        reported: set[int] = set()
+        counted = 0
+        limit = len(items) if in_flight is None else in_flight
         try:
-            with self._lock:
-                generations = self.engine.generate(requests, stop_token_ids=sorted(self.stop_token_ids),
-                                                   should_stop=should_stop, on_token=on_token)
+            while True:
+                while len(rids) < len(items) and len(rids) - len(reported) < limit and not (cancel and cancel.is_set()):
+                    i = len(rids)
+                    cb = None if on_text is None else (lambda delta, i=i: on_text(i, delta))
+                    rids.append(self._submit(items[i], stop, cb, None))
+                    with self._live_lock:
+                        lives.append(self._live[rids[-1]])
+                if cancel is not None and cancel.is_set():
+                    for rid, live in zip(rids, lives):
+                        if live.result is None:
+                            self.abort(rid)
+                    if len(rids) < len(items):
+                        items = items[:len(rids)]
+                if len(reported) == len(items):
+                    break
+                self.step()
+                now = sum(live.generated for live in lives)
+                bar.update(now - counted)
+                counted = now
+                for i, live in enumerate(lives):
+                    if live.result is not None and i not in reported:
+                        reported.add(i)
+                        if on_result is not None:
+                            on_result(i, live.result)
         finally:
+            for rid, live in zip(rids, lives):
+                if live.result is None:
+                    self.abort(rid)
             if own_bar:
                 bar.close()
-        results = []
-        for b, (it, gen, row) in enumerate(zip(items, generations, rows)):
-            cancelled = not row.done and row.cut is None and gen.finish_reason == "stop"
-            emit(b, row.finish())
-            stopped_by = row.stopped_by
-            if gen.finish_reason == "stop" and gen.tokens and gen.tokens[-1] in self.stop_token_ids:
-                stopped_by = self.tokenizer.decode(gen.tokens[-1:])
-            decode_seconds = last[b] - first[0] if first else gen.decode_seconds
-            stats = Stats(prompt_tokens=gen.prompt_tokens, generated_tokens=len(gen.tokens),
-                          prefill_seconds=gen.prefill_seconds, decode_seconds=decode_seconds,
-                          finish_reason="cancelled" if cancelled else gen.finish_reason, stop=stopped_by,
-                          batch_size=len(items))
-            results.append(Result(it.prompt, row.final, gen.tokens, stats, it.params))
-        return results
+        return [live.result for live in lives]
+
+    def run(self, items: Iterable[tuple[Prompt, SamplingParams]], *, system: str | None = None,
+            stop: Sequence[str] = (), on_result: Callable[[int, Result], None] | None = None,
+            progress: bool | None | Any = None, in_flight: int | None = None) -> list[Result]:
+        """Every ``(prompt, params)`` through the continuous engine; results in order, and
+        ``on_result(index, result)`` as each finishes. Every prompt is checked before any runs.
+        ``in_flight`` caps how many of these are queued at once (default: all)."""
+        pairs = list(items)
+        prepared = [self._prepare(prompt, params, system, True, "the prompt" if len(pairs) == 1 else f"prompt {i}")
+                    for i, (prompt, params) in enumerate(pairs)]
+        return self._run_items(prepared, stop=stop, on_result=on_result, progress=progress, in_flight=in_flight)
 
     def _batch(self, prompts: Prompt | Sequence[Prompt]) -> tuple[list[Prompt], bool]:
         """(prompts as a list, whether a single prompt was given)."""
@@ -479,8 +562,8 @@ class ReasoningEngine:
         batch, single = self._batch(prompts)
         params = self.sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                                seed=seed)
-        items = self._prepare(batch, [params] * len(batch), max_new_tokens is not None, system, chat)
-        results = self._run(items, stop=stop, on_text=on_text, progress=progress)
+        items = self._prepare_many(batch, params, system, chat)
+        results = self._run_items(items, stop=stop, on_text=on_text, progress=progress)
         return results[0] if single else results
 
     def stream(self, prompts: Prompt | Sequence[Prompt], **kwargs: Any) -> TextStream:
@@ -497,8 +580,8 @@ class ReasoningEngine:
         if kwargs:
             raise TypeError(f"unexpected argument(s) {sorted(kwargs)}")
         params = self.sampling(**sampling)
-        items = self._prepare(batch, [params] * len(batch), sampling["max_new_tokens"] is not None, system, chat)
-        return TextStream(lambda on_text, cancel: self._run(items, on_text=on_text, cancel=cancel, **run_kwargs),
+        items = self._prepare_many(batch, params, system, chat)
+        return TextStream(lambda on_text, cancel: self._run_items(items, on_text=on_text, cancel=cancel, **run_kwargs),
                           single)
 
     def solve(self, problem: Prompt, *, reference: str | None = None, **kwargs: Any) -> Result:
@@ -511,22 +594,24 @@ class ReasoningEngine:
     def solve_many(self, problems: Sequence[Prompt], *, references: Sequence[str | None] | None = None,
                    batch_size: int = 8, progress: bool | None = None, system: str | None = None,
                    stop: Sequence[str] = (), **sampling: Any) -> list[Result]:
-        """Solve problems ``batch_size`` at a time (checked against ``references`` when given)."""
+        """Solve problems, ``batch_size`` of them in flight at a time (a new one joins as one
+        finishes), checked against ``references`` when given."""
         if references is not None and len(references) != len(problems):
             raise ValueError(f"{len(problems)} problems but {len(references)} references")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         params = self.sampling(**sampling)
-        explicit_max = sampling.get("max_new_tokens") is not None
         show = sys.stderr.isatty() if progress is None else progress
-        results: list[Result] = []
         with tqdm(desc="solving", unit="tok", disable=not show, delay=1.0, dynamic_ncols=True) as bar:
-            for i in range(0, len(problems), batch_size):
-                chunk = list(problems[i:i + batch_size])
-                items = self._prepare(chunk, [params] * len(chunk), explicit_max, system, True)
-                results += self._run(items, stop=stop, progress=bar)
+            results = self._run_items(self._prepare_many(list(problems), params, system, True), stop=stop,
+                                      progress=bar, in_flight=batch_size)
         refs = references if references is not None else [None] * len(results)
         return [r.with_reference(ref) for r, ref in zip(results, refs)]
+
+    def _prepare_many(self, prompts: Sequence[Prompt], params: SamplingParams, system: str | None,
+                      chat: bool) -> list[_Item]:
+        return [self._prepare(p, params, system, chat, "the prompt" if len(prompts) == 1 else f"prompt {i}")
+                for i, p in enumerate(prompts)]
 
 
 class TextStream:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -178,9 +179,9 @@ def evaluate(engine: ReasoningEngine, problems: Iterable[Any], *, k: int = 1, ba
         problems: :class:`Problem` s, ``{"problem", "answer"}`` mappings, ``(problem, answer)``
             pairs or curriculum problems.
         k: samples per problem (pass@1 is averaged over them; maj@k votes over them).
-        batch_size: rows generated together; the k samples of a problem go in the same batches.
+        batch_size: requests in flight at once (a new one joins as one finishes).
         on_result: ``on_result(problem_index, sample_index, result)`` as each batch finishes
-            (to write generations as they come).
+            (to write generations as they come), as each finishes.
         seed, **sampling: sampling settings (None: the engine's defaults).
     """
     if k < 1:
@@ -189,26 +190,25 @@ def evaluate(engine: ReasoningEngine, problems: Iterable[Any], *, k: int = 1, ba
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     problems = [as_problem(p) for p in problems]
     base = engine.sampling(seed=seed, **sampling)
-    explicit_max = sampling.get("max_new_tokens") is not None
     jobs = [(i, j) for i in range(len(problems)) for j in range(k)]
     results: list[list[Result | None]] = [[None] * k for _ in problems]
-    seconds = decode_seconds = 0.0
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(desc=f"evaluating {len(problems)} problems x {k}", unit="tok", disable=not show,
               dynamic_ncols=True) as bar:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            items = engine._prepare([problems[i].problem for i, _ in chunk],
-                                    [replace(base, seed=base.seed + j) for _, j in chunk],
-                                    explicit_max, system, True)
-            batch = engine._run(items, stop=stop, progress=bar)
-            seconds += batch[0].stats.prefill_seconds + max(r.stats.decode_seconds for r in batch)
-            decode_seconds += max(r.stats.decode_seconds for r in batch)
-            for (i, j), result in zip(chunk, batch):
-                result = result.with_reference(problems[i].answer)
-                results[i][j] = result
-                if on_result is not None:
-                    on_result(i, j, result)
+        def record(index: int, result: Result) -> None:
+            i, j = jobs[index]
+            result = result.with_reference(problems[i].answer)
+            results[i][j] = result
+            if on_result is not None:
+                on_result(i, j, result)
             done = sum(all(r is not None for r in samples) for samples in results)
             bar.set_postfix(problems=f"{done}/{len(problems)}")
+
+        t0 = time.perf_counter()
+        engine.run([(problems[i].problem, replace(base, seed=base.seed + j)) for i, j in jobs], system=system,
+                   stop=stop, on_result=record, progress=bar, in_flight=batch_size)
+        seconds = time.perf_counter() - t0
+    # Requests overlap: decode time is the wall time less the first request's prefill.
+    first = min((r for samples in results for r in samples), key=lambda r: r.stats.prefill_seconds, default=None)
+    decode_seconds = seconds - (first.stats.prefill_seconds if first is not None else 0.0)
     return Evaluation(problems, results, k, seconds=seconds, decode_seconds=decode_seconds)  # type: ignore[arg-type]

@@ -4,14 +4,14 @@ Models are built with random weights in the official shapes (no checkpoint neede
 shapes (CPU smoke runs). What is measured, per model:
 
 * prefill: seconds to prefill one prompt of each length (batch 1, real prefill);
-* decode latency: ms per token at batch 1 after a real prefill to each context length
-  (CUDA-graph replays, median over ``decode_steps`` steps);
+* decode latency: ms per token at batch 1 at each context length (the engine's decode step:
+  inputs, CUDA-graph replay, sampling; median over ``decode_steps`` steps);
 * decode throughput: for a batch of B sequences with a ``prompt``-token prompt and a
   ``generate``-token budget, the step time is measured at several context lengths spread over
   [prompt, prompt + generate] and integrated (step time is linear in context), giving
-  tokens/s for the whole generation. The cache is moved to each context length without
-  computing it (decode reads the same bytes whatever they hold), so large batches need no
-  prefill of B x context tokens. Batches grow until the cache no longer fits in memory, then a
+  tokens/s for the whole generation. The running set is placed at each context length without
+  computing it (``Engine.place`` / ``Engine.jump``: decode reads the same bytes whatever they
+  hold), so large batches need no prefill of B x context tokens. Batches grow until the cache no longer fits in memory, then a
   bisection finds the largest batch that fits;
 * bytes: cache bytes per sequence, and the bytes a decode step must move (weights, the cache
   it reads, recurrent state read and written), which over the copy bandwidth gives the floor.
@@ -33,9 +33,10 @@ from torch import nn
 
 import layers.backends as backends
 
-from .cache import CacheBase, DenseCache, SambaYCache
+from .cache import PagedCache, SambaYCache
 from .config import Phi4MiniConfig, SambaYConfig
-from .generate import Engine
+from .engine.sequence import Sequence
+from .generate import Engine, Request, SamplingParams
 from .model import SambaYForCausalLM
 from .phi4mini import Phi4MiniForCausalLM
 
@@ -103,53 +104,56 @@ def timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> list[floa
     return out
 
 
-def jump(cache: CacheBase, length: int) -> None:
-    """Benchmark only: make ``cache`` hold ``length`` tokens without computing them."""
-    cache.length = length
-    cache.seqlen.fill_(length)
-
-
-def step_bytes(model: nn.Module, cache: CacheBase, context: int) -> int:
-    """Bytes one decode step over the whole batch must move at ``context`` tokens: every weight
+def step_bytes(model: nn.Module, cache: PagedCache, context: int, batch: int = 1) -> int:
+    """Bytes one decode step over ``batch`` rows must move at ``context`` tokens: every weight
     once, the K/V each attention layer reads, recurrent state read and written."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    B = cache.batch_size
     if isinstance(cache, SambaYCache):
         readers = sum(1 for k in model.config.layer_types if k in ("full_attention", "cross_attention"))
-        return weights + B * (context * cache.kv_bytes_per_token() * readers + cache.ring_bytes_per_sequence()
-                              + 2 * cache.recurrent_bytes_per_sequence())
-    assert isinstance(cache, DenseCache)
-    return weights + B * context * cache.kv_bytes_per_token()
+        return weights + batch * (context * cache.kv_bytes_per_token() * readers + cache.ring_bytes_per_sequence()
+                                  + 2 * cache.recurrent_bytes_per_sequence())
+    return weights + batch * context * cache.kv_bytes_per_token()
+
+
+def engine_for(model: nn.Module, batch: int, max_tokens: int, compile: bool = False, **options: Any) -> Engine:
+    """An engine with exactly the blocks ``batch`` requests of ``max_tokens`` tokens need."""
+    block_size = 16
+    blocks = 1 + batch * -(-max_tokens // block_size)
+    return Engine(model, max_batch_size=batch, num_blocks=blocks, block_size=block_size, compile=compile, **options)
+
+
+def decode_step(engine: Engine, seqs: list[Sequence]) -> Callable[[], torch.Tensor]:
+    """The engine's decode step of the placed running set (no scheduling, no token appended)."""
+    return lambda: engine.runner.decode(seqs)
 
 
 def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torch.device,
                                 log: Callable[[str], None] = print) -> list[dict]:
     """Batch 1: prefill each length (timed), then time decode steps at that context."""
-    engine = Engine(model, compile=s.compile, prefill_chunk=max(s.prompt_lengths + s.contexts))
     lengths = sorted(set(s.prompt_lengths) | set(s.contexts))
-    cache, step = engine.slot(1, max(lengths) + s.decode_steps + 8)
+    engine = engine_for(model, 1, max(lengths) + 2, compile=s.compile, prefill_chunk=max(lengths))
     vocab = model.config.vocab_size
     rows = []
-    ids = torch.randint(0, vocab, (1, 1), device=device)
     for n in [min(lengths)] + lengths:  # the first run warms up
-        prompt = torch.randint(0, vocab, (1, n), device=device)
+        prompt = torch.randint(0, vocab, (n,)).tolist()
 
         def prefill() -> None:
-            cache.reset()
-            engine.prefill(cache, prompt)
+            engine.generate([Request(prompt, SamplingParams(temperature=0.0, max_new_tokens=1))])
 
         seconds = min(timed(prefill, device, 2))  # the first run of a new length pays kernel selection
         row: dict[str, Any] = {"length": n}
         if n in s.prompt_lengths:
             row["prefill_s"] = seconds
         if n in s.contexts:
-            step(ids)  # warm
-            times = timed(lambda: step(ids), device, s.decode_steps)
-            row["decode_ms"] = 1e3 * statistics.median(times)
-            row["floor_ms"] = 1e3 * step_bytes(model, cache, n) / s.bandwidth
+            seqs = engine.place([n])
+            step = decode_step(engine, seqs)
+            step()  # warm
+            row["decode_ms"] = 1e3 * statistics.median(timed(step, device, s.decode_steps))
+            row["floor_ms"] = 1e3 * step_bytes(model, engine.cache, n) / s.bandwidth
+            engine.abort(seqs[0].request_id)
+            engine.step()
         rows.append(row)
         log(f"    {row}")
-    engine.release()
     return rows[1:]
 
 
@@ -169,31 +173,33 @@ def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batc
     budget = s.prompt + s.generate
     points = [s.prompt + round(i * s.generate / (s.throughput_points - 1)) for i in range(s.throughput_points)]
     points[-1] = budget - s.decode_steps - 2
-    engine = Engine(model, compile=compile)
+    engine = None
     try:
-        cache, step = engine.slot(batch, budget)
-        ids = torch.randint(0, model.config.vocab_size, (batch, 1), device=device)
+        engine = engine_for(model, batch, budget, compile=compile)
+        seqs = engine.place([points[0]] * batch)
+        step = decode_step(engine, seqs)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         step_s, floor_s = [], []
         for ctx in points:
-            jump(cache, ctx)
-            step(ids)
-            step_s.append(statistics.median(timed(lambda: step(ids), device, s.decode_steps)))
-            floor_s.append(step_bytes(model, cache, ctx) / s.bandwidth)
+            engine.jump(seqs, ctx)
+            step()
+            step_s.append(statistics.median(timed(step, device, s.decode_steps)))
+            floor_s.append(step_bytes(model, engine.cache, ctx, batch) / s.bandwidth)
+        cache_bytes = engine.cache.nbytes_per_sequence(budget)
     except Exception as e:  # noqa: BLE001 - torch.compile wraps an out-of-memory in its own error
         if not _out_of_memory(e):
             raise
         return None
     finally:
-        engine.release()
+        del engine
     # Trapezoid over the context points: seconds to generate `generate` tokens per row.
     total = sum((step_s[i] + step_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
     floor = sum((floor_s[i] + floor_s[i + 1]) / 2 * (points[i + 1] - points[i]) for i in range(len(points) - 1))
     span = points[-1] - points[0]
     return {"batch": batch, "contexts": points, "step_ms": [1e3 * t for t in step_s],
             "tokens_per_s": batch * span / total, "floor_tokens_per_s": batch * span / floor,
-            "cache_bytes_per_seq": cache.nbytes_per_sequence(budget),
+            "cache_bytes_per_seq": cache_bytes,
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
 
 
@@ -252,14 +258,21 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def _teacher_forced(model: nn.Module, ids: torch.Tensor, n: int, engine: Engine | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of an ``n``-token prefill (all positions) and of each following token decoded one at
     a time: eagerly through ``model`` (engine None) or through the engine's decode step."""
-    if engine is None:
-        cache = model.allocate_cache(1, ids.shape[1])
-        step = lambda x: model(x, cache=cache).logits[:, -1]  # noqa: E731
-    else:
-        cache, step = engine.slot(1, ids.shape[1])
+    cache = model.allocate_cache(1, ids.shape[1])
     prefill = model(ids[:, :n], cache=cache).logits.float()
-    steps = torch.stack([step(ids[:, t:t + 1]).float() for t in range(n, ids.shape[1])])
-    return prefill, steps
+    if engine is None:
+        steps = [model(ids[:, t:t + 1], cache=cache).logits[:, -1] for t in range(n, ids.shape[1])]
+    else:  # the same tokens through the engine: its prefill, then its decode steps, fed the given tokens
+        tokens = ids[0].tolist()
+        engine.add(Request(tokens[:n], SamplingParams(temperature=0.0, max_new_tokens=ids.shape[1] - n + 1)))
+        engine.step()  # the prefill (one chunk: prefill_chunk >= n)
+        seq = engine.scheduler.running[0]
+        steps = []
+        for t in range(n, ids.shape[1]):
+            seq.tokens[-1] = tokens[t]  # teacher forcing: the given token goes in, not the sampled one
+            engine.step()
+            steps.append(engine.runner.last_logits)
+    return prefill, torch.stack([x.float() for x in steps])
 
 
 @torch.no_grad()
@@ -280,9 +293,8 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> di
     def compare(m: nn.Module, compile: bool) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
         with backends.use(attention="ref", mamba="ref", linear="torch"):
             ref = _teacher_forced(m, ids, n, None)
-        engine = Engine(m, compile=compile)
+        engine = engine_for(m, 1, ids.shape[1] + 2, compile=compile, keep_logits=True, prefill_chunk=n)
         fast = _teacher_forced(m, ids, n, engine)
-        engine.release()
         return {"prefill_rel_err": relative_error(fast[0], ref[0]), "decode_rel_err": relative_error(fast[1], ref[1]),
                 "max_step_rel_err": max(relative_error(f, r) for f, r in zip(fast[1], ref[1])),
                 "greedy_agreement": float((fast[1].argmax(-1) == ref[1].argmax(-1)).float().mean())}, ref
@@ -333,8 +345,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
         latency = measure_prefill_and_latency(model, s, device, log)
         log(f"[{kind}] throughput over batch sizes")
         throughput = measure_throughput(model, s, device, log)
-        cache_bytes = model.allocate_cache(1, 1).nbytes_per_sequence(s.prompt + s.generate) if device.type == "cpu" \
-            else throughput[0]["cache_bytes_per_seq"] if throughput else None
+        cache_bytes = model.make_cache(2, 16, 1, device="meta").nbytes_per_sequence(s.prompt + s.generate)
         results["models"][kind] = {"parameters": params, "fast_vs_reference": check, "latency": latency,
                                    "throughput": throughput, "cache_bytes_per_seq": cache_bytes}
         # The next model starts from a clean slate: no compiled graphs (and what they hold) left over.

@@ -1,113 +1,155 @@
-"""All inference state, preallocated for a batch of sequences up to ``max_seq_len`` tokens.
+"""All inference state, paged: what grows with length lives in fixed-size blocks of one pool per
+layer, what does not lives in per-slot buffers.
 
 SambaY keeps (SAMBAY.md, "Inference state"):
 
-* per self-decoder Mamba layer: a conv state (B, E, K-1) and an SSM state (B, E, N, fp32);
-* per sliding-window layer: a ring of the last ``window`` keys/values (B, W, G, D);
-* for the full-attention layer h+1 only: the one growing K/V (B, max_seq_len, G, D), which
-  every cross-attention layer reads;
+* per self-decoder Mamba layer, per slot: a conv state (E, K-1) and an SSM state (E, N, fp32);
+* per sliding-window layer, per slot: a ring of the last ``window`` keys/values (W, G, D);
+* for the full-attention layer h+1 only: the one growing K/V, in a block pool
+  (num_blocks, block_size, G, D), which every cross-attention layer reads;
 * nothing for the GMU and cross-attention layers: the memory and the shared K/V are handed
   down the cross-decoder inside a forward call.
 
-The dense Phi-4-mini baseline keeps a K/V per layer (:class:`DenseCache`), 32 x 2 x 8 x 128
-values per token for the official shape (16x SambaY's).
+The dense Phi-4-mini baseline keeps a K/V block pool per layer (:class:`DenseCache`), 32 x 2 x 8 x
+128 values per token for the official shape (16x SambaY's), and no per-slot state.
 
-Positions are absolute indices into the (left-padded) batch; ``start[b]`` counts row b's pad
-tokens, which attention skips and Mamba zeroes.
+A forward call says where its tokens live with a :class:`CacheBatch` (per-slot rows, block
+table, positions, pool slots to write). :class:`SequenceCache` is the simple user-facing form:
+B sequences of equal length, each in its own run of blocks (``model.allocate_cache``); the
+engine (``sambay/engine/``) builds CacheBatches itself, with a block table per request.
+Block 0 of every pool is scratch: padding rows of a captured decode step write there.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from layers.rope import rotary_store
+from layers.attention import gather_pages, paged_store
 
 from .config import FULL, MAMBA, SLIDING, Phi4MiniConfig, SambaYConfig
 
+SCRATCH_BLOCK = 0
 
-class CacheBase:
-    """Length and padding bookkeeping shared by the model caches.
 
-    ``length`` (host int) and ``seqlen`` (a device tensor of shape (1,)) both count the tokens
-    written so far, pads included; the one-token decode step reads only device tensors, so a
-    captured CUDA graph of it stays valid from step to step. ``start`` (B,) counts each row's
-    left-pad tokens (zeros without padding).
+@dataclass
+class CacheBatch:
+    """Where the B rows of one forward call live.
+
+    Prefill (``start`` set, a host int): every row continues after ``start`` cached tokens with T
+    new ones at ``positions`` (T,) = start..start+T-1. Decode (``start`` None): one token per row
+    at ``positions`` (B,), device tensors only, so the call can be graph-captured.
     """
 
-    def __init__(self, batch_size: int, max_seq_len: int, device: torch.device | str | None) -> None:
-        if batch_size < 1 or max_seq_len < 1:
-            raise ValueError(f"batch_size and max_seq_len must be >= 1, got {batch_size}, {max_seq_len}")
-        self.batch_size, self.max_seq_len = batch_size, max_seq_len
+    first_slot: int  # the rows use per-slot state first_slot .. first_slot + B - 1
+    block_table: torch.Tensor  # (B, n) int32 block ids, position p in block_table[b, p // block_size]
+    positions: torch.Tensor  # (T,) prefill, (B,) decode; int64
+    write_slots: torch.Tensor  # flat pool slots (block * block_size + offset) of the new tokens: (B*T,) / (B,)
+    long: torch.Tensor  # (B,) bool: LongRoPE long factors per row (dense model)
+    start: int | None = None
+
+    @property
+    def decode(self) -> bool:
+        return self.start is None
+
+    @property
+    def rows(self) -> int:
+        return self.block_table.shape[0]
+
+    def slots(self) -> slice:
+        return slice(self.first_slot, self.first_slot + self.rows)
+
+
+class PagedCache:
+    """Block pools and per-slot buffers of one model; sizes for the memory accounting."""
+
+    def __init__(self, num_blocks: int, block_size: int, num_slots: int, device: torch.device | str | None) -> None:
+        if num_blocks < 2 or block_size < 1 or num_slots < 1:
+            raise ValueError(f"a cache needs num_blocks >= 2 (block 0 is scratch), block_size >= 1 and num_slots "
+                             f">= 1, got {num_blocks}, {block_size}, {num_slots}")
+        self.num_blocks, self.block_size, self.num_slots = num_blocks, block_size, num_slots
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.length = 0
-        self.seqlen = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.start = torch.zeros(batch_size, dtype=torch.long, device=self.device)
-        self.max_start = 0  # max(start) as a host int: no padding when 0
+        self.k_pool: dict[int, torch.Tensor] = {}
+        self.v_pool: dict[int, torch.Tensor] = {}
 
-    def set_padding(self, start: torch.Tensor) -> None:
-        """Record each row's number of left-pad tokens (before anything is written)."""
-        self.start.copy_(start)
-        self.max_start = int(start.max())
+    def slot_state(self) -> list[torch.Tensor]:
+        """The per-slot buffers (first dimension: slot)."""
+        return []
 
-    def check_room(self, batch_size: int, num_new: int) -> None:
-        if batch_size != self.batch_size:
-            raise ValueError(f"input batch size {batch_size} does not match the cache's {self.batch_size}")
-        if self.length + num_new > self.max_seq_len:
-            raise ValueError(f"{self.length} cached + {num_new} new tokens exceed the cache's "
-                             f"max_seq_len of {self.max_seq_len}")
+    def move_slot(self, src: int, dst: int) -> None:
+        """Copy the constant-size state of slot ``src`` into slot ``dst``."""
+        for t in self.slot_state():
+            t[dst].copy_(t[src])
 
-    def advance(self, num_new: int) -> None:
-        self.length += num_new
-        self.seqlen += num_new
+    def gather(self, layer_idx: int, batch: CacheBatch, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of positions 0..end-1 of every row, in order: (B, end, G, D) each."""
+        n = -(-end // self.block_size)
+        table = batch.block_table[:, :n]
+        return (gather_pages(self.k_pool[layer_idx], table)[:, :end],
+                gather_pages(self.v_pool[layer_idx], table)[:, :end])
 
-    def reset(self) -> None:
-        """Forget every sequence (stale buffer contents are masked or overwritten on reuse)."""
-        self.length, self.max_start = 0, 0
-        self.seqlen.zero_()
-        self.start.zero_()
+    def store(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, batch: CacheBatch) -> None:
+        paged_store(k, v, self.k_pool[layer_idx], self.v_pool[layer_idx], batch.write_slots)
+
+    # ----- sizes
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of K and V, all paged layers, one token of one sequence."""
+        return sum(2 * t[0, 0].numel() * t.element_size() for t in self.k_pool.values())
+
+    def block_bytes(self) -> int:
+        return self.block_size * self.kv_bytes_per_token()
+
+    def slot_bytes(self) -> int:
+        """Bytes of constant-size state one sequence holds (its slot)."""
+        return sum(t[0].numel() * t.element_size() for t in self.slot_state())
+
+    def nbytes_per_sequence(self, seq_len: int) -> int:
+        """Bytes of state one sequence of ``seq_len`` tokens needs (whole blocks not counted)."""
+        return seq_len * self.kv_bytes_per_token() + self.slot_bytes()
 
 
-class SambaYCache(CacheBase):
+class SambaYCache(PagedCache):
     """Inference state of a :class:`~sambay.model.SambaYForCausalLM` (see the module docstring).
 
     Every layer's state is a tensor of its own (keyed by layer index), never a view into a
     stacked buffer: in-place updates of views would make a compiled step copy the whole stack.
-
-    Two ways in: the eager methods (``sliding_kv``, ``shared_kv``) take any number of new
-    tokens and index with host ints; the decode methods (``begin_decode``, ``sliding_step``,
-    ``shared_step``) take one token and index with ``seqlen``, so they can be graph-captured.
     """
 
-    def __init__(self, config: SambaYConfig, batch_size: int, max_seq_len: int,
+    def __init__(self, config: SambaYConfig, num_blocks: int, block_size: int, num_slots: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__(batch_size, max_seq_len, device)
-        B, E, N, K = batch_size, config.d_inner, config.mamba_d_state, config.mamba_d_conv
+        super().__init__(num_blocks, block_size, num_slots, device)
+        S, E, N, K = num_slots, config.d_inner, config.mamba_d_state, config.mamba_d_conv
         G, D, W = config.num_key_value_heads, config.head_dim, config.window
         kinds = config.layer_types
         dev = self.device
         self.window = W
+        self.kv_layer = config.kv_layer
         assert kinds[config.kv_layer] == FULL
         mamba = [i for i, k in enumerate(kinds) if k == MAMBA]
         sliding = [i for i, k in enumerate(kinds) if k == SLIDING]
-        self.conv_state = {i: torch.zeros(B, E, K - 1, device=dev, dtype=dtype) for i in mamba}
-        self.ssm_state = {i: torch.zeros(B, E, N, device=dev, dtype=torch.float32) for i in mamba}
-        # Ring of the last W tokens: position p lives in slot p % W.
-        self.ring_k = {i: torch.zeros(B, W, G, D, device=dev, dtype=dtype) for i in sliding}
-        self.ring_v = {i: torch.zeros(B, W, G, D, device=dev, dtype=dtype) for i in sliding}
-        self.ring_pos = torch.full((W,), -1, dtype=torch.long, device=dev)  # decode: position in each slot
-        self._slots = torch.arange(W, device=dev)
-        self.k = torch.zeros(B, max_seq_len, G, D, device=dev, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        self.conv_state = {i: torch.zeros(S, E, K - 1, device=dev, dtype=dtype) for i in mamba}
+        self.ssm_state = {i: torch.zeros(S, E, N, device=dev, dtype=torch.float32) for i in mamba}
+        # Ring of the last W tokens: position p lives in ring slot p % W.
+        self.ring_k = {i: torch.zeros(S, W, G, D, device=dev, dtype=dtype) for i in sliding}
+        self.ring_v = {i: torch.zeros(S, W, G, D, device=dev, dtype=dtype) for i in sliding}
+        self._ring_slots = torch.arange(W, device=dev)
+        self.k_pool[config.kv_layer] = torch.zeros(num_blocks, block_size, G, D, device=dev, dtype=dtype)
+        self.v_pool[config.kv_layer] = torch.zeros_like(self.k_pool[config.kv_layer])
 
-    def mamba_state(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.conv_state[layer_idx], self.ssm_state[layer_idx]
+    def slot_state(self) -> list[torch.Tensor]:
+        return [*self.conv_state.values(), *self.ssm_state.values(), *self.ring_k.values(), *self.ring_v.values()]
 
-    # ----- eager: T new tokens, host-int indexing
+    def mamba_state(self, layer_idx: int, batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' conv and SSM state: views, updated in place."""
+        return self.conv_state[layer_idx][batch.slots()], self.ssm_state[layer_idx][batch.slots()]
+
     def sliding_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
-                   positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Keys/values a sliding layer attends to for new k, v (B, T, G, D): the ring's tokens in
-        position order, then the new ones. The last ``window`` new tokens then go into the ring."""
-        ring_k, ring_v, W, past = self.ring_k[layer_idx], self.ring_v[layer_idx], self.window, self.length
+                   batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prefill: keys/values a sliding layer attends to for new k, v (B, T, G, D): the ring's tokens
+        in position order, then the new ones. The last ``window`` new tokens then go into the ring."""
+        ring_k, ring_v = self.ring_k[layer_idx][batch.slots()], self.ring_v[layer_idx][batch.slots()]
+        W, past, positions = self.window, batch.start, batch.positions
         if past == 0:
             keys, values, k_pos = k, v, positions
         else:
@@ -120,39 +162,25 @@ class SambaYCache(CacheBase):
         ring_v.index_copy_(1, slots, v[:, -W:])
         return keys, values, k_pos
 
-    def shared_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """Append layer h+1's new k, v (B, T, G, D); return all cached K/V (slot s = position s)."""
-        end = self.length + k.shape[1]
-        self.k[:, self.length:end] = k
-        self.v[:, self.length:end] = v
-        return self.k[:, :end], self.v[:, :end], None
+    def sliding_step(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
+                     batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode: write each row's new k, v (B, 1, G, D) into its ring; return the rings (B, W, G, D)
+        and the position each ring slot holds per row (B, W) (negative: empty)."""
+        ring_k, ring_v = self.ring_k[layer_idx][batch.slots()], self.ring_v[layer_idx][batch.slots()]
+        pos = batch.positions  # (B,)
+        rows = torch.arange(pos.shape[0], device=pos.device)
+        ring_k.index_put_((rows, pos % self.window), k[:, 0])
+        ring_v.index_put_((rows, pos % self.window), v[:, 0])
+        k_pos = pos[:, None] - (pos[:, None] - self._ring_slots) % self.window
+        return ring_k, ring_v, k_pos
 
-    # ----- decode: one token at position seqlen, device indexing
-    def begin_decode(self) -> None:
-        """Before a decode step: the position each ring slot holds once this token is in."""
-        torch.sub(self.seqlen, (self.seqlen - self._slots) % self.window, out=self.ring_pos)
+    def shared_kv(self, k: torch.Tensor, v: torch.Tensor, batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Prefill: write layer h+1's new k, v (B, T, G, D); return all its K/V (slot s = position s)."""
+        self.store(self.kv_layer, k, v, batch)
+        return (*self.gather(self.kv_layer, batch, batch.start + k.shape[1]), None)
 
-    def sliding_step(self, layer_idx: int, k: torch.Tensor,
-                     v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        slot = self.seqlen % self.window
-        self.ring_k[layer_idx].index_copy_(1, slot, k)
-        self.ring_v[layer_idx].index_copy_(1, slot, v)
-        return self.ring_k[layer_idx], self.ring_v[layer_idx], self.ring_pos
-
-    def shared_step(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        self.k.index_copy_(1, self.seqlen, k)
-        self.v.index_copy_(1, self.seqlen, v)
-        return self.k, self.v, None
-
-    def reset(self) -> None:
-        super().reset()
-        for t in (*self.conv_state.values(), *self.ssm_state.values()):
-            t.zero_()
-
-    # ----- sizes
-    def kv_bytes_per_token(self) -> int:
-        """Bytes of the shared K and V one token of one sequence adds."""
-        return 2 * self.k[0, 0].numel() * self.k.element_size()
+    def shared_pools(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k_pool[self.kv_layer], self.v_pool[self.kv_layer]
 
     def ring_bytes_per_sequence(self) -> int:
         return sum(t[0].numel() * t.element_size() for t in (*self.ring_k.values(), *self.ring_v.values()))
@@ -161,42 +189,63 @@ class SambaYCache(CacheBase):
         """Mamba conv and SSM state of one sequence."""
         return sum(t[0].numel() * t.element_size() for t in (*self.conv_state.values(), *self.ssm_state.values()))
 
-    def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
-        """Bytes of state one sequence of ``seq_len`` tokens (default: max_seq_len) needs."""
-        seq_len = self.max_seq_len if seq_len is None else seq_len
-        return seq_len * self.kv_bytes_per_token() + self.ring_bytes_per_sequence() + self.recurrent_bytes_per_sequence()
 
+class DenseCache(PagedCache):
+    """K/V block pools of every layer of the dense :class:`~sambay.phi4mini.Phi4MiniForCausalLM`."""
 
-class DenseCache(CacheBase):
-    """K/V of every layer of the dense :class:`~sambay.phi4mini.Phi4MiniForCausalLM`: one
-    (B, max_seq_len, G, D) tensor per layer for K and for V, slot s holding position s. ``kv`` is
-    the eager path (T new tokens), ``rotary_kv_step`` the graph-capturable one-token path."""
-
-    def __init__(self, config: Phi4MiniConfig, batch_size: int, max_seq_len: int,
+    def __init__(self, config: Phi4MiniConfig, num_blocks: int, block_size: int, num_slots: int,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__(batch_size, max_seq_len, device)
-        shape = (batch_size, max_seq_len, config.num_key_value_heads, config.head_size)
-        self.k = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.v = [torch.zeros(shape, device=self.device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        super().__init__(num_blocks, block_size, num_slots, device)
+        shape = (num_blocks, block_size, config.num_key_value_heads, config.head_size)
+        for i in range(config.num_hidden_layers):
+            self.k_pool[i] = torch.zeros(shape, device=self.device, dtype=dtype)
+            self.v_pool[i] = torch.zeros(shape, device=self.device, dtype=dtype)
 
-    def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """Append new k, v (B, T, G, D) of a layer; return all its cached K/V."""
-        end = self.length + k.shape[1]
-        self.k[layer_idx][:, self.length:end] = k
-        self.v[layer_idx][:, self.length:end] = v
-        return self.k[layer_idx][:, :end], self.v[layer_idx][:, :end], None
+    def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
+           batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefill: write a layer's new k, v (B, T, G, D); return all its K/V (slot s = position s)."""
+        self.store(layer_idx, k, v, batch)
+        return self.gather(layer_idx, batch, batch.start + k.shape[1])
 
-    def rotary_kv_step(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
-                       sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
-        """One token: RoPE on q and k, k and v written at ``seqlen`` (one kernel on CUDA) ->
-        (rotated q, all keys, all values, None)."""
-        q = rotary_store(q, k, v, cos, sin, self.k[layer_idx], self.v[layer_idx], self.seqlen)
-        return q, self.k[layer_idx], self.v[layer_idx], None
 
-    def kv_bytes_per_token(self) -> int:
-        """Bytes of K and V, all layers, one token of one sequence."""
-        return sum(2 * t[0, 0].numel() * t.element_size() for t in self.k)
+def contiguous_batch(cache: PagedCache, batch_size: int, max_seq_len: int, start: int, T: int, long: bool,
+                     decode: bool = False) -> CacheBatch:
+    """The CacheBatch of rows 0..B-1 laid out one after another: row b owns blocks
+    1 + b * n .. (b + 1) * n (block 0 is scratch), T new tokens after ``start`` (``decode``: one
+    token per row, per-row positions)."""
+    n = -(-max_seq_len // cache.block_size)
+    dev = cache.device
+    table = (1 + torch.arange(batch_size * n, device=dev, dtype=torch.int32)).view(batch_size, n)
+    positions = torch.arange(start, start + T, device=dev)
+    write = table.long()[:, positions // cache.block_size] * cache.block_size + positions % cache.block_size
+    long_rows = torch.full((batch_size,), long, device=dev)
+    if decode:
+        return CacheBatch(0, table, positions.expand(batch_size).contiguous(), write[:, 0], long_rows)
+    return CacheBatch(0, table, positions, write.reshape(-1), long_rows, start)
 
-    def nbytes_per_sequence(self, seq_len: int | None = None) -> int:
-        seq_len = self.max_seq_len if seq_len is None else seq_len
-        return seq_len * self.kv_bytes_per_token()
+
+class SequenceCache:
+    """The simple cached path of ``model(ids, cache=...)``: ``batch_size`` sequences of equal length,
+    up to ``max_seq_len`` tokens each, every call appending the same number of tokens to all (one
+    token after the first call is a decode step). Rows of different lengths, admission and
+    preemption are the engine's (``sambay.generate.Engine``).
+
+    ``long``: the dense model's LongRoPE list, decided once from ``max_seq_len`` (the length budget).
+    """
+
+    def __init__(self, cache: PagedCache, batch_size: int, max_seq_len: int, long: bool) -> None:
+        self.cache, self.batch_size, self.max_seq_len, self.long = cache, batch_size, max_seq_len, long
+        self.length = 0
+
+    def batch(self, batch_size: int, T: int) -> CacheBatch:
+        """Where the next call's T tokens go."""
+        if batch_size != self.batch_size:
+            raise ValueError(f"input batch size {batch_size} does not match the cache's {self.batch_size}")
+        if self.length + T > self.max_seq_len:
+            raise ValueError(f"{self.length} cached + {T} new tokens exceed the cache's max_seq_len of "
+                             f"{self.max_seq_len}")
+        return contiguous_batch(self.cache, batch_size, self.max_seq_len, self.length, T, self.long,
+                                decode=T == 1 and self.length > 0)
+
+    def advance(self, T: int) -> None:
+        self.length += T

@@ -1,5 +1,5 @@
 """What both models of the package share: the call (``forward`` with a cache, padding and
-``logits_to_keep``), the one-token decode-step contract, dtype/device and checkpoints.
+``logits_to_keep``), the paged-cache contract (``run``), dtype/device and checkpoints.
 
 :class:`~sambay.model.SambaYForCausalLM` and :class:`~sambay.phi4mini.Phi4MiniForCausalLM`
 subclass :class:`CausalLM`; neither needs the other's file.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cache import CacheBase
+from .cache import CacheBatch, PagedCache, SequenceCache
 from .checkpoint import load_pretrained, save_pretrained
 
 
@@ -22,46 +22,34 @@ class CausalLMOutput:
     """``logits`` (B, T or logits_to_keep, vocab) in the model dtype, and the cache passed in."""
 
     logits: torch.Tensor
-    cache: CacheBase | None
+    cache: SequenceCache | None
 
 
-def resolve_padding(
-    attention_mask: torch.Tensor | None, cache: CacheBase | None, batch: int, T: int, device: torch.device
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-    """Turn an HF-style ``attention_mask`` (B, cached + T; 1 = token, 0 = left pad) into
+def resolve_padding(attention_mask: torch.Tensor | None, batch: int, T: int,
+                    device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """Turn an HF-style ``attention_mask`` (B, T; 1 = token, 0 = left pad) of a full forward into
     ``(start, pad_mask, positions)``: pad tokens per row (None without padding), a (B, T) mask of
-    the new real tokens (None when all are real) and the new tokens' positions (T,).
-
-    Only left padding is supported, given with the first tokens of the rows; the cache
-    remembers it, so later calls may omit the mask (or must repeat it unchanged)."""
-    past = cache.length if cache is not None else 0
-    positions = torch.arange(past, past + T, device=device)
-    start = cache.start if cache is not None and cache.max_start > 0 else None
-    if attention_mask is not None:
-        m = attention_mask.to(device=device, dtype=torch.bool)
-        if m.shape != (batch, past + T):
-            raise ValueError(f"attention_mask has shape {tuple(m.shape)}, expected (batch, cached + new) = "
-                             f"{(batch, past + T)}")
-        if bool((m[:, :-1] & ~m[:, 1:]).any()):
-            raise ValueError("attention_mask must be left padding only: zeros then ones in every row")
-        if not bool(m[:, -1].all()):
-            raise ValueError("attention_mask has a row without any token")
-        new_start = (~m).sum(1)
-        if past == 0:
-            if cache is not None:
-                cache.set_padding(new_start)
-            start = new_start if bool(new_start.any()) else None
-        elif not torch.equal(new_start, start if start is not None else torch.zeros_like(new_start)):
-            raise ValueError("attention_mask disagrees with the padding recorded in the cache")
-    if start is None or past >= int(start.max()):
-        return start, None, positions
+    the real tokens (None when all are real) and the positions (T,). Only left padding."""
+    positions = torch.arange(T, device=device)
+    if attention_mask is None:
+        return None, None, positions
+    m = attention_mask.to(device=device, dtype=torch.bool)
+    if m.shape != (batch, T):
+        raise ValueError(f"attention_mask has shape {tuple(m.shape)}, expected (batch, seq_len) = {(batch, T)}")
+    if bool((m[:, :-1] & ~m[:, 1:]).any()):
+        raise ValueError("attention_mask must be left padding only: zeros then ones in every row")
+    if not bool(m[:, -1].all()):
+        raise ValueError("attention_mask has a row without any token")
+    start = (~m).sum(1)
+    if not bool(start.any()):
+        return None, None, positions
     return start, positions[None] >= start[:, None], positions
 
 
 class CausalLM(nn.Module):
-    """What both models of the package share: the call, the decode-step contract, dtype/device
-    and checkpoints. A subclass sets ``config_class`` and implements ``_forward`` (T new tokens,
-    host-side positions) and ``decode_step`` (one token, device-side positions)."""
+    """What both models of the package share: the call, the paged-cache contract, dtype/device
+    and checkpoints. A subclass sets ``config_class`` and implements ``_forward_full`` (a whole
+    sequence, no cache), ``run`` (tokens through a paged cache) and ``make_cache``."""
 
     config_class: type
 
@@ -76,43 +64,61 @@ class CausalLM(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        cache: CacheBase | None = None,
+        cache: SequenceCache | None = None,
         attention_mask: torch.Tensor | None = None,
         logits_to_keep: int | None = None,
     ) -> CausalLMOutput:
         """Run ``input_ids`` (B, T) after whatever ``cache`` holds (appending to it).
 
-        Without a cache this is a plain full-sequence forward. ``attention_mask`` (B, cached + T)
-        marks left padding (0) for batches of prompts of different lengths; each row computes
-        what its prompt alone computes. ``logits_to_keep`` computes logits for the last
-        positions only (generation needs one). One token with a cache and no mask goes through
-        :meth:`decode_step`.
+        Without a cache this is a plain full-sequence forward; ``attention_mask`` (B, T) marks left
+        padding (0) for prompts of different lengths, each row computing what its prompt alone
+        computes. With a cache (:meth:`allocate_cache`) every row appends T tokens; one token after
+        the first call is a decode step. ``logits_to_keep`` computes logits for the last positions only.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         if cache is not None:
-            cache.check_room(B, T)
-            if T == 1 and attention_mask is None:
-                logits = self.decode_step(input_ids, cache)
-                cache.length += 1
-                return CausalLMOutput(logits, cache)
-        start, pad_mask, positions = resolve_padding(attention_mask, cache, B, T, input_ids.device)
-        logits = self._forward(input_ids, positions, start, pad_mask, cache, logits_to_keep)
-        if cache is not None:
+            if attention_mask is not None:
+                raise ValueError("attention_mask (left padding) is for full forwards without a cache; rows of "
+                                 "different lengths run through sambay.generate.Engine (per-row positions)")
+            batch = cache.batch(B, T)
+            logits = self.run(input_ids, cache.cache, batch, logits_to_keep)
             cache.advance(T)
-        return CausalLMOutput(logits, cache)
+            return CausalLMOutput(logits, cache)
+        start, pad_mask, positions = resolve_padding(attention_mask, B, T, input_ids.device)
+        return CausalLMOutput(self._forward_full(input_ids, positions, start, pad_mask, logits_to_keep), None)
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
-                 pad_mask: torch.Tensor | None, cache: CacheBase | None, logits_to_keep: int | None) -> torch.Tensor:
+    def allocate_cache(self, batch_size: int, max_seq_len: int, block_size: int = 16) -> SequenceCache:
+        """A cache for ``batch_size`` sequences of up to ``max_seq_len`` tokens (the simple cached path)."""
+        if batch_size < 1 or max_seq_len < 1:
+            raise ValueError(f"batch_size and max_seq_len must be >= 1, got {batch_size}, {max_seq_len}")
+        blocks = 1 + batch_size * -(-max_seq_len // block_size)
+        return SequenceCache(self.make_cache(blocks, block_size, batch_size), batch_size, max_seq_len,
+                             self.uses_long_rope(max_seq_len))
+
+    def make_cache(self, num_blocks: int, block_size: int, num_slots: int,
+                   device: torch.device | str | None = None) -> PagedCache:
+        """Block pools of ``num_blocks`` blocks of ``block_size`` tokens and ``num_slots`` per-slot
+        states, on ``device`` (default: the model's; "meta" for sizes only)."""
         raise NotImplementedError
 
-    def decode_step(self, input_ids: torch.Tensor, cache: CacheBase) -> torch.Tensor:
-        """One token per row (B, 1) through ``cache`` -> logits (B, 1, V).
+    def uses_long_rope(self, length: int) -> bool:
+        """Whether a sequence with a budget of ``length`` positions uses LongRoPE's long factors."""
+        return False
 
-        Static shapes and device-side positions only, no host bookkeeping: this is the function
-        a CUDA graph captures (and torch.compile compiles). It advances ``cache.seqlen``; the
-        caller checks room and advances ``cache.length``.
+    def _forward_full(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
+                      pad_mask: torch.Tensor | None, logits_to_keep: int | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def run(self, input_ids: torch.Tensor, cache: PagedCache, batch: CacheBatch,
+            logits_to_keep: int | None = None) -> torch.Tensor:
+        """Tokens through a paged cache -> logits (B, T or logits_to_keep, V).
+
+        Prefill (``batch.start`` set): input_ids (B, T) continue the rows' cached tokens. Decode
+        (``batch.decode``): input_ids (B, 1), one token per row at its own position; static shapes
+        and device tensors only, no host synchronization: the function a CUDA graph captures (and
+        torch.compile compiles).
         """
         raise NotImplementedError
 

@@ -1,265 +1,347 @@
-"""The generation engine shared by both models: chunked prefill, a one-token decode step
-(captured as a CUDA graph on GPUs), and sampling.
+"""The token-level generation engine shared by both models: continuous batching over paged caches.
 
-Token-level only; text, chat prompts, stop strings and answers live in ``reasoning/``.
+Requests wait in a queue; each :meth:`Engine.step` decodes every running request (one token
+each, per-row positions) and prefills a chunk of the next admitted one; a request that finishes
+(stop token, stop condition, its ``max_new_tokens``, an abort, non-finite logits) leaves at once
+and frees its memory. The pieces live in ``sambay/engine/`` (one concern per file). Token-level
+only; text, chat prompts, stop strings and answers live in ``reasoning/``.
 
     engine = Engine(model)
-    outs = engine.generate([[1, 2, 3], [4, 5]], SamplingParams(temperature=0.0, max_new_tokens=32))
+    outs = engine.generate([Request([1, 2, 3], SamplingParams(temperature=0.0, max_new_tokens=32))])
+
+    rid = engine.add(Request([4, 5]))          # or drive it yourself (a server does)
+    while engine.has_unfinished():
+        for out in engine.step():
+            print(out.request_id, out.new_tokens, out.finish_reason)
 """
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import logging
-import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence as Seq
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .cache import CacheBase
+from .engine.block_manager import BlockManager
+from .engine.runner import ModelRunner
+from .engine.sampling import SamplingParams, sample, uniform
+from .engine.scheduler import POLICIES, Scheduler
+from .engine.sequence import Sequence, Status, decode_tokens_per_second
+
+__all__ = ["Engine", "EngineStats", "Generation", "Request", "SamplingParams", "StepOutput", "sample", "uniform"]
 
 log = logging.getLogger("sambay")
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick each next token. ``temperature=0`` is greedy; the defaults are the
-    recommended reasoning settings of Phi-4-mini-flash-reasoning."""
-
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 0  # 0: no top-k cut
-    max_new_tokens: int = 32768
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not (0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not (isinstance(self.top_k, int) and self.top_k >= 0):
-            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
-        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-
-
-def uniform(seed: int, step: int) -> float:
-    """A uniform number in [0, 1) that depends only on (seed, step): a row samples the same
-    tokens alone or inside any batch."""
-    h = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64
-
-
-def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
-           u: torch.Tensor) -> torch.Tensor:
-    """One token per row of logits (B, V), each row with its own settings (B,) and uniform
-    number ``u`` (B,): inverse-CDF sampling over the tokens top-k and top-p keep (the most
-    likely token is always kept). Rows with temperature 0 take the argmax."""
-    logits = logits.float()
-    greedy = logits.argmax(-1)
-    probs = torch.softmax(logits / temperature.clamp(min=1e-6)[:, None], dim=-1)
-    p_sorted, order = probs.sort(dim=-1, descending=True)
-    before = p_sorted.cumsum(-1) - p_sorted  # mass of the more likely tokens
-    rank = torch.arange(logits.shape[-1], device=logits.device)
-    keep = (before < top_p[:, None]) & ((top_k[:, None] == 0) | (rank < top_k[:, None]))
-    keep[:, 0] = True
-    p_sorted = p_sorted * keep
-    cdf = p_sorted.cumsum(-1)
-    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(max=logits.shape[-1] - 1)
-    sampled = order.gather(-1, pick)[:, 0]
-    return torch.where(temperature == 0, greedy, sampled)
+NON_FINITE = "the logits are not finite (NaN or infinite values: broken weights or an overflow)"
 
 
 @dataclass
 class Request:
-    """One prompt to continue, with its own sampling settings."""
+    """One prompt to continue, with its own sampling settings. Generation ends at a token of
+    ``stop_token_ids``, when ``should_stop(tokens)`` says so (stop strings; called with the
+    tokens generated so far, from the stepping thread), or after ``max_new_tokens``."""
 
     prompt: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
+    stop_token_ids: Seq[int] = ()
+    should_stop: Callable[[list[int]], bool] | None = None
+    request_id: str | None = None
 
 
 @dataclass
 class Generation:
     """The result of one request."""
 
+    request_id: str
     tokens: list[int]  # generated tokens, the stop token included when one ended it
-    finish_reason: str  # "stop" (a stop token or stop condition) or "length"
+    finish_reason: str  # "stop" | "length" | "abort" | "error"
     prompt_tokens: int
-    prefill_seconds: float
-    decode_seconds: float
+    prefill_seconds: float  # admission to the first token
+    decode_seconds: float  # first token to last token
+    error: str | None = None  # what went wrong, with finish_reason "error"
 
     @property
-    def decode_tokens_per_second(self) -> float:
-        return len(self.tokens) / self.decode_seconds if self.decode_seconds > 0 else float("nan")
+    def decode_tokens_per_second(self) -> float | None:
+        """See :func:`sambay.engine.sequence.decode_tokens_per_second` (the one definition)."""
+        return decode_tokens_per_second(len(self.tokens), self.decode_seconds)
 
 
-class DecodeGraph:
-    """A CUDA graph of one decode step (``step(ids, cache)``, e.g. ``model.decode_step`` or its
-    compiled form) over a fixed cache: static input, output and buffers."""
+@dataclass
+class StepOutput:
+    """What one request produced in one step (``generation`` is set once it finished)."""
 
-    def __init__(self, step: Callable[[torch.Tensor, CacheBase], torch.Tensor], cache: CacheBase) -> None:
-        self.cache = cache
-        self.ids = torch.zeros(cache.batch_size, 1, dtype=torch.long, device=cache.device)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(3):  # warm up: kernel selection, Triton / inductor compilation
-                step(self.ids, cache)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.logits = step(self.ids, cache)[:, -1]
-        cache.reset()  # the warm-up wrote garbage; capture itself ran nothing on the device
+    request_id: str
+    new_tokens: list[int]
+    finished: bool
+    finish_reason: str | None = None
+    error: str | None = None
+    generation: Generation | None = None
 
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        self.cache.check_room(ids.shape[0], 1)
-        self.ids.copy_(ids)
-        self.graph.replay()
-        self.cache.length += 1  # the graph advanced the device-side seqlen
-        return self.logits.clone()  # the next replay overwrites the static output
+
+@dataclass
+class EngineStats:
+    """Counters over the engine's life."""
+
+    decode_steps: int = 0
+    decode_rows: int = 0  # running requests summed over decode steps
+    prefill_tokens: int = 0
+    preemptions: int = 0
+    steps: int = 0
+
+    @property
+    def mean_batch(self) -> float:
+        """Mean running batch of the decode steps."""
+        return self.decode_rows / self.decode_steps if self.decode_steps else 0.0
 
 
 class Engine:
-    """Runs a model of the package (SambaY or dense): prefill in chunks, decode one token at a
-    time with a preallocated cache, and sample.
+    """Continuous batching for a model of the package (SambaY or dense).
 
-    ``cuda_graphs`` (default: on for CUDA models) captures the decode step once per (batch size,
-    max length) and replays it; ``compile`` runs the step through ``torch.compile`` first (fuses
-    the small ops between the big kernels; the first step of each new shape compiles).
-    ``prefill_chunk`` bounds prefill activations for long prompts.
+    Args:
+        max_batch_size: most requests decoding at once (default 256 on CUDA, 32 on CPU).
+        num_blocks: K/V blocks in the pool (block 0 is scratch). Default: on CUDA, what
+            ``memory_fraction`` of the free memory holds after the per-slot state and an allowance
+            for activations; on CPU, room for ``max_batch_size`` requests of the whole context.
+        block_size: tokens per K/V block.
+        cuda_graphs: decode steps replay graphs captured for a ladder of batch sizes (default: on
+            for CUDA models). ``compile``: the step through ``torch.compile`` first.
+        prefill_chunk: prompt tokens computed per step (running requests decode in every step).
+        policy: ``"continuous"`` (admit as memory allows) or ``"static"`` (admit only into an empty
+            batch: the baseline).
+        keep_logits: every step also keeps its logits (``runner.last_logits``), for checks.
+
+    Memory is not reserved for ``max_new_tokens``: a request is admitted when the blocks for its
+    prompt are free, and grows a block at a time; when the pool runs dry the most recently
+    admitted request is preempted (its blocks freed, requeued first, recomputed on readmission).
+    Its tokens do not change: sampling uses ``uniform(seed, step)``.
+
+    ``add`` and ``abort`` may be called from any thread; ``step`` from one thread at a time.
     """
 
-    def __init__(self, model: nn.Module, *, cuda_graphs: bool | None = None, compile: bool = False,
-                 prefill_chunk: int = 8192) -> None:
+    def __init__(self, model: nn.Module, *, max_batch_size: int | None = None, num_blocks: int | None = None,
+                 memory_fraction: float = 0.9, block_size: int = 16, cuda_graphs: bool | None = None,
+                 compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous",
+                 keep_logits: bool = False) -> None:
         self.model = model.eval()
-        self.decode_step = model.decode_step
-        if compile:
-            # One static graph per (batch, cache length): a dynamic one is slower to run. Inductor
-            # rounds between fused ops where eager rounds, so compiled numerics are eager's. No
-            # matmul padding: its search allocates weight-sized tensors, and decode has no use for it.
-            self.decode_step = torch.compile(model.decode_step, fullgraph=True, dynamic=False,
-                                             options={"emulate_precision_casts": True, "shape_padding": False})
         self.device = model.device
-        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        if self.cuda_graphs and self.device.type != "cuda":
+        cuda = self.device.type == "cuda"
+        self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and not cuda:
             raise ValueError("cuda_graphs needs a model on a CUDA device")
-        if prefill_chunk < 1:
-            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
-        self.prefill_chunk = prefill_chunk
-        self._slots: dict[tuple[int, int], tuple[CacheBase, DecodeGraph | None]] = {}  # most recent last
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
+        for name, value in (("prefill_chunk", prefill_chunk), ("block_size", block_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not 0 < memory_fraction <= 1:
+            raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
+        self.max_batch_size = max_batch_size if max_batch_size is not None else (256 if cuda else 32)
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        self.block_size, self.prefill_chunk, self.policy = block_size, prefill_chunk, policy
+        if num_blocks is None:
+            num_blocks = self._blocks_from_memory(memory_fraction) if cuda else \
+                1 + self.max_batch_size * -(-self.max_context // block_size)
+        if num_blocks < 2:
+            raise ValueError(f"num_blocks must be >= 2 (block 0 is scratch), got {num_blocks}")
+        cache = model.make_cache(num_blocks, block_size, self.max_batch_size + 1)  # + the prefill slot
+        self.blocks = BlockManager(num_blocks, block_size)
+        self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy)
+        self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
+                                  keep_logits)
+        self.stats = EngineStats()
+        self.last_batch = 0  # running requests decoded in the last step
+        self._lock = threading.Lock()
+        self._incoming: list[Sequence] = []
+        self._aborts: set[str] = set()
+        self._live: dict[str, Sequence] = {}
+        self._ids = itertools.count()
 
+    # ----- sizes
     @property
     def max_context(self) -> int:
         """Longest sequence (prompt + generation) the model supports."""
         return int(self.model.config.max_position_embeddings)
 
-    def slot(self, batch_size: int, max_seq_len: int) -> tuple[CacheBase, Callable[[torch.Tensor], torch.Tensor]]:
-        """A reset cache for ``batch_size`` rows of at least ``max_seq_len`` tokens and the decode
-        step over it. The two most recent are kept for reuse. With CUDA graphs the length is rounded
-        up to a multiple of 4096 (a graph is captured per shape); without, to 64 (an eager step
-        reads the whole buffer)."""
-        bucket = 4096 if self.cuda_graphs else 64
-        key = (batch_size, min(self.max_context, -(-max_seq_len // bucket) * bucket))
-        if key in self._slots:
-            self._slots[key] = self._slots.pop(key)
-        else:
-            while len(self._slots) >= 2:
-                self._slots.pop(next(iter(self._slots)))
-            cache = self.model.allocate_cache(*key)
-            self._slots[key] = (cache, DecodeGraph(self.decode_step, cache) if self.cuda_graphs else None)
-        cache, graph = self._slots[key]
-        cache.reset()
-        if graph is not None:
-            return cache, graph
+    @property
+    def num_blocks(self) -> int:
+        return self.blocks.num_blocks
 
-        def step(ids: torch.Tensor) -> torch.Tensor:
-            cache.check_room(ids.shape[0], 1)
-            logits = self.decode_step(ids, cache)[:, -1]
-            cache.length += 1
-            return logits
+    @property
+    def free_blocks(self) -> int:
+        return self.blocks.num_free
 
-        return cache, step
+    @property
+    def cache(self):  # noqa: ANN201 - the model's PagedCache subclass
+        return self.runner.cache
 
-    def release(self) -> None:
-        """Free every cached buffer and graph."""
-        self._slots.clear()
+    def _blocks_from_memory(self, fraction: float) -> int:
+        """Blocks that ``fraction`` of the free GPU memory holds, after the per-slot state and an
+        allowance for activations (a prefill chunk's, and the sampler's (batch, vocab) buffers)."""
+        probe = self.model.make_cache(2, self.block_size, 1, device="meta")
+        free, _ = torch.cuda.mem_get_info(self.device)
+        cfg = self.model.config
+        activations = (self.prefill_chunk * cfg.hidden_size * 4 * 48
+                       + self.max_batch_size * cfg.vocab_size * 4 * 8)
+        room = free * fraction - (self.max_batch_size + 1) * probe.slot_bytes() - activations
+        blocks = int(room // probe.block_bytes())
+        if blocks < 2:
+            raise ValueError(f"no room for a K/V pool in {free / 2**30:.1f} GiB free: lower max_batch_size "
+                             f"({self.max_batch_size}) or prefill_chunk, or free GPU memory")
+        return blocks
 
-    @torch.no_grad()
-    def prefill(self, cache: CacheBase, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
-        """Run left-padded prompts ``ids`` (B, T) (``start[b]`` pads in row b) into an empty
-        cache, ``prefill_chunk`` tokens at a time; returns the last position's logits (B, V)."""
-        if start is not None:
-            cache.set_padding(start.to(cache.device))
-        for i in range(0, ids.shape[1], self.prefill_chunk):
-            out = self.model(ids[:, i:i + self.prefill_chunk], cache=cache, logits_to_keep=1)
-        return out.logits[:, -1]
-
-    @torch.no_grad()
-    def generate(
-        self,
-        requests: Sequence[Request],
-        *,
-        stop_token_ids: Sequence[int] = (),
-        should_stop: Callable[[int, list[int]], bool] | None = None,
-        on_token: Callable[[int, int], None] | None = None,
-    ) -> list[Generation]:
-        """Continue every request's prompt as one batch.
-
-        A row stops at a token in ``stop_token_ids``, when ``should_stop(row, tokens)`` says so
-        (stop strings), or after its ``max_new_tokens``. ``on_token(row, token)`` sees every
-        token as it is produced (streaming). Finished rows idle until the batch is done.
-        """
-        if not requests:
-            return []
-        for i, r in enumerate(requests):
-            if not r.prompt:
-                raise ValueError(f"request {i} has an empty prompt")
-        lengths = [len(r.prompt) for r in requests]
-        width = max(lengths)
-        budget = width + max(r.params.max_new_tokens for r in requests)
+    # ----- requests
+    def add(self, request: Request) -> str:
+        """Queue ``request``; returns its id. Raises ValueError for a prompt that can never run."""
+        prompt = request.prompt
+        if not isinstance(prompt, (list, tuple)) or not prompt:
+            raise ValueError(f"a request's prompt must be a non-empty list of token ids, got {prompt!r:.80}")
+        vocab = int(self.model.config.vocab_size)
+        if not all(isinstance(t, int) and 0 <= t < vocab for t in prompt):
+            raise ValueError(f"a request's prompt must hold token ids in [0, {vocab}), got {list(prompt)!r:.80}")
+        if not isinstance(request.params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, got {type(request.params).__name__}")
+        budget = len(prompt) + request.params.max_new_tokens
         if budget > self.max_context:
-            raise ValueError(f"prompt ({width} tokens) + max_new_tokens needs {budget} positions, more than the "
-                             f"model's context of {self.max_context}; shorten the prompt or lower max_new_tokens")
-        B, dev = len(requests), self.device
-        ids = torch.zeros(B, width, dtype=torch.long)
-        for b, r in enumerate(requests):
-            ids[b, width - len(r.prompt):] = torch.tensor(r.prompt)
-        start = torch.tensor([width - n for n in lengths])
-        temperature = torch.tensor([float(r.params.temperature) for r in requests], device=dev)
-        top_p = torch.tensor([float(r.params.top_p) for r in requests], device=dev)
-        top_k = torch.tensor([r.params.top_k for r in requests], device=dev)
-        stops = set(stop_token_ids)
+            raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({request.params.max_new_tokens}) "
+                             f"needs {budget} positions, more than the model's context of {self.max_context}; "
+                             "shorten the prompt or lower max_new_tokens")
+        if budget > self.blocks.capacity_tokens:
+            raise ValueError(f"prompt + max_new_tokens ({budget} tokens) does not fit the whole K/V pool "
+                             f"({self.blocks.capacity_tokens} tokens); give the engine more blocks")
+        with self._lock:
+            rid = request.request_id if request.request_id is not None else f"req-{next(self._ids)}"
+            if rid in self._live or any(s.request_id == rid for s in self._incoming):
+                raise ValueError(f"request id {rid!r} is already in use")
+            seq = Sequence(rid, list(prompt), request.params, frozenset(request.stop_token_ids), request.should_stop,
+                           self.model.uses_long_rope(budget))
+            self._incoming.append(seq)
+        return rid
 
-        cache, step = self.slot(B, budget)
-        t0 = time.perf_counter()
-        logits = self.prefill(cache, ids.to(dev), start if start.any() else None)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        prefill_seconds = time.perf_counter() - t0
+    def abort(self, request_id: str) -> None:
+        """End ``request_id`` at the next step (finish_reason "abort"), freeing its memory. Unknown
+        or finished ids are ignored."""
+        with self._lock:
+            self._aborts.add(request_id)
 
-        outputs: list[list[int]] = [[] for _ in requests]
-        reasons: list[str | None] = [None] * B
-        t0 = time.perf_counter()
-        for n in range(max(r.params.max_new_tokens for r in requests)):
-            u = torch.tensor([uniform(r.params.seed, n) for r in requests], device=dev)
-            tokens = sample(logits, temperature, top_p, top_k, u)
-            for b, tok in enumerate(tokens.tolist()):
-                if reasons[b] is not None:
-                    continue
-                outputs[b].append(tok)
-                if on_token is not None:
-                    on_token(b, tok)
-                if tok in stops or (should_stop is not None and should_stop(b, outputs[b])):
-                    reasons[b] = "stop"
-                elif len(outputs[b]) >= requests[b].params.max_new_tokens:
-                    reasons[b] = "length"
-            if all(r is not None for r in reasons):
-                break
-            logits = step(tokens[:, None])
-        decode_seconds = time.perf_counter() - t0
-        return [Generation(outputs[b], reasons[b] or "length", lengths[b], prefill_seconds, decode_seconds)
-                for b in range(B)]
+    def has_unfinished(self) -> bool:
+        with self._lock:
+            return bool(self._incoming) or self.scheduler.has_unfinished()
+
+    # ----- one step
+    def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> Generation:
+        if seq.status is not Status.FINISHED:
+            self.scheduler.remove(seq)
+        seq.finish_reason, seq.error = reason, error
+        self._live.pop(seq.request_id, None)
+        return Generation(seq.request_id, list(seq.tokens), reason, len(seq.prompt), seq.prefill_seconds,
+                          seq.decode_seconds, error)
+
+    @torch.no_grad()
+    def step(self) -> list[StepOutput]:
+        """One scheduler iteration: aborts, admission, a prefill chunk, one decode step of the
+        running set, then the new tokens (one device-to-host copy) and who finished."""
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            aborts, self._aborts = self._aborts, set()
+        for seq in incoming:
+            self._live[seq.request_id] = seq
+            self.scheduler.add(seq)
+        outputs: list[StepOutput] = []
+        for rid in aborts:
+            seq = self._live.get(rid)
+            if seq is not None:
+                gen = self._finish(seq, "abort")
+                outputs.append(StepOutput(rid, [], True, "abort", None, gen))
+        plan = self.scheduler.schedule()
+        self.stats.steps += 1
+        self.stats.preemptions = self.scheduler.preemptions
+        for src, dst in plan.moves:
+            self.runner.move_slot(src, dst)
+        results = []
+        self.last_batch = len(plan.decode)
+        if plan.decode:
+            results.append(self.runner.decode(plan.decode))
+            self.stats.decode_steps += 1
+            self.stats.decode_rows += len(plan.decode)
+        prefill = plan.prefill
+        if prefill is not None:
+            if prefill.prefill_start is None:
+                prefill.prefill_start = time.perf_counter()
+            out = self.runner.prefill(prefill, plan.prefill_end, plan.prefill_samples)
+            self.stats.prefill_tokens += plan.prefill_end - prefill.num_cached
+            if out is not None:
+                results.append(out)
+        rows = torch.cat(results).tolist() if results else []  # the step's one device-to-host copy
+        sampled = plan.decode + ([prefill] if plan.prefill_samples else [])
+        if prefill is not None and not plan.prefill_samples:
+            self.scheduler.prefilled(prefill, plan.prefill_end)
+        for seq, (token, bad) in zip(sampled, rows):
+            if seq is prefill:
+                seq.num_cached = plan.prefill_end
+            else:
+                seq.num_cached += 1
+            if bad:
+                gen = self._finish(seq, "error", NON_FINITE)
+                outputs.append(StepOutput(seq.request_id, [], True, "error", NON_FINITE, gen))
+                continue
+            seq.append(token)
+            reason = seq.check_stop()
+            if reason is not None:
+                gen = self._finish(seq, reason)
+                outputs.append(StepOutput(seq.request_id, [token], True, reason, None, gen))
+                continue
+            if seq is prefill:
+                self.scheduler.join(seq)
+            outputs.append(StepOutput(seq.request_id, [token], False))
+        return outputs
+
+    # ----- benchmarks
+    def place(self, contexts: Seq[int], params: SamplingParams | Seq[SamplingParams] | None = None,
+              generated: Seq[int] | None = None) -> list[Sequence]:
+        """Benchmarks only: put requests straight into the running set at ``contexts`` tokens each,
+        ``generated[i]`` (default 1) of them already sampled, without computing them. Their blocks
+        are allocated and hold whatever the memory held: a decode step moves the same bytes
+        whatever they hold. They then run (and finish) like any other request."""
+        generated = [1] * len(contexts) if generated is None else list(generated)
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams(temperature=0.0, max_new_tokens=self.max_context)] * len(contexts)
+        seqs = []
+        for ctx, g, p in zip(contexts, generated, params):
+            if not 1 <= g < ctx:
+                raise ValueError(f"a placed request needs 1 <= generated < context, got {g}, {ctx}")
+            seq = Sequence(f"placed-{next(self._ids)}", [0] * (ctx - g), p, frozenset(), None,
+                           self.model.uses_long_rope(ctx - g + p.max_new_tokens), tokens=[0] * g)
+            if not self.blocks.can_grow(seq, ctx):
+                raise ValueError(f"no room in the K/V pool for a request of {ctx} tokens")
+            self.blocks.grow(seq, ctx)
+            self.scheduler.place(seq)
+            seq.first_token_time = seq.prefill_start = seq.last_token_time = time.perf_counter()
+            self._live[seq.request_id] = seq
+            seqs.append(seq)
+        return seqs
+
+    def jump(self, seqs: Seq[Sequence], context: int) -> None:
+        """Benchmarks only: move placed running requests on to ``context`` tokens without computing them."""
+        for seq in seqs:
+            if context < seq.num_tokens or not self.blocks.can_grow(seq, context):
+                raise ValueError(f"cannot move a request of {seq.num_tokens} tokens to {context}")
+            seq.prompt = [0] * (context - len(seq.tokens))
+            self.blocks.grow(seq, context)
+            seq.num_cached = context - 1
+
+    def generate(self, requests: Seq[Request]) -> list[Generation]:
+        """Run ``requests`` to completion (with whatever else is queued); one Generation each, in order."""
+        ids = [self.add(r) for r in requests]
+        wanted = set(ids)
+        done: dict[str, Generation] = {}
+        while wanted - done.keys():
+            for out in self.step():
+                if out.finished and out.request_id in wanted:
+                    done[out.request_id] = out.generation
+        return [done[i] for i in ids]

@@ -23,7 +23,7 @@ from layers.mamba import Mamba
 from layers.mlp import MLP
 from layers.norm import LayerNorm
 
-from .cache import SambaYCache
+from .cache import CacheBatch, SambaYCache
 from .causal_lm import CausalLM
 from .config import CROSS, FULL, GMU as GMU_KIND, MAMBA, SLIDING, SambaYConfig
 
@@ -32,13 +32,17 @@ from .config import CROSS, FULL, GMU as GMU_KIND, MAMBA, SLIDING, SambaYConfig
 class ForwardContext:
     """What one forward call hands from layer to layer."""
 
-    positions: torch.Tensor  # (T,) absolute positions of the new tokens
-    start: torch.Tensor | None  # (B,) left-pad tokens per row, None without padding
+    positions: torch.Tensor  # (T,) positions of the new tokens; decode: (B,) one per row
+    start: torch.Tensor | None  # (B,) left-pad tokens per row (full forward only), None without padding
     pad_mask: torch.Tensor | None  # (B, T) True on real tokens, None when all are real
     cache: SambaYCache | None
-    decode: bool = False  # one token through the cache's graph-capturable decode methods
+    batch: CacheBatch | None = None  # where the rows live in the cache
     memory: torch.Tensor | None = None  # layer h's SSM output for the new tokens (B, T, E)
     shared_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None  # layer h+1's K, V, positions
+
+    @property
+    def decode(self) -> bool:
+        return self.batch is not None and self.batch.decode
 
 
 class SambaYDecoderLayer(nn.Module):
@@ -64,14 +68,14 @@ class SambaYDecoderLayer(nn.Module):
     def mix(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """``x + mixer(LN(x))``: the LayerNorm rides with the mixer's first projection and the
         residual add with its last (one kernel each in batch-1 decoding)."""
-        cache, norm = ctx.cache, self.input_layernorm
+        cache, batch, norm = ctx.cache, ctx.batch, self.input_layernorm
         if self.kind == MAMBA:
             if cache is None:
                 out, y = self.attn(x, pad_mask=ctx.pad_mask, norm=norm, residual=x)
             elif ctx.decode:
-                out, y = self.attn.step(x, cache.mamba_state(self.layer_idx), norm, x)
+                out, y = self.attn.step(x, cache.mamba_state(self.layer_idx, batch), norm, x)
             else:
-                out, y = self.attn(x, cache.mamba_state(self.layer_idx), ctx.pad_mask, fresh=cache.length == 0,
+                out, y = self.attn(x, cache.mamba_state(self.layer_idx, batch), None, fresh=batch.start == 0,
                                    norm=norm, residual=x)
             if self.is_memory_layer:
                 ctx.memory = y
@@ -79,18 +83,23 @@ class SambaYDecoderLayer(nn.Module):
         if self.kind == GMU_KIND:
             return self.attn(x, ctx.memory, norm, x)
         q, k, v = self.attn.project(x, norm)
+        if ctx.decode and self.kind in (FULL, CROSS):  # one query per row over the paged shared K/V
+            if self.kind == FULL:
+                cache.store(self.layer_idx, k, v, batch)
+            return self.attn.attend_paged(q, *cache.shared_pools(), batch.block_table, ctx.positions, residual=x)
+        q_pos = ctx.positions[:, None] if ctx.decode else ctx.positions
         if self.kind == CROSS:
             k, v, k_pos = ctx.shared_kv
         elif cache is None:
             k_pos = ctx.positions
         elif self.kind == SLIDING:
-            k, v, k_pos = (cache.sliding_step(self.layer_idx, k, v) if ctx.decode
-                           else cache.sliding_kv(self.layer_idx, k, v, ctx.positions))
+            k, v, k_pos = (cache.sliding_step(self.layer_idx, k, v, batch) if ctx.decode
+                           else cache.sliding_kv(self.layer_idx, k, v, batch))
         else:
-            k, v, k_pos = cache.shared_step(k, v) if ctx.decode else cache.shared_kv(k, v)
+            k, v, k_pos = cache.shared_kv(k, v, batch)
         if self.kind == FULL:
             ctx.shared_kv = (k, v, k_pos)
-        return self.attn.attend(q, k, v, ctx.positions, k_pos, ctx.start, self.window, residual=x)
+        return self.attn.attend(q, k, v, q_pos, k_pos, ctx.start, self.window, residual=x)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """x: the fp32 residual stream (B, T, d); each block reads it cast to the weights' dtype."""
@@ -113,7 +122,7 @@ class SambaYForCausalLM(CausalLM):
     """SambaY language model with the official parameter names.
 
     >>> model = SambaYForCausalLM(SambaYConfig.tiny())
-    >>> cache = model.allocate_cache(batch_size=1, max_seq_len=64)
+    >>> cache = model.allocate_cache(batch_size=1, max_seq_len=64)  # a SequenceCache over paged blocks
     >>> out = model(torch.tensor([[1, 2, 3]]), cache=cache)     # prefill
     >>> out = model(out.logits[:, -1:].argmax(-1), cache=cache)  # one decode step
     """
@@ -152,19 +161,17 @@ class SambaYForCausalLM(CausalLM):
             for proj in (layer.attn.out_proj, layer.mlp.fc2):
                 nn.init.normal_(proj.weight, std=std / (2 * len(self.model.layers)) ** 0.5)
 
-    def allocate_cache(self, batch_size: int, max_seq_len: int) -> SambaYCache:
-        """Preallocate the inference state for ``batch_size`` sequences of up to ``max_seq_len`` tokens."""
-        return SambaYCache(self.config, batch_size, max_seq_len, self.device, self.dtype)
+    def make_cache(self, num_blocks: int, block_size: int, num_slots: int,
+                   device: torch.device | str | None = None) -> SambaYCache:
+        return SambaYCache(self.config, num_blocks, block_size, num_slots, device or self.device, self.dtype)
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
-                 pad_mask: torch.Tensor | None, cache: SambaYCache | None, logits_to_keep: int | None) -> torch.Tensor:
-        return self._run(input_ids, ForwardContext(positions, start, pad_mask, cache), logits_to_keep)
+    def _forward_full(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
+                      pad_mask: torch.Tensor | None, logits_to_keep: int | None) -> torch.Tensor:
+        return self._run(input_ids, ForwardContext(positions, start, pad_mask, None), logits_to_keep)
 
-    def decode_step(self, input_ids: torch.Tensor, cache: SambaYCache) -> torch.Tensor:
-        cache.begin_decode()
-        logits = self._run(input_ids, ForwardContext(cache.seqlen, cache.start, None, cache, decode=True))
-        cache.seqlen += 1
-        return logits
+    def run(self, input_ids: torch.Tensor, cache: SambaYCache, batch: CacheBatch,
+            logits_to_keep: int | None = None) -> torch.Tensor:
+        return self._run(input_ids, ForwardContext(batch.positions, None, None, cache, batch), logits_to_keep)
 
     def _run(self, input_ids: torch.Tensor, ctx: ForwardContext, logits_to_keep: int | None = None) -> torch.Tensor:
         x = self.model.embed_tokens(input_ids).float()

@@ -19,9 +19,9 @@ from layers import attention
 from layers.linear import Linear
 from layers.mlp import Phi3MLP
 from layers.norm import RMSNorm
-from layers.rope import RotaryEmbedding, apply_rotary
+from layers.rope import RotaryEmbedding, apply_rotary, rotary_store
 
-from .cache import DenseCache
+from .cache import CacheBatch, DenseCache
 from .config import Phi4MiniConfig
 from .causal_lm import CausalLM
 
@@ -40,21 +40,24 @@ class Phi3Attention(nn.Module):
         self.o_proj = Linear(H * D, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False,
+                start: torch.Tensor | None, cache: DenseCache | None, batch: CacheBatch | None,
                 norm: nn.Module | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``residual + attention(norm(x))``. x (B, T, d); cos, sin (B|1, T, rotary_dim); positions (T,)
-        absolute (pads included). ``decode``: one token through the cache's graph-capturable ``rotary_kv_step``."""
+        (pads included), or (B,) per row in a decode step (``batch.decode``: RoPE and the paged K/V
+        write in one kernel, then paged attention)."""
         B, T, _ = x.shape
         H, G, D = self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = self.qkv_proj(x, norm=norm).split([H * D, G * D, G * D], dim=-1)
         q, k, v = q.view(B, T, H, D), k.view(B, T, G, D), v.view(B, T, G, D)
-        if decode:
-            q, k, v, k_pos = cache.rotary_kv_step(self.layer_idx, q, k, v, cos, sin)
+        i = self.layer_idx
+        if batch is not None and batch.decode:
+            q = rotary_store(q, k, v, cos, sin, cache.k_pool[i], cache.v_pool[i], batch.write_slots)
+            out = attention.paged_attend(q, cache.k_pool[i], cache.v_pool[i], batch.block_table, positions, self.window)
         else:
-            q, k, k_pos = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), positions
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             if cache is not None:
-                k, v, k_pos = cache.kv(self.layer_idx, k, v)
-        out = attention.attend(q, k, v, positions, k_pos, start, self.window)  # (B, T, H, D)
+                k, v = cache.kv(i, k, v, batch)
+            out = attention.attend(q, k, v, positions, None if cache is not None else positions, start, self.window)
         return self.o_proj(out.reshape(B, T, H * D), residual=residual)
 
 
@@ -67,9 +70,9 @@ class Phi3DecoderLayer(nn.Module):
         self.mlp = Phi3MLP(config.hidden_size, config.intermediate_size)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                start: torch.Tensor | None, cache: DenseCache | None, decode: bool = False) -> torch.Tensor:
+                start: torch.Tensor | None, cache: DenseCache | None, batch: CacheBatch | None) -> torch.Tensor:
         # Each norm rides with the block's first projection, each residual add with its last.
-        x = self.self_attn(x, cos, sin, positions, start, cache, decode, self.input_layernorm, x)
+        x = self.self_attn(x, cos, sin, positions, start, cache, batch, self.input_layernorm, x)
         return self.mlp(x, self.post_attention_layernorm, x)
 
 
@@ -88,7 +91,7 @@ class Phi4MiniForCausalLM(CausalLM):
     """Dense Phi-4-mini language model with transformers' Phi3 parameter names.
 
     >>> model = Phi4MiniForCausalLM(Phi4MiniConfig.tiny())
-    >>> cache = model.allocate_cache(batch_size=1, max_seq_len=64)
+    >>> cache = model.allocate_cache(batch_size=1, max_seq_len=64)  # a SequenceCache over paged blocks
     >>> out = model(torch.tensor([[1, 2, 3]]), cache=cache)     # prefill
     >>> out = model(out.logits[:, -1:].argmax(-1), cache=cache)  # one decode step
     """
@@ -123,30 +126,34 @@ class Phi4MiniForCausalLM(CausalLM):
         """Build the RoPE tables on the weights' device (after loading into a meta-built model)."""
         self.model.rotary_emb.init_buffers(self.device)
 
-    def allocate_cache(self, batch_size: int, max_seq_len: int) -> DenseCache:
-        """Preallocate K/V for ``batch_size`` sequences of up to ``max_seq_len`` tokens. ``max_seq_len``
-        is also the capacity that picks LongRoPE's short or long factors (see ``layers/rope.py``)."""
-        return DenseCache(self.config, batch_size, max_seq_len, self.device, self.dtype)
+    def make_cache(self, num_blocks: int, block_size: int, num_slots: int,
+                   device: torch.device | str | None = None) -> DenseCache:
+        return DenseCache(self.config, num_blocks, block_size, num_slots, device or self.device, self.dtype)
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
-                 pad_mask: torch.Tensor | None, cache: DenseCache | None, logits_to_keep: int | None) -> torch.Tensor:
-        """LongRoPE uses the long factors iff the capacity (the cache's ``max_seq_len``, else T)
-        exceeds ``original_max_position_embeddings``."""
-        capacity = cache.max_seq_len if cache is not None else input_ids.shape[1]
-        return self._run(input_ids, positions, start, cache, capacity, False, logits_to_keep)
+    def uses_long_rope(self, length: int) -> bool:
+        """LongRoPE's long factors iff ``length`` (a request's prompt + max_new_tokens, a full
+        forward's T) exceeds ``original_max_position_embeddings`` (see ``layers/rope.py``)."""
+        return self.model.rotary_emb.uses_long_factors(length)
 
-    def decode_step(self, input_ids: torch.Tensor, cache: DenseCache) -> torch.Tensor:
-        logits = self._run(input_ids, cache.seqlen, cache.start, cache, cache.max_seq_len, True)
-        cache.seqlen += 1
-        return logits
-
-    def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
-             cache: DenseCache | None, capacity: int, decode: bool, logits_to_keep: int | None = None) -> torch.Tensor:
+    def _forward_full(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
+                      pad_mask: torch.Tensor | None, logits_to_keep: int | None) -> torch.Tensor:
         rope_positions = positions[None] if start is None else positions[None] - start[:, None]  # (B|1, T)
-        cos, sin = self.model.rotary_emb(rope_positions, capacity, self.dtype)
+        long = self.uses_long_rope(input_ids.shape[1])
+        return self._run(input_ids, positions, rope_positions, long, start, None, None, logits_to_keep)
+
+    def run(self, input_ids: torch.Tensor, cache: DenseCache, batch: CacheBatch,
+            logits_to_keep: int | None = None) -> torch.Tensor:
+        """Each row's LongRoPE list is ``batch.long`` (decided per request)."""
+        rope_positions = batch.positions[:, None] if batch.decode else batch.positions[None]  # (B|1, T)
+        return self._run(input_ids, batch.positions, rope_positions, batch.long, None, cache, batch, logits_to_keep)
+
+    def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, rope_positions: torch.Tensor,
+             long: bool | torch.Tensor, start: torch.Tensor | None, cache: DenseCache | None, batch: CacheBatch | None,
+             logits_to_keep: int | None = None) -> torch.Tensor:
+        cos, sin = self.model.rotary_emb(rope_positions, long, self.dtype)
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
-            x = layer(x, cos, sin, positions, start, cache, decode)
+            x = layer(x, cos, sin, positions, start, cache, batch)
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
         return self.lm_head(x, norm=self.model.norm)

@@ -29,8 +29,8 @@ def test_sambay_cache_is_at_most_a_twentieth_of_the_dense_one_at_34k():
     from sambay import DenseCache, Phi4MiniConfig, SambaYCache, SambaYConfig
 
     n = 34 * 1024
-    sambay = SambaYCache(SambaYConfig.official(), 1, 16, device="meta", dtype=torch.bfloat16).nbytes_per_sequence(n)
-    dense = DenseCache(Phi4MiniConfig.official(), 1, 16, device="meta", dtype=torch.bfloat16).nbytes_per_sequence(n)
+    sambay = SambaYCache(SambaYConfig.official(), 2, 16, 1, device="meta", dtype=torch.bfloat16).nbytes_per_sequence(n)
+    dense = DenseCache(Phi4MiniConfig.official(), 2, 16, 1, device="meta", dtype=torch.bfloat16).nbytes_per_sequence(n)
     assert dense == n * 128 * 1024
     assert sambay * 20 <= dense, (sambay, dense)
 

@@ -1,0 +1,182 @@
+"""Runs the model over the cache for what the scheduler planned: batch tensors, a prefill chunk,
+the decode step of the running set (a CUDA graph per batch size of a ladder), sampling on the
+device. No policy: which requests run, and where their state lives, is the scheduler's.
+
+A decode step returns a (B, 2) int64 device tensor per row: the sampled token and a flag set when
+the row's logits are not all finite (NaN weights, overflow). The engine copies it to the host once
+per step, together with a finished prefill's (1, 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..cache import SCRATCH_BLOCK, CacheBatch, PagedCache
+from .sampling import sample, uniform
+from .sequence import Sequence
+
+
+def graph_ladder(max_batch_size: int) -> list[int]:
+    """Batch sizes a decode graph is captured for: powers of two, then multiples of 16 (vLLM's
+    ladder is similar), up to ``max_batch_size``."""
+    sizes = [b for b in (1, 2, 4, 8) if b < max_batch_size]
+    sizes += list(range(16, max_batch_size, 16))
+    return sizes + [max_batch_size]
+
+
+def sample_with_flag(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
+                     u: torch.Tensor) -> torch.Tensor:
+    """(B, 2): the sampled token and 1 where the row's logits are not all finite."""
+    bad = ~torch.isfinite(logits).all(-1)
+    return torch.stack([sample(logits, temperature, top_p, top_k, u), bad.long()], dim=1)
+
+
+class ModelRunner:
+    """The model, its paged cache and the decode step over it.
+
+    ``cuda_graphs``: decode steps replay a graph captured for the smallest ladder size that holds
+    the running set; padding rows use free slots (n..size-1 are free: running requests are packed)
+    and the scratch block. ``compile``: the step goes through ``torch.compile`` first (one static
+    graph per batch size).
+    """
+
+    def __init__(self, model: nn.Module, cache: PagedCache, max_batch_size: int, max_context: int,
+                 cuda_graphs: bool, compile: bool, keep_logits: bool = False) -> None:
+        self.model, self.cache = model, cache
+        self.device = model.device
+        self.block_size = cache.block_size
+        self.max_batch_size = max_batch_size
+        self.max_blocks = -(-max_context // cache.block_size)
+        self.cuda_graphs = cuda_graphs
+        self.keep_logits = keep_logits  # checks: the last step's logits in last_logits (costs a (B, V) copy)
+        self.last_logits: torch.Tensor | None = None
+        B, dev = max_batch_size, self.device
+        # Static inputs of the decode step (a captured graph reads these buffers).
+        self.ids = torch.zeros(B, 1, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(B, dtype=torch.long, device=dev)
+        self.write_slots = torch.zeros(B, dtype=torch.long, device=dev)
+        self.block_table = torch.zeros(B, self.max_blocks, dtype=torch.int32, device=dev)
+        self.long = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.temperature = torch.zeros(B, device=dev)
+        self.top_p = torch.ones(B, device=dev)
+        self.top_k = torch.zeros(B, dtype=torch.long, device=dev)
+        self.u = torch.zeros(B, device=dev)
+        # Host mirror of the block table: a step writes only the entries that changed.
+        self._table = torch.zeros(B, self.max_blocks, dtype=torch.int32)
+        self._owner: list[tuple[Sequence, int] | None] = [None] * B
+        self._filled = [0] * B
+        self.compiled = compile
+        self._step: Callable[[int, int], torch.Tensor] = self._decode
+        if compile:
+            # One static graph per batch size. Inductor rounds between fused ops where eager rounds
+            # (emulate_precision_casts), so compiled numerics are eager's; no matmul padding search.
+            self._step = torch.compile(self._decode, fullgraph=True, dynamic=False,
+                                       options={"emulate_precision_casts": True, "shape_padding": False})
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        if cuda_graphs:
+            self._capture()
+
+    # ----- the decode step
+    def _decode(self, n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        batch = CacheBatch(0, self.block_table[:n, :width], self.positions[:n], self.write_slots[:n], self.long[:n])
+        logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
+        out = sample_with_flag(logits, self.temperature[:n], self.top_p[:n], self.top_k[:n], self.u[:n])
+        return (out, logits) if self.keep_logits else out
+
+    def _capture(self) -> None:
+        """One graph per ladder size, largest first, sharing one memory pool. The warm-up runs
+        write only into free slots and the scratch block (every row is a padding row)."""
+        pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad():
+            for n in reversed(graph_ladder(self.max_batch_size)):
+                with torch.cuda.stream(stream):
+                    for _ in range(3):  # kernel selection, Triton / inductor compilation
+                        self._step(n, self.max_blocks)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    out = self._step(n, self.max_blocks)
+                self.graphs[n] = (graph, out)
+
+    def _width(self, seqs: list[Sequence]) -> int:
+        """Block-table columns an eager step reads: those in use (static shapes read them all)."""
+        return self.max_blocks if self.cuda_graphs or self.compiled else max(len(s.blocks) for s in seqs)
+
+    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        """One token for every running sequence (row i = slot i) -> (n, 2) on the device."""
+        n = len(seqs)
+        size = next(b for b in graph_ladder(self.max_batch_size) if b >= n) if self.cuda_graphs else n
+        ids, pos, slots, sampling = [], [], [], []
+        for i, seq in enumerate(seqs):
+            p = seq.num_tokens - 1  # the last sampled token goes in at its position
+            ids.append(seq.tokens[-1])
+            pos.append(p)
+            slots.append(seq.blocks[p // self.block_size] * self.block_size + p % self.block_size)
+            sp = seq.params
+            sampling.append((float(sp.temperature), float(sp.top_p), float(sp.top_k), float(seq.long_rope),
+                             uniform(sp.seed, len(seq.tokens))))
+            if self._owner[i] != (seq, seq.admitted):  # a new occupant of slot i (or readmitted)
+                self._owner[i], self._filled[i] = (seq, seq.admitted), 0
+            if self._filled[i] < len(seq.blocks):
+                self._table[i, self._filled[i]:len(seq.blocks)] = torch.tensor(seq.blocks[self._filled[i]:],
+                                                                              dtype=torch.int32)
+                self._filled[i] = len(seq.blocks)
+        for i in range(n, size):  # padding rows: position 0 of the scratch block
+            ids.append(0)
+            pos.append(0)
+            slots.append(SCRATCH_BLOCK * self.block_size)
+            sampling.append((0.0, 1.0, 0.0, 0.0, 0.0))
+            self._owner[i] = None
+            self._table[i, 0] = SCRATCH_BLOCK
+        w = self._width(seqs)
+        ints = torch.tensor([ids, pos, slots], dtype=torch.long)
+        floats = torch.tensor(sampling, dtype=torch.float32).T
+        self.ids[:size, 0].copy_(ints[0], non_blocking=True)
+        self.positions[:size].copy_(ints[1], non_blocking=True)
+        self.write_slots[:size].copy_(ints[2], non_blocking=True)
+        self.block_table[:size, :w].copy_(self._table[:size, :w], non_blocking=True)
+        self.temperature[:size].copy_(floats[0], non_blocking=True)
+        self.top_p[:size].copy_(floats[1], non_blocking=True)
+        self.top_k[:size].copy_(floats[2].long(), non_blocking=True)
+        self.long[:size].copy_(floats[3].bool(), non_blocking=True)
+        self.u[:size].copy_(floats[4], non_blocking=True)
+        if self.cuda_graphs:
+            graph, out = self.graphs[size]
+            graph.replay()  # the next replay overwrites the static output: clone what is kept
+        else:
+            with torch.no_grad():
+                out = self._step(n, w)
+        if self.keep_logits:
+            out, logits = out
+            self.last_logits = logits[:n].clone()
+        return out[:n].clone()
+
+    # ----- prefill
+    @torch.no_grad()
+    def prefill(self, seq: Sequence, end: int, sample_next: bool) -> torch.Tensor | None:
+        """Compute ``seq``'s tokens num_cached..end-1 in the prefill slot (batch 1); when
+        ``sample_next``, sample its next token -> (1, 2) on the device."""
+        start, dev, bs = seq.num_cached, self.device, self.block_size
+        ids = torch.tensor([seq.tokens_between(start, end)], device=dev)
+        positions = torch.arange(start, end, device=dev)
+        n = -(-end // bs)
+        table = torch.tensor([seq.blocks[:n]], dtype=torch.int32, device=dev)
+        write = table[0].long()[positions // bs] * bs + positions % bs
+        batch = CacheBatch(seq.slot, table, positions, write, torch.tensor([seq.long_rope], device=dev), start)
+        logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
+        if self.keep_logits:
+            self.last_logits = logits
+        if not sample_next:
+            return None
+        sp = seq.params
+        f = lambda x, dtype=torch.float32: torch.tensor([x], dtype=dtype, device=dev)  # noqa: E731
+        return sample_with_flag(logits, f(float(sp.temperature)), f(float(sp.top_p)), f(sp.top_k, torch.long),
+                                f(uniform(sp.seed, len(seq.tokens))))
+
+    def move_slot(self, src: int, dst: int) -> None:
+        self.cache.move_slot(src, dst)

@@ -1,0 +1,60 @@
+"""Sampling on the device: per-row settings, and a uniform number per (seed, step) so that a
+request samples the same tokens alone, in any batch, and after being preempted and recomputed."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. ``temperature=0`` is greedy; the defaults are the
+    recommended reasoning settings of Phi-4-mini-flash-reasoning."""
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 0  # 0: no top-k cut
+    max_new_tokens: int = 32768
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+
+
+def uniform(seed: int, step: int) -> float:
+    """A uniform number in [0, 1) that depends only on (seed, step): a row samples the same
+    tokens alone or inside any batch."""
+    h = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64
+
+
+def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
+           u: torch.Tensor) -> torch.Tensor:
+    """One token per row of logits (B, V), each row with its own settings (B,) and uniform
+    number ``u`` (B,): inverse-CDF sampling over the tokens top-k and top-p keep (the most
+    likely token is always kept). Rows with temperature 0 take the argmax."""
+    logits = logits.float()
+    greedy = logits.argmax(-1)
+    probs = torch.softmax(logits / temperature.clamp(min=1e-6)[:, None], dim=-1)
+    p_sorted, order = probs.sort(dim=-1, descending=True)
+    before = p_sorted.cumsum(-1) - p_sorted  # mass of the more likely tokens
+    rank = torch.arange(logits.shape[-1], device=logits.device)
+    keep = (before < top_p[:, None]) & ((top_k[:, None] == 0) | (rank < top_k[:, None]))
+    keep[:, 0] = True
+    p_sorted = p_sorted * keep
+    cdf = p_sorted.cumsum(-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(max=logits.shape[-1] - 1)
+    sampled = order.gather(-1, pick)[:, 0]
+    return torch.where(temperature == 0, greedy, sampled)

@@ -1,0 +1,161 @@
+"""Waiting and running queues: admission while blocks last, preemption of the newest when they run
+out, and slot packing. Plain Python, no tensors.
+
+Slots: running sequences occupy per-slot state 0..n-1 in their decode-batch order, so a decode
+step of n rows reads the slots' state as one slice (no gather). A sequence that leaves at slot i is
+replaced by the last one (its state moved into slot i); a prefill runs in slot ``max_batch_size``
+and moves into slot n when it joins. Moves are recorded here and carried out by the runner at the
+start of the next step, in order.
+
+Policies: ``continuous`` admits whenever a slot and the blocks for the prompt are free, one prefill
+chunk per step beside the decode of every running request; ``static`` (the comparison baseline)
+admits only into an empty batch: it fills the batch, then decodes it until the last request ends.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .block_manager import BlockManager
+from .sequence import Sequence, Status
+
+POLICIES = ("continuous", "static")
+
+
+@dataclass
+class Plan:
+    """What one step computes."""
+
+    moves: list[tuple[int, int]] = field(default_factory=list)  # (src slot, dst slot), in order
+    decode: list[Sequence] = field(default_factory=list)  # row i is slot i
+    prefill: Sequence | None = None
+    prefill_end: int = 0  # compute the prefill sequence's tokens num_cached..prefill_end
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def prefill_samples(self) -> bool:
+        """The prefill chunk is the sequence's last: its logits give the next token."""
+        return self.prefill is not None and self.prefill_end == self.prefill.num_tokens
+
+
+class Scheduler:
+    def __init__(self, blocks: BlockManager, max_batch_size: int, prefill_chunk: int, policy: str = "continuous") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
+        self.blocks, self.max_batch_size, self.prefill_chunk, self.policy = blocks, max_batch_size, prefill_chunk, policy
+        self.prefill_slot = max_batch_size
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # index = slot
+        self.prefilling: Sequence | None = None
+        self.preemptions = 0
+        self._admissions = 0
+        self._moves: list[tuple[int, int]] = []
+        self._filling = False  # static policy: the batch is being formed
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running or self.prefilling)
+
+    # ----- leaving
+    def _leave_slot(self, seq: Sequence) -> None:
+        i = seq.slot
+        last = self.running.pop()
+        if last is not seq:
+            self.running[i] = last
+            self._moves.append((last.slot, i))
+            last.slot = i
+        seq.slot = None
+
+    def remove(self, seq: Sequence) -> None:
+        """Take ``seq`` out (finished or aborted) and free its memory."""
+        if seq.status is Status.RUNNING:
+            self._leave_slot(seq)
+        elif seq.status is Status.PREFILLING:
+            self.prefilling = None
+            seq.slot = None
+        elif seq.status is Status.WAITING and seq in self.waiting:
+            self.waiting.remove(seq)
+        self.blocks.free(seq)
+        seq.status = Status.FINISHED
+
+    def _preempt(self, seq: Sequence, plan: Plan) -> None:
+        """Free ``seq``'s memory and requeue it first; readmission recomputes prompt + tokens."""
+        if seq.status is Status.RUNNING:
+            self._leave_slot(seq)
+        else:
+            self.prefilling, seq.slot = None, None
+        self.blocks.free(seq)
+        seq.num_cached, seq.status = 0, Status.WAITING
+        self.waiting.appendleft(seq)
+        self.preemptions += 1
+        plan.preempted.append(seq)
+
+    # ----- one step
+    def schedule(self) -> Plan:
+        plan = Plan()
+        # Room for every running sequence's next token, preempting the newest when the pool is dry.
+        for seq in sorted(self.running, key=lambda s: s.admitted):
+            if seq.status is not Status.RUNNING:
+                continue  # preempted in this loop
+            while not self.blocks.can_grow(seq, seq.num_tokens):
+                victims = self.running + ([self.prefilling] if self.prefilling is not None else [])
+                victim = max(victims, key=lambda s: s.admitted)
+                self._preempt(victim, plan)
+                if victim is seq:
+                    break
+            if seq.status is Status.RUNNING:
+                self.blocks.grow(seq, seq.num_tokens)
+        if self.policy == "static" and not self.running and self.prefilling is None:
+            self._filling = bool(self.waiting)
+        if self.prefilling is None and self._may_admit():
+            self._admit(self.waiting.popleft())
+        if self.prefilling is not None:
+            seq = self.prefilling
+            plan.prefill = seq
+            plan.prefill_end = min(seq.num_tokens, seq.num_cached + self.prefill_chunk)
+        if self.policy == "continuous" or not self._filling:
+            plan.decode = list(self.running)
+        plan.moves, self._moves = self._moves, []
+        return plan
+
+    def _may_admit(self) -> bool:
+        if not self.waiting or len(self.running) >= self.max_batch_size:
+            if self.policy == "static":
+                self._filling = False
+            return False
+        if self.policy == "static" and not self._filling:
+            return False
+        head = self.waiting[0]
+        if not self.blocks.can_grow(head, head.num_tokens):
+            self._filling = False
+            return False
+        return True
+
+    def _admit(self, seq: Sequence) -> None:
+        self.blocks.grow(seq, seq.num_tokens)
+        seq.status, seq.slot = Status.PREFILLING, self.prefill_slot
+        seq.admitted, self._admissions = self._admissions, self._admissions + 1
+        self.prefilling = seq
+
+    def place(self, seq: Sequence) -> None:
+        """Benchmarks: put ``seq`` straight into the running set (its blocks already given)."""
+        if len(self.running) >= self.max_batch_size:
+            raise ValueError(f"the running set is full ({self.max_batch_size} requests)")
+        seq.admitted, self._admissions = self._admissions, self._admissions + 1
+        seq.status, seq.slot, seq.num_cached = Status.RUNNING, len(self.running), seq.num_tokens - 1
+        self.running.append(seq)
+
+    def prefilled(self, seq: Sequence, end: int) -> None:
+        """``seq``'s tokens up to ``end`` are computed (a chunk that is not its last)."""
+        seq.num_cached = end
+
+    def join(self, seq: Sequence) -> None:
+        """``seq``'s prefill is done and its next token sampled: it joins the running set (its state
+        moves from the prefill slot into the next packed slot)."""
+        self.prefilling = None
+        seq.status, seq.slot = Status.RUNNING, len(self.running)
+        self.running.append(seq)
+        self._moves.append((self.prefill_slot, seq.slot))

@@ -1,0 +1,242 @@
+"""The continuous-batching engine (``sambay.generate.Engine``) on CPU in fp32, for both models: a
+request's tokens do not depend on what else runs, on the policy, or on preemption; memory and
+counters; paged decoding with per-row positions against full forwards."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM
+from sambay.cache import CacheBatch
+from sambay.engine.runner import graph_ladder
+from sambay.generate import Engine, Request, SamplingParams
+
+
+def tiny(kind: str, seed: int = 0):
+    torch.manual_seed(seed)
+    if kind == "sambay":
+        return SambaYForCausalLM(SambaYConfig.tiny(sliding_window=8, max_position_embeddings=256)).eval()
+    model = Phi4MiniForCausalLM(Phi4MiniConfig.tiny(initializer_range=0.1)).eval()  # original_max 32, context 256
+    return model
+
+
+def prompts(model, lengths, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, model.config.vocab_size, (n,), generator=g).tolist() for n in lengths]
+
+
+KINDS = ["sambay", "dense"]
+
+
+# ----------------------------------------------------------------------------- paged decode, per-row positions
+
+
+def rows_through_paged_cache(model, rows: list[list[int]], steps: int, block_size: int = 4) -> list[torch.Tensor]:
+    """Prefill every row alone into its own slot and blocks, then decode all rows together for
+    ``steps`` teacher-forced tokens (row b's tokens after its prompt): logits per row (T_b, V)."""
+    B = len(rows)
+    n = -(-max(len(r) for r in rows) // block_size) + -(-steps // block_size) + 1
+    cache = model.make_cache(1 + B * n, block_size, B)
+    table = (1 + torch.arange(B * n, dtype=torch.int32)).view(B, n)
+    budgets = [len(r) for r in rows]  # every row's length budget: its whole sequence
+    long = torch.tensor([model.uses_long_rope(b) for b in budgets])
+    prompt_lens = [len(r) - steps for r in rows]
+    outs = []
+    for b, r in enumerate(rows):
+        T = prompt_lens[b]
+        pos = torch.arange(T)
+        write = table[b].long()[pos // block_size] * block_size + pos % block_size
+        batch = CacheBatch(b, table[b:b + 1], pos, write, long[b:b + 1], start=0)
+        outs.append([model.run(torch.tensor([r[:T]]), cache, batch)[0]])
+    for t in range(steps):
+        pos = torch.tensor([T + t for T in prompt_lens])
+        write = table.long()[torch.arange(B), pos // block_size] * block_size + pos % block_size
+        ids = torch.tensor([[r[T + t]] for r, T in zip(rows, prompt_lens)])
+        logits = model.run(ids, cache, CacheBatch(0, table, pos, write, long))
+        for b in range(B):
+            outs[b].append(logits[b])
+    return [torch.cat(o) for o in outs]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_row_gives_the_same_logits_alone_and_beside_rows_of_very_different_lengths(kind):
+    """Rows of 3, 45 and 17 prompt tokens (sliding-window rings wrapped or not; for the dense
+    model, LongRoPE's long factors on one row and the short ones on the others) decoded in one
+    batch: every row's logits are its own full forward's, and its logits alone."""
+    model = tiny(kind)
+    steps = 10
+    rows = prompts(model, [3 + steps, 45 + steps, 17 + steps])
+    if kind == "dense":
+        assert [model.uses_long_rope(len(r)) for r in rows] == [False, True, False]
+    with torch.no_grad():
+        together = rows_through_paged_cache(model, rows, steps)
+        for r, got in zip(rows, together):
+            alone = rows_through_paged_cache(model, [r], steps)[0]
+            full = model(torch.tensor([r])).logits[0]
+            assert (got - alone).abs().max() < 1e-5
+            assert (got - full).abs().max() < 1e-4
+
+
+def test_dense_long_factors_are_decided_per_request():
+    """The same 10-token prompt decodes with the short factors under a budget of 32 tokens and with
+    the long ones under a budget of 33, whatever its neighbours."""
+    model = tiny("dense")
+    assert not model.uses_long_rope(32) and model.uses_long_rope(33)
+    engine = Engine(model, max_batch_size=4)
+    p = prompts(model, [10])[0]
+    short = engine.generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=22))])[0]
+    long = engine.generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=23))])[0]
+    assert engine.cache is not None
+    ids = p + short.tokens[:-1]
+    with torch.no_grad():
+        # a 31-token full forward uses the short factors, as the request with budget 32 did
+        assert model(torch.tensor([ids])).logits[0, len(p) - 1:].argmax(-1).tolist() == short.tokens
+        padded = torch.tensor([ids + [1] * 10])  # 41 tokens: long factors; causal, so the padding changes nothing before it
+        assert model(padded).logits[0, len(p) - 1:len(ids)].argmax(-1).tolist() == long.tokens[:len(short.tokens)]
+
+
+# ----------------------------------------------------------------------------- same tokens everywhere
+
+
+def greedy_reference(model, prompt: list[int], n: int) -> list[int]:
+    """Greedy tokens from full forwards, each padded (after the tokens: causal, so it changes nothing
+    before it) to the request's budget, so that the dense model's LongRoPE list is the request's."""
+    ids, budget = list(prompt), len(prompt) + n
+    with torch.no_grad():
+        for _ in range(n):
+            padded = torch.tensor([ids + [1] * (budget - len(ids))])
+            ids.append(int(model(padded).logits[0, len(ids) - 1].argmax()))
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_tokens_alone_static_continuous_and_preempted_are_identical(kind, temperature):
+    model = tiny(kind)
+    lengths, budgets = [3, 11, 6, 19, 2], [30, 9, 24, 14, 28]
+    reqs = [Request(p, SamplingParams(temperature=temperature, top_p=0.9, max_new_tokens=m, seed=7 + i))
+            for i, (p, m) in enumerate(zip(prompts(model, lengths), budgets))]
+    alone = [Engine(model, max_batch_size=1).generate([r])[0].tokens for r in reqs]
+    if temperature == 0.0:
+        assert alone == [greedy_reference(model, r.prompt, r.params.max_new_tokens) for r in reqs]
+    static = Engine(model, max_batch_size=2, policy="static")
+    continuous = Engine(model, max_batch_size=3, prefill_chunk=4)  # chunked prefill; requests join and leave
+    tight = Engine(model, max_batch_size=4, num_blocks=13, block_size=4)  # 48 tokens for all: preemptions
+    for engine in (static, continuous, tight):
+        gens = engine.generate(reqs)
+        assert [g.tokens for g in gens] == alone
+        assert all(g.finish_reason == "length" and len(g.tokens) == r.params.max_new_tokens
+                   for g, r in zip(gens, reqs))
+        assert engine.free_blocks == engine.num_blocks - 1  # everything freed (block 0 is scratch)
+    assert tight.stats.preemptions > 0 and continuous.stats.preemptions == 0
+    assert static.stats.mean_batch <= 2 and continuous.stats.mean_batch > static.stats.mean_batch
+
+
+def test_static_policy_admits_only_into_an_empty_batch():
+    model = tiny("sambay")
+    engine = Engine(model, max_batch_size=2, policy="static")
+    for p, m in zip(prompts(model, [4, 4, 4]), (3, 12, 3)):
+        engine.add(Request(p, SamplingParams(temperature=0.0, max_new_tokens=m)))
+    seen = []
+    while engine.has_unfinished():
+        engine.step()
+        seen.append((len(engine.scheduler.running), engine.scheduler.prefilling is not None))
+    # the third request waits until both of the first batch are done, though a slot frees early
+    first_done = next(i for i, (n, _) in enumerate(seen) if n == 1)
+    assert not any(p for _, p in seen[first_done:first_done + 5])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_tokens_and_stop_conditions(kind):
+    model = tiny(kind)
+    p = prompts(model, [5])[0]
+    free = Engine(model).generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=12))])[0].tokens
+    engine = Engine(model)
+    stop_tok, by_cond = engine.generate([
+        Request(p, SamplingParams(temperature=0.0, max_new_tokens=12), stop_token_ids=[free[3]]),
+        Request(p, SamplingParams(temperature=0.0, max_new_tokens=12), should_stop=lambda toks: len(toks) == 5),
+    ])
+    first = free.index(free[3])
+    assert stop_tok.tokens == free[:first + 1] and stop_tok.finish_reason == "stop"
+    assert by_cond.tokens == free[:5] and by_cond.finish_reason == "stop"
+
+
+# ----------------------------------------------------------------------------- memory, abort, counters
+
+
+def test_abort_frees_memory_and_the_others_go_on():
+    model = tiny("dense")
+    engine = Engine(model, max_batch_size=4, block_size=4)
+    a, b = prompts(model, [20, 6])
+    params = SamplingParams(temperature=0.0, max_new_tokens=40)
+    alone = engine.generate([Request(b, params)])[0].tokens
+    ra = engine.add(Request(a, params))
+    rb = engine.add(Request(b, params, request_id="b"))
+    assert rb == "b"
+    for _ in range(8):
+        engine.step()
+    held = engine.num_blocks - 1 - engine.free_blocks
+    aborter = threading.Thread(target=engine.abort, args=(ra,))
+    aborter.start()
+    aborter.join()
+    outs = engine.step()
+    ended = [o for o in outs if o.request_id == ra]
+    assert ended and ended[0].finished and ended[0].finish_reason == "abort"
+    assert engine.num_blocks - 1 - engine.free_blocks < held - 20 // 4  # a's blocks are back
+    rest = []
+    while engine.has_unfinished():
+        rest += [o for o in engine.step() if o.finished]
+    assert rest[0].generation.tokens == alone and engine.free_blocks == engine.num_blocks - 1
+    engine.abort("no-such-request")  # ignored
+    engine.step()
+
+
+def test_stats_count_steps_prefill_tokens_and_the_mean_batch():
+    model = tiny("sambay")
+    engine = Engine(model, max_batch_size=8, prefill_chunk=1000)
+    ps = prompts(model, [5, 7, 9])
+    engine.generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=6)) for p in ps])
+    s = engine.stats
+    assert s.prefill_tokens == 21 and s.preemptions == 0
+    # request i joins after i + 1 prefill steps; 5 decode steps each after its first token
+    assert s.decode_rows == 15 and s.decode_steps == 7
+    assert s.mean_batch == pytest.approx(15 / 7)
+
+
+def test_bad_requests_are_refused_early():
+    model = tiny("dense")
+    engine = Engine(model, num_blocks=5, block_size=4)
+    with pytest.raises(ValueError, match="non-empty list"):
+        engine.add(Request([]))
+    with pytest.raises(ValueError, match="token ids in"):
+        engine.add(Request([1, 10**6]))
+    with pytest.raises(ValueError, match="context of 256"):
+        engine.add(Request([1] * 200, SamplingParams(max_new_tokens=100)))
+    with pytest.raises(ValueError, match="whole K/V pool"):
+        engine.add(Request([1] * 10, SamplingParams(max_new_tokens=10)))
+    engine.add(Request([1], SamplingParams(max_new_tokens=3), request_id="x"))
+    with pytest.raises(ValueError, match="already in use"):
+        engine.add(Request([1], SamplingParams(max_new_tokens=3), request_id="x"))
+    with pytest.raises(ValueError, match="policy"):
+        Engine(model, policy="fifo")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_finite_logits_end_the_request_with_an_error(kind):
+    model = tiny(kind)
+    with torch.no_grad():
+        model.lm_head.weight[3, 0] = float("nan")  # tied: the embedding of token 3 too
+    engine = Engine(model)
+    p = prompts(model, [6])[0]
+    gen = engine.generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=8))])[0]
+    assert gen.finish_reason == "error" and "not finite" in gen.error and gen.tokens == []
+    assert engine.free_blocks == engine.num_blocks - 1
+
+
+def test_graph_ladder():
+    assert graph_ladder(1) == [1]
+    assert graph_ladder(8) == [1, 2, 4, 8]
+    assert graph_ladder(40) == [1, 2, 4, 8, 16, 32, 40]
