@@ -99,6 +99,10 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
                     help="larger request bodies get 413 (default 1 MiB)")
     sv.add_argument("--no-reasoning-parser", dest="reasoning_parser", action="store_false",
                     help="leave <think>...</think> in content instead of splitting it into reasoning_content")
+    sv.add_argument("--max-batch-size", type=int, metavar="N",
+                    help="most requests decoding at once (default: the engine's, 256 on CUDA, 32 on CPU)")
+    sv.add_argument("--num-blocks", type=int, metavar="N", help="K/V blocks in the pool (default: the engine's; "
+                                                                "on CUDA what 90%% of the free memory holds)")
     sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sv.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -212,7 +216,8 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from .engine import DEFAULT_MODEL_DIR
+    from . import api
+    from .engine import DEFAULT_MODEL_DIR, parse_dtype
     from .server import build_app, serve
 
     if not 0 <= args.port <= 65535:
@@ -223,7 +228,13 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
     if args.device is None and args.model is None:
         args.device = "cpu"  # the built-in model is tiny: the CPU serves it anywhere
-    engine = _load(args)
+    options = {k: v for k, v in (("max_batch_size", args.max_batch_size), ("num_blocks", args.num_blocks))
+               if v is not None}
+    try:
+        parse_dtype(args.dtype)
+        engine = api.load(args.model, device=args.device, dtype=args.dtype, **options)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        raise InputError(str(e)) from None
     name = args.served_model_name or ("sambay-builtin" if args.model is None else Path(args.model).resolve().name)
     app = build_app(engine, model_name=name, api_key=args.api_key, max_queue=args.max_queue,
                     reasoning_parser=args.reasoning_parser, max_body_bytes=args.max_body_bytes)

@@ -110,10 +110,13 @@ class _Server:
         self.metrics.observe(result, arrived, first_text, time.perf_counter())
 
     def engine_state(self) -> dict[str, int]:
+        """Running (decoding or in prefill) and waiting (everything else in flight) requests; the
+        KV pool's free and usable blocks (block 0 is the engine's scratch block, never handed out)."""
         core = self.engine.engine
-        stats = core.stats
-        return {"running": core.num_running, "waiting": core.num_waiting, "free_blocks": core.free_blocks,
-                "num_blocks": core.num_blocks, "preemptions": stats.preemptions}
+        scheduler = core.scheduler
+        running = len(scheduler.running) + (scheduler.prefilling is not None)
+        return {"running": running, "waiting": max(0, self.loop.in_flight - running), "free_blocks": core.free_blocks,
+                "num_blocks": core.num_blocks - 1, "preemptions": core.stats.preemptions}
 
     # -- request checks ------------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily("sambay_num_requests_waiting", "Requests waiting for a place in the batch.",
                                 value=s["waiting"])
         yield GaugeMetricFamily("sambay_kv_blocks_free", "Free blocks of the paged KV cache.", value=s["free_blocks"])
-        yield GaugeMetricFamily("sambay_kv_blocks_total", "Blocks of the paged KV cache.", value=s["num_blocks"])
+        yield GaugeMetricFamily("sambay_kv_blocks_total", "Blocks of the paged KV cache that requests can use.",
+                                value=s["num_blocks"])
         yield CounterMetricFamily("sambay_num_preemptions", "Requests preempted when the KV blocks ran out.",
                                   value=s["preemptions"])
 
