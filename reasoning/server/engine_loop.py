@@ -4,7 +4,8 @@
 asyncio event loop) call :meth:`EngineLoop.submit`, which adds engine requests and returns at
 once; the stepping thread runs ``engine.step()`` while anything is unfinished and sleeps
 otherwise. Text deltas (``on_text``, called inside ``step``) and finished results are handed
-to the handler's :class:`asyncio.Queue` with ``loop.call_soon_threadsafe``, as events:
+to the handler's :class:`asyncio.Queue`, as events, gathered over a step and handed over with
+one ``loop.call_soon_threadsafe`` per step (not one per token: each call wakes the event loop):
 
     (index, "text", delta)        a piece of request ``index``'s text
     (index, "done", Result)       request ``index`` finished (its Result)
@@ -50,11 +51,6 @@ class _Live:
     arrived: float = field(default_factory=time.perf_counter)
     first_text: float | None = None
 
-    def put(self, event: tuple[int, str, Any]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-        except RuntimeError:  # the event loop is closed: the server is shutting down
-            pass
 
 
 class EngineLoop:
@@ -78,6 +74,7 @@ class EngineLoop:
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()  # guards _live; never held while the engine runs a step
         self._wake = threading.Event()
+        self._outbox: list[tuple[_Live, tuple[int, str, Any]]] = []  # the stepping thread's events of this step
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="sambay-engine", daemon=True)
 
@@ -155,13 +152,26 @@ class EngineLoop:
 
     # -- the stepping thread -------------------------------------------------------------------
 
-    @staticmethod
-    def _on_text(live: _Live) -> Callable[[str], None]:
-        def on_text(delta: str) -> None:  # inside engine.step(): no lock taken here
+    def _on_text(self, live: _Live) -> Callable[[str], None]:
+        def on_text(delta: str) -> None:  # inside engine.step(), on the stepping thread: no lock taken here
             if live.first_text is None:
                 live.first_text = time.perf_counter()
-            live.put((live.index, "text", delta))
+            self._outbox.append((live, (live.index, "text", delta)))
         return on_text
+
+    def _flush(self) -> None:
+        """Hand this step's events to their event loops: one wake-up per loop."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, tuple[int, str, Any]]]] = {}
+        for live, event in self._outbox:
+            by_loop.setdefault(live.loop, []).append((live.queue, event))
+        self._outbox = []
+        for loop, events in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, events)
+            except RuntimeError:  # the event loop is closed: the server is shutting down
+                pass
 
     def _run(self) -> None:
         while not self._closed:
@@ -174,6 +184,7 @@ class EngineLoop:
             except Exception as e:  # noqa: BLE001 - one failure must not stop the server
                 log.exception("engine step failed; failing the requests in flight")
                 self._fail_all(f"the engine failed: {type(e).__name__}: {e}")
+                self._flush()
                 time.sleep(0.01)  # a step that keeps failing must not spin
                 continue
             for result in results:
@@ -182,11 +193,12 @@ class EngineLoop:
                 if live is None:  # aborted meanwhile
                     continue
                 if result.stats.finish_reason == "error":
-                    live.put((live.index, "error", result.stats.error or "generation failed"))
+                    self._outbox.append((live, (live.index, "error", result.stats.error or "generation failed")))
                     continue
                 if self.on_finished is not None:
                     self.on_finished(result, live.arrived, live.first_text)
-                live.put((live.index, "done", result))
+                self._outbox.append((live, (live.index, "done", result)))
+            self._flush()
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
@@ -197,4 +209,10 @@ class EngineLoop:
                 self.engine.abort(rid)
             except Exception:  # noqa: BLE001
                 log.exception("abort of %s failed", rid)
-            live.put((live.index, "error", message))
+            self._outbox.append((live, (live.index, "error", message)))
+
+
+def _deliver(events: list[tuple[asyncio.Queue, tuple[int, str, Any]]]) -> None:
+    """On the event loop: put each event on its request's queue."""
+    for queue, event in events:
+        queue.put_nowait(event)
