@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -333,8 +333,9 @@ def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None =
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(_chat_stream(server, run, rid, include_usage), media_type="text/event-stream")
         results: dict[int, Result] = {}
-        async for batch in run.events():
-            results.update((i, v) for i, kind, v in batch if kind == "done")
+        async with aclosing(run.events()) as events:
+            async for batch in events:
+                results.update((i, v) for i, kind, v in batch if kind == "done")
         if run.disconnected:  # nobody reads an answer
             return Response(status_code=499)
         choices = []
@@ -365,8 +366,9 @@ def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None =
             return StreamingResponse(_completion_stream(server, run, rid, created, body.n, include_usage),
                                      media_type="text/event-stream")
         results: dict[int, Result] = {}
-        async for batch in run.events():
-            results.update((i, v) for i, kind, v in batch if kind == "done")
+        async with aclosing(run.events()) as events:
+            async for batch in events:
+                results.update((i, v) for i, kind, v in batch if kind == "done")
         if run.disconnected:
             return Response(status_code=499)
         ordered = [results[i] for i in range(len(results))]
@@ -403,20 +405,21 @@ async def _chat_stream(server: _Server, run: _Run, rid: str, include_usage: bool
 
     yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(n)])
     try:
-        async for batch in run.events():
-            choices: list[ChunkChoice] = []
-            for i, kind, value in batch:
-                if kind == "text":
-                    c = delta(i, *parsers[i].feed(value))
-                else:
-                    results[i] = value
-                    c = delta(i, *parsers[i].finish())
-                if c is not None:
-                    choices.append(c)
-                if kind == "done":
-                    choices.append(ChunkChoice(index=i, delta=Delta(), finish_reason=value.stats.finish_reason))
-            if choices:
-                yield chunk(choices)
+        async with aclosing(run.events()) as events:  # closing the stream aborts what is left
+            async for batch in events:
+                choices: list[ChunkChoice] = []
+                for i, kind, value in batch:
+                    if kind == "text":
+                        c = delta(i, *parsers[i].feed(value))
+                    else:
+                        results[i] = value
+                        c = delta(i, *parsers[i].finish())
+                    if c is not None:
+                        choices.append(c)
+                    if kind == "done":
+                        choices.append(ChunkChoice(index=i, delta=Delta(), finish_reason=value.stats.finish_reason))
+                if choices:
+                    yield chunk(choices)
     except APIError as e:
         yield _error_event(e)
         return
@@ -435,15 +438,16 @@ async def _completion_stream(server: _Server, run: _Run, rid: str, created: int,
     model = server.model_name
     results: dict[int, Result] = {}
     try:
-        async for batch in run.events():
-            choices = []
-            for i, kind, value in batch:
-                if kind == "text":
-                    choices.append(CompletionChoice(index=i, text=value))
-                else:
-                    results[i] = value
-                    choices.append(CompletionChoice(index=i, text="", finish_reason=value.stats.finish_reason))
-            yield _sse(Completion(id=rid, created=created, model=model, choices=choices))
+        async with aclosing(run.events()) as events:
+            async for batch in events:
+                choices = []
+                for i, kind, value in batch:
+                    if kind == "text":
+                        choices.append(CompletionChoice(index=i, text=value))
+                    else:
+                        results[i] = value
+                        choices.append(CompletionChoice(index=i, text="", finish_reason=value.stats.finish_reason))
+                yield _sse(Completion(id=rid, created=created, model=model, choices=choices))
     except APIError as e:
         yield _error_event(e)
         return
