@@ -26,6 +26,7 @@ from layers.gemv_triton import gemv, gemv_config
 from layers.linear import linear_ref
 from layers.norm import fused_norm_args
 from layers.norm import RMSNorm
+from sambay.bench import measure_bandwidth
 
 # name: (N, K, bias, fused gate, norm before, epilogue, uses per decode step); N counts output rows
 SHAPES = {
@@ -78,6 +79,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="also search a grid of tile configurations")
     args = ap.parse_args()
     dev, bf16 = torch.device("cuda"), torch.bfloat16
+    bandwidth = measure_bandwidth(dev)  # bytes/s, this device, now
+    print(f"copy bandwidth: {bandwidth / 1e12:.3f} TB/s (read + written)")
     rows = {}
     for name, (N, K, bias, glu, norm_kind, epilogue, count) in SHAPES.items():
         rows_w = 2 * N if glu else N
@@ -134,11 +137,11 @@ def main() -> None:
         ms = {key: sum(r[key] * r["per_step"] for r in sel) / 1e3 for key in ("torch_us", "triton_us", "plain_us")}
         print(f"{model}: {gb:.2f} GB of weights per decode step: torch {ms['torch_us']:.3f} ms, "
               f"fused triton {ms['triton_us']:.3f} ms, plain triton {ms['plain_us']:.3f} ms "
-              f"({gb / 3.0:.3f} ms at 3.0 TB/s)")
+              f"({gb * 1e9 / bandwidth * 1e3:.3f} ms at the measured {bandwidth / 1e12:.2f} TB/s)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gemv.json").write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                               "shapes": rows}, indent=1) + "\n")
+                                               "copy_bandwidth_bytes_per_s": bandwidth, "shapes": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,13 @@ throughput, side by side in one run, with random weights in the official shapes.
 
     python examples/compare_latency.py --out bench_out                 # H100: the full comparison
     python examples/compare_latency.py --out bench_out --device cpu --tiny   # tiny shapes, < 1 min
+    python examples/compare_latency.py --out bench_out --workload lognormal --requests 512 --steady-steps 300
+    python examples/compare_latency.py --out bench_out --device cpu --tiny --workload lognormal
+
+With ``--workload`` (a comma list of fixed, uniform, lognormal) only the workload benchmark runs
+(sambay/workload.py): static and continuous batching end to end (or, with ``--steady-steps``, the
+steady-state method, with ``--validate`` checked against a small end-to-end run), added as the
+``workload`` section of OUT/results.json, with OUT/workload.png.
 
 Writes OUT/results.json (every number, with device, backends and versions), OUT/latency.png
 and OUT/throughput.png, and prints a table. See sambay/bench.py for what each number means.
@@ -19,7 +26,8 @@ from pathlib import Path
 import torch
 
 import layers.backends as backends
-from sambay.bench import MODELS, BenchSettings, build, plot, run, table
+from sambay import workload as wl
+from sambay.bench import MODELS, BenchSettings, build, environment, measure_bandwidth, plot, run, table
 
 
 def ints(text: str) -> list[int]:
@@ -29,12 +37,17 @@ def ints(text: str) -> list[int]:
 def hf_comparison(settings: BenchSettings, prompt: int = 2048, new_tokens: int = 256) -> dict:
     """The dense model through our engine vs transformers' own ``generate`` on the same weights
     (greedy, batch 1, ``prompt`` + ``new_tokens``)."""
-    from transformers import Phi3Config, Phi3ForCausalLM
+    try:
+        from transformers import Phi3Config, Phi3ForCausalLM
+    except ImportError as e:
+        raise SystemExit("the comparison with transformers' generate needs transformers: "
+                         "pip install 'sambay[bench]' (or pass --no-hf)") from e
 
     from sambay.generate import Engine, Request, SamplingParams
 
     device, dtype = torch.device(settings.device), getattr(torch, settings.dtype)
     ours = build("dense", settings.shape, settings.device, dtype)
+    ours.backends = settings.backends
     hf_config = Phi3Config(**{k: v for k, v in ours.config.to_dict().items() if k != "model_type"})
     with torch.device(device):
         hf = Phi3ForCausalLM(hf_config).to(dtype).eval()
@@ -60,6 +73,51 @@ def hf_comparison(settings: BenchSettings, prompt: int = 2048, new_tokens: int =
             "speedup": hf_s / ours_s}
 
 
+def workload(args: argparse.Namespace, s: BenchSettings, out: Path) -> None:
+    """The workload benchmark, added to OUT/results.json as its ``workload`` section."""
+    t0 = time.perf_counter()
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault("environment", environment(torch.device(s.device), s.backends))
+    bandwidth = measure_bandwidth(s.device)
+    print(f"copy bandwidth of {s.device}: {bandwidth / 1e12:.3f} TB/s (read + written, measured now)")
+    results["workload_copy_bandwidth_bytes_per_s"] = bandwidth
+    section, validation = {}, {}
+    for name in args.workload.split(","):
+        w = wl.WorkloadSettings.tiny(name) if args.tiny else wl.WorkloadSettings(workload=name)
+        for key in ("requests", "steady_steps", "max_batch_size", "num_blocks", "max_len"):
+            if getattr(args, key) is not None:
+                setattr(w, key, getattr(args, key))
+        wl.draw_lengths(w, 1)  # an unknown workload fails here, before any model is built
+        section[name] = {}
+        for kind in s.models:
+            print(f"[{kind}] workload {name}: {w.requests} requests, prompt {w.prompt}"
+                  + (f", steady state for {w.steady_steps} steps" if w.steady_steps else ", end to end"))
+            model = build(kind, s.shape, s.device, getattr(torch, s.dtype))
+            model.backends = s.backends
+            section[name][kind] = {"settings": wl.asdict(w), **wl.run_workload(model, w, bandwidth)}
+            if args.validate and name not in validation:
+                small = wl.WorkloadSettings(**{**wl.asdict(w), "max_len": min(w.max_len, 4096),
+                                               "median": min(w.median, 1024), "min_len": min(w.min_len, 256),
+                                               "steady_steps": None})
+                v = wl.validate_steady_state(model, small, bandwidth)
+                validation.setdefault(name, {})[kind] = v
+                print(f"    steady state vs end to end (saturated phase): {v['steady_vs_saturated_end_to_end']:.2f}x")
+            del model
+            torch._dynamo.reset()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    results.setdefault("workload", {}).update(section)
+    if validation:
+        results.setdefault("workload_validation", {}).update(validation)
+    results["workload_seconds"] = time.perf_counter() - t0
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(wl.table(section))
+    if not args.no_plot:
+        print("plot:", wl.plot(results["workload"], str(out)) or "(matplotlib missing)")
+    print(f"wrote {path} in {results['workload_seconds']:.0f}s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for results.json and the plots")
@@ -72,16 +130,24 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, help="throughput prompt length (default 2048)")
     ap.add_argument("--generate", type=int, help="throughput generation budget (default 32768)")
     ap.add_argument("--decode-steps", type=int, help="timed steps per point")
-    ap.add_argument("--attention", choices=backends.ATTENTION, default="auto")
-    ap.add_argument("--mamba", choices=backends.MAMBA, default="auto")
-    ap.add_argument("--linear", choices=backends.LINEAR, default="auto", help="triton: GEMV kernel at batch 1")
+    ap.add_argument("--attention", choices=backends.ATTENTION)
+    ap.add_argument("--mamba", choices=backends.MAMBA)
+    ap.add_argument("--linear", choices=backends.LINEAR, help="triton: GEMV kernel at batch 1")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
+    ap.add_argument("--workload", help="run the workload benchmark instead: comma list of " + ",".join(wl.WORKLOADS))
+    ap.add_argument("--requests", type=int, help="workload: number of requests")
+    ap.add_argument("--steady-steps", type=int, help="workload: steady-state method for this many steps")
+    ap.add_argument("--max-batch-size", type=int, help="workload: the engine's max_batch_size")
+    ap.add_argument("--num-blocks", type=int, help="workload: K/V pool blocks (default: from free memory)")
+    ap.add_argument("--max-len", type=int, help="workload: longest output (default 32768)")
+    ap.add_argument("--validate", action="store_true",
+                    help="workload: check the steady-state method against an end-to-end run (lengths up to 4096)")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    backends.set_backend(attention=args.attention, mamba=args.mamba, linear=args.linear)
 
     s = BenchSettings.tiny(args.device) if args.tiny else BenchSettings(device=args.device)
+    s.backends = backends.DEFAULT.replace(attention=args.attention, mamba=args.mamba, linear=args.linear)
     s.models = args.models.split(",")
     for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps"):
         if getattr(args, name) is not None:
@@ -89,6 +155,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.workload:
+        workload(args, s, out)
+        return
     results = run(s)
     if not args.no_hf and "dense" in s.models:
         print("[dense] our engine vs transformers generate")
@@ -101,7 +170,7 @@ def main() -> None:
         print(f"dense, {h['prompt']} prompt + {h['new_tokens']} tokens: our engine {h['ours_s']:.2f}s, "
               f"transformers generate {h['transformers_s']:.2f}s ({h['speedup']:.2f}x)")
     if not args.no_plot:
-        print("plots:", ", ".join(plot(results, str(out))))
+        print("plots:", ", ".join(plot(results, str(out))))  # matplotlib is a dependency: always both
     print(f"wrote {out / 'results.json'} in {results['wall_seconds']:.0f}s")
 
 

@@ -29,13 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
+from reasoning.builtin_training import (  # noqa: E402
+    CurriculumConfig, builtin_dense_config, builtin_sambay_config, heldout_accuracy, train_on_curriculum,
+)
 from reasoning.curriculum import default_test_set  # noqa: E402
 from reasoning.small_tokenizer import build_small_tokenizer  # noqa: E402
 from reasoning.tokenizer import load_tokenizer  # noqa: E402
 from sambay import Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model  # noqa: E402
-from sambay.train import (  # noqa: E402
-    TrainConfig, write_json, builtin_dense_config, builtin_sambay_config, evaluate, train,
-)
+from sambay.train import write_json  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--dense", action="store_true", help="train the dense Phi-4-mini twin instead of SambaY")
     ap.add_argument("--tiny", action="store_true", help="a tiny model (SambaYConfig.tiny shape), for CPU checks")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    d = TrainConfig()
+    d = CurriculumConfig()
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
@@ -68,7 +69,7 @@ def main() -> None:
     device = torch.device(args.device)
     out = Path(args.out)
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    cfg = TrainConfig(
+    cfg = CurriculumConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup,
         seed=args.seed, kinds=kinds, dtype=args.dtype, eval_every=args.eval_every,
         eval_problems=args.eval_problems, ckpt_every=args.ckpt_every,
@@ -88,14 +89,14 @@ def main() -> None:
           f"vocab {tokenizer.vocab_size}, device {device}; {cfg}", flush=True)
 
     log_path = out / "train_log.json"
-    log = train(model, tokenizer, cfg, out=out / "model", log_path=log_path)
+    log = train_on_curriculum(model, tokenizer, cfg, out=out / "model", log_path=log_path)
 
     # The report is on the checkpoint as shipped: reloaded from disk, in its stored dtype.
     shipped = load_model(out / "model", device=device)
     shipped_tok = load_tokenizer(out / "model")
     problems = [p for p in default_test_set() if p.kind in kinds][:args.test_problems]
     batch = args.test_batch or (500 if device.type == "cuda" else 100)
-    report = evaluate(shipped, shipped_tok, problems, max_new_tokens=cfg.eval_max_new_tokens, batch_size=batch)
+    report = heldout_accuracy(shipped, shipped_tok, problems, max_new_tokens=cfg.eval_max_new_tokens, batch_size=batch)
     log["final_eval"] = report
     log["total_seconds"] = round(time.perf_counter() - t0, 1)
     log["checkpoint_bytes"] = sum(f.stat().st_size for f in (out / "model").iterdir())

@@ -1,10 +1,18 @@
-"""Attention: one masked-softmax kernel (``attend``) and SambaY's differential attention.
+"""Attention: one masked-softmax kernel (``attend``), its paged twin, and SambaY's differential attention.
 
 Every attention in the package (sliding window, global, cross over a shared cache, one-token
 decode, and the dense baseline's GQA) is ``attend(q, k, v, q_pos, k_pos, start, window)``:
 queries at absolute positions ``q_pos`` attend to keys at ``k_pos`` (slots with a negative
 position are empty), causally, within ``window`` keys when given, skipping each row's left
 padding (``start[b]`` = number of pad tokens of row b). Scale is ``q.shape[-1] ** -0.5``.
+Positions are shared by the batch ((T,) and (S,)) or per row ((B, T) and (B, S)): in continuous
+batching every request has its own length. A query that sees no key at all gets zeros.
+
+Paged K/V (``paged_attend``, ``paged_store``): keys and values live in a pool of fixed-size blocks
+(num_blocks, block_size, Hk, D) shared by all requests; row b's position p is in block
+``block_table[b, p // block_size]`` at offset ``p % block_size``, i.e. at flat slot
+``block_table[b, p // block_size] * block_size + p % block_size`` of the pool viewed as
+(num_blocks * block_size, Hk, D). A float8_e4m3fn pool carries float32 scales per (slot, head).
 """
 
 from __future__ import annotations
@@ -25,12 +33,12 @@ def attention_mask(
 ) -> torch.Tensor:
     """Boolean mask (B or 1, T, S): True where query t may read key s.
 
-    ``q_pos`` (T,) shared or (B, T) per row; ``k_pos`` (S,) or (B, S). A query sees keys with
-    ``q_pos - window < k_pos <= q_pos``. A padding query (q_pos < start) sees only itself, so no
-    softmax row is empty; its output is never used.
+    q_pos (T,) or (B, T), k_pos (S,) or (B, S): shared by the batch or per row. A query sees keys
+    with ``q_pos - window < k_pos <= q_pos``. A padding query (q_pos < start) sees only itself,
+    so no softmax row is empty; its output is never used.
     """
-    qp = (q_pos[None] if q_pos.dim() == 1 else q_pos)[:, :, None]  # (B|1, T, 1)
-    kp = (k_pos[None] if k_pos.dim() == 1 else k_pos)[:, None, :]  # (B|1, 1, S)
+    qp = q_pos.reshape(-1, q_pos.shape[-1], 1)  # (B|1, T, 1)
+    kp = k_pos.reshape(-1, 1, k_pos.shape[-1])  # (B|1, 1, S)
     m = (kp <= qp) & (kp >= 0)
     if window is not None:
         m = m & (qp - kp < window)
@@ -51,8 +59,8 @@ def attention_ref(
 ) -> torch.Tensor:
     """Reference: q (B, T, Hq, D), k (B, S, Hk, D), v (B, S, Hk, Dv) -> (B, T, Hq, Dv), fp32 math.
 
-    ``q_pos`` (T,) or (B, T), ``k_pos`` (S,) or (B, S): positions shared by the rows or per row. GQA: query head i reads key/value head ``i // (Hq // Hk)``. ``k_pos=None``: slot s holds
-    position s. ``scale`` defaults to ``D ** -0.5``.
+    GQA: query head i reads key/value head ``i // (Hq // Hk)``. ``k_pos=None``: slot s holds
+    position s. ``scale`` defaults to ``D ** -0.5``. Positions as in :func:`attention_mask`.
     """
     B, T, Hq, D = q.shape
     S, Hk = k.shape[1], k.shape[2]
@@ -62,14 +70,15 @@ def attention_ref(
     scores = torch.einsum("bthrd,bshd->bhrts", qf, k.float()) * (D**-0.5 if scale is None else scale)
     mask = attention_mask(q_pos, k_pos, start, window)  # (B|1, T, S)
     scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
-    out = torch.einsum("bhrts,bshd->bthrd", scores.softmax(-1), v.float())
+    p = scores.softmax(-1).masked_fill(~mask.any(-1)[:, None, None, :, None], 0.0)  # no key visible: zeros, not NaN
+    out = torch.einsum("bhrts,bshd->bthrd", p, v.float())
     return out.reshape(B, T, Hq, v.shape[-1]).to(q.dtype)
 
 
 def _host_positions(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int) -> tuple[int, int] | None:
-    """(first query position, position of key slot 0) when the keys are consecutive positions,
-    else None. One device sync: prefill only."""
-    if q_pos.dim() != 1 or (k_pos is not None and k_pos.dim() != 1):
+    """(first query position, position of key slot 0) when the positions are shared by the batch
+    and the keys are consecutive positions, else None. One device sync: prefill only."""
+    if q_pos.dim() > 1 or (k_pos is not None and k_pos.dim() > 1):
         return None
     if k_pos is None:
         return int(q_pos[0]), 0
@@ -168,30 +177,75 @@ def attend(
     return attention_ref(q, k, v, q_pos, k_pos, start, window, scale)
 
 
+FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+
+
+def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., D) -> (float8_e4m3fn values (..., D), float32 scales (...)): one scale per vector,
+    ``amax over D / 448``, so the largest element maps to e4m3's largest; ``values * scale``
+    is x to e4m3's 3 mantissa bits (relative error <= 2**-4 per element). A zero vector gets scale 1."""
+    amax = x.float().abs().amax(-1)
+    scale = torch.where(amax > 0, amax / FP8_MAX, 1.0)
+    return (x.float() / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
+
+
+def _store(x: torch.Tensor, pool: torch.Tensor, slots: torch.Tensor, scale: torch.Tensor | None) -> None:
+    G, D = pool.shape[-2:]
+    x, slots = x.reshape(-1, G, D), slots.reshape(-1)
+    if (scale is not None) != (pool.dtype == torch.float8_e4m3fn):
+        raise ValueError(f"a {pool.dtype} pool takes {'no scales' if scale is not None else 'scales'}")
+    if scale is not None:
+        x, s = quantize_fp8(x)
+        scale.view(-1, G).index_copy_(0, slots, s)
+    if pool.dtype == torch.float8_e4m3fn:  # index_copy_ has no float8 kernels: copy the bytes
+        pool, x = pool.view(torch.uint8), x.view(torch.uint8)
+    pool.view(-1, G, D).index_copy_(0, slots, x.to(pool.dtype))
+
+
 def paged_store(k: torch.Tensor, v: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
                 k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
-    """Write new keys/values k, v (..., G, D) at flat ``slots`` (N,) int64 of the pools
-    (num_blocks, block_size, G, D) viewed as (num_blocks * block_size, G, D). float8 pools take
-    a per (token, head) scale ``amax / 448`` in ``k_scale`` / ``v_scale`` (num_blocks, block_size, G)."""
-    G, D = k_pool.shape[-2:]
-    for new, pool, scale in ((k, k_pool, k_scale), (v, v_pool, v_scale)):
-        new = new.reshape(-1, G, D)
-        if scale is not None:
-            s = (new.float().abs().amax(-1) / 448.0).clamp(min=1e-12)  # (N, G)
-            scale.view(-1, G).index_copy_(0, slots, s)
-            new = (new.float() / s[..., None]).to(pool.dtype)
-        pool.view(-1, G, D).index_copy_(0, slots, new.to(pool.dtype))
+    """Write tokens k, v (..., G, D) at flat ``slots`` (int64, their leading shape, e.g. (B,) for a
+    decode step or (B, T) for a prefill chunk) of the pools (num_blocks, block_size, G, D) viewed as
+    (num_blocks * block_size, G, D). float8_e4m3fn pools need ``k_scale``, ``v_scale``
+    (num_blocks, block_size, G) float32: each (token, head) is quantized by :func:`quantize_fp8`.
+    Every slot must lie in the pool (a batch's unused rows write to a scratch slot)."""
+    _store(k, k_pool, slots, k_scale)
+    _store(v, v_pool, slots, v_scale)
 
 
-def gather_pages(pool: torch.Tensor, block_table: torch.Tensor, scale: torch.Tensor | None = None,
-                 dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The rows' pages in position order: pool (num_blocks, block_size, G, D), block_table
-    (B, n) -> (B, n * block_size, G, D); dequantized (to ``dtype``) when ``scale`` is given."""
-    pages = pool[block_table.long()]  # (B, n, block_size, G, D)
+def gather_pages(pool: torch.Tensor, block_table: torch.Tensor, used: torch.Tensor | None = None,
+                 scale: torch.Tensor | None = None) -> torch.Tensor:
+    """pool (num_blocks, block_size, H, D), block_table (B, max_blocks) -> each row's slots in position
+    order (B, max_blocks * block_size, H, D); dequantized to float32 with ``scale`` (num_blocks,
+    block_size, H). Where ``used`` (B, max_blocks) is False the table entry is not read (block 0 is)."""
+    table = block_table.long()
+    if used is not None:
+        table = torch.where(used, table, 0)
+    if pool.dtype == torch.float8_e4m3fn:  # indexing has no float8 kernels everywhere: gather the bytes
+        x = pool.view(torch.uint8)[table].view(pool.dtype)
+    else:
+        x = pool[table]  # (B, max_blocks, block_size, H, D)
     if scale is not None:
-        pages = (pages.float() * scale[block_table.long()][..., None]).to(dtype or torch.float32)
-    B, n, bs = pages.shape[:3]
-    return pages.reshape(B, n * bs, *pool.shape[2:])
+        x = x.float() * scale[table][..., None]
+    return x.flatten(1, 2)
+
+
+def _paged_keys(k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor, q_pos: torch.Tensor,
+                window: int | None, k_scale: torch.Tensor | None, v_scale: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every row's keys and values gathered from the pools, and their positions (B, S): only the
+    blocks that hold positions the query can see are read, as the kernels do."""
+    if q_pos.dim() != 1 or q_pos.shape[0] != block_table.shape[0]:
+        raise ValueError(f"q_pos must be (batch,) = ({block_table.shape[0]},), got {tuple(q_pos.shape)}")
+    M, bs = block_table.shape[1], k_pool.shape[1]
+    first = torch.arange(M, device=q_pos.device) * bs  # first position of each table entry
+    used = (first[None] <= q_pos[:, None])
+    if window is not None:
+        used = used & (first[None] + bs > q_pos[:, None] - window)
+    k = gather_pages(k_pool, block_table, used, k_scale)
+    v = gather_pages(v_pool, block_table, used, v_scale)
+    k_pos = torch.arange(M * bs, device=q_pos.device).expand(q_pos.shape[0], -1)
+    return k, v, k_pos
 
 
 def paged_attention_ref(
@@ -199,14 +253,17 @@ def paged_attention_ref(
     window: int | None = None, scale: float | None = None, k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One query per row through a block table, fp32 math: q (B, 1, Hq, D); pools (num_blocks,
-    block_size, Hk, D); block_table (B, max_blocks) int32; q_pos (B,) int64. Row b attends to its
-    positions 0..q_pos[b] (position p in block ``block_table[b, p // block_size]`` at offset
-    ``p % block_size``), within ``window`` keys when given. Slots past q_pos are never read."""
-    k = gather_pages(k_pool, block_table, k_scale)
-    v = gather_pages(v_pool, block_table, v_scale)
-    k_pos = torch.arange(k.shape[1], device=q.device)
-    return attention_ref(q, k, v, q_pos[:, None], k_pos, None, window, scale)
+    """Reference: one query token per row against paged K/V, fp32 math.
+
+    q (B, 1, Hq, D); k_pool, v_pool (num_blocks, block_size, Hk, D); block_table (B, max_blocks) int32;
+    q_pos (B,) int64: row b's query is at position q_pos[b], whose K/V is already written, and it
+    attends to its positions 0..q_pos[b] (``window``: the last ``window`` of them). Table entries
+    past those blocks are never read. A row with q_pos < 0 reads nothing and gets zeros (a batch's
+    unused rows). float8_e4m3fn pools: values are ``pool.float() * scale[..., None]``.
+    -> (B, 1, Hq, Dv) in q's dtype.
+    """
+    k, v, k_pos = _paged_keys(k_pool, v_pool, block_table, q_pos, window, k_scale, v_scale)
+    return attention_ref(q, k, v, q_pos[:, None], k_pos, window=window, scale=scale)
 
 
 def paged_attend(
@@ -214,7 +271,12 @@ def paged_attend(
     window: int | None = None, scale: float | None = None, k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`paged_attention_ref`'s contract; the Triton kernel on CUDA (backend != "ref")."""
+    """:func:`paged_attention_ref`'s contract; the Triton kernel on CUDA unless the attention backend is ``ref``."""
+    if q.is_cuda and backends.attention_backend(q.device) != "ref" and not backends.needs_autograd(q, k_pool, v_pool):
+        from .attention_triton import paged_attention_triton
+
+        backends.announce("paged attention decode", "triton")
+        return paged_attention_triton(q, k_pool, v_pool, block_table, q_pos, window, scale, k_scale, v_scale)
     backends.announce("paged attention decode", "ref")
     return paged_attention_ref(q, k_pool, v_pool, block_table, q_pos, window, scale, k_scale, v_scale)
 
@@ -265,9 +327,7 @@ class DiffAttnCore(nn.Module):
         is placed block-diagonally, ``[q, 0]`` for stripe 1 and ``[0, q]`` for stripe 2, so its
         dot product picks its own stripe's key; the scale stays ``D ** -0.5``.
         """
-        B, T, H, D = q.shape
-        S, G = k.shape[1], k.shape[2]
-        if (T == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref"
+        if (q.shape[1] == 1 and q.is_cuda and backends.attention_backend(q.device) != "ref"
                 and not backends.needs_autograd(q, k, v, self)):
             from .attention_triton import decode_diff_attention_triton
 
@@ -275,43 +335,41 @@ class DiffAttnCore(nn.Module):
             return decode_diff_attention_triton(q, k, v, q_pos, k_pos, start, window, self.lambda_q1, self.lambda_k1,
                                                 self.lambda_q2, self.lambda_k2, self.lambda_init, self.subln.weight,
                                                 self.subln.eps)
-        a = attend(self._pair_queries(q, G), k.view(B, S, G // 2, 2 * D), v.view(B, S, G // 2, 2 * D),
-                   q_pos, k_pos, start, window, scale=D**-0.5)
-        return self._combine(a, G)
+        return self._differential(attend, q, k, v, q_pos, k_pos, start, window)
 
     def forward_paged(self, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor,
                       q_pos: torch.Tensor, k_scale: torch.Tensor | None = None,
                       v_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """One query per row over paged K/V: q (B, 1, H, D); pools (num_blocks, block_size, G, D);
-        block_table and q_pos as :func:`paged_attend` -> (B, 1, H * D). Pair heads are free views
-        of the pools, as in :meth:`forward`. float8 pools are dequantized first (a pair head holds
-        two heads of different scales)."""
-        if k_scale is not None:
-            k_pool = (k_pool.float() * k_scale[..., None]).to(q.dtype)
-            v_pool = (v_pool.float() * v_scale[..., None]).to(q.dtype)
-        nb, bs, G, D = k_pool.shape
-        pair = (nb, bs, G // 2, 2 * D)
-        a = paged_attend(self._pair_queries(q, G), k_pool.view(pair), v_pool.view(pair), block_table, q_pos,
-                         scale=D**-0.5)
-        return self._combine(a, G)
+        """One query token per row against paged K/V (see :func:`paged_attention_ref`): q (B, 1, H, D),
+        pools (num_blocks, block_size, G, D) -> (B, 1, H * D). The reference gathers each row's
+        keys and runs :meth:`forward`'s differential math in fp32 attention; on CUDA one Triton
+        kernel pair reads the pools through the table, as :meth:`forward`'s decode does."""
+        if (q.is_cuda and backends.attention_backend(q.device) != "ref"
+                and not backends.needs_autograd(q, k_pool, v_pool, self)):
+            from .attention_triton import paged_diff_attention_triton
 
-    @staticmethod
-    def _pair_queries(q: torch.Tensor, G: int) -> torch.Tensor:
-        """q (B, T, H, D) -> block-diagonal pair queries (B, T, H, 2D) (see :meth:`forward`)."""
+            backends.announce("paged differential attention decode", "triton")
+            return paged_diff_attention_triton(q, k_pool, v_pool, block_table, q_pos, k_scale, v_scale,
+                                               self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2,
+                                               self.lambda_init, self.subln.weight, self.subln.eps)
+        k, v, k_pos = _paged_keys(k_pool, v_pool, block_table, q_pos, None, k_scale, v_scale)
+        return self._differential(attention_ref, q, k, v, q_pos[:, None], k_pos, None, None)
+
+    def _differential(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                      k_pos: torch.Tensor | None, start: torch.Tensor | None, window: int | None) -> torch.Tensor:
+        """The differential math around one pair-head attention ``attn`` (:func:`attend` or its reference)."""
         B, T, H, D = q.shape
+        S, G = k.shape[1], k.shape[2]
         r = H // G
         qs = q.view(B, T, G // 2, r, 2, D)  # head 2 * (j * r + t) + stripe
         zero = torch.zeros_like(qs[..., 0, :])
         q_pair = torch.stack([torch.cat([qs[..., 0, :], zero], -1), torch.cat([zero, qs[..., 1, :]], -1)], dim=3)
-        return q_pair.view(B, T, H, 2 * D)  # (B, T, [G/2, stripe, r], 2D)
-
-    def _combine(self, a: torch.Tensor, G: int) -> torch.Tensor:
-        """Pair-head attention output (B, T, H, 2D) -> RMSNorm(a_1 - lambda a_2) (B, T, H * D)."""
-        B, T, H, D2 = a.shape
-        a = a.view(B, T, G // 2, 2, H // G, D2)
-        a1, a2 = a[:, :, :, 0].reshape(B, T, H // 2, D2), a[:, :, :, 1].reshape(B, T, H // 2, D2)
+        q_pair = q_pair.view(B, T, H, 2 * D)  # (B, T, [G/2, stripe, r], 2D)
+        a = attn(q_pair, k.reshape(B, S, G // 2, 2 * D), v.reshape(B, S, G // 2, 2 * D),
+                 q_pos, k_pos, start, window, scale=D**-0.5).view(B, T, G // 2, 2, r, 2 * D)
+        a1, a2 = a[:, :, :, 0].reshape(B, T, H // 2, 2 * D), a[:, :, :, 1].reshape(B, T, H // 2, 2 * D)
         o = self.subln(a1 - self.lambda_full().to(a1.dtype) * a2) * (1 - self.lambda_init)
-        return o.reshape(B, T, H * D2 // 2)
+        return o.reshape(B, T, H * D)
 
 
 class DiffAttention(nn.Module):

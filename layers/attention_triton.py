@@ -1,9 +1,13 @@
-"""Flash-decoding in Triton: one query token per row against a preallocated K/V buffer.
+"""Flash-decoding in Triton: one query token per row against a preallocated K/V buffer or a paged pool.
 
-Its reference twin is :func:`layers.attention.attention_ref` with T = 1. The buffer is static
-(so the call can be captured in a CUDA graph) and only the keys the query may see are read:
-with ``k_pos=None`` slot s holds position s and the scan stops at the query's position, with
-``k_pos`` (a ring buffer's slot positions) every slot is read and masked by its position.
+Its reference twins are :func:`layers.attention.attention_ref` with T = 1 and
+:func:`layers.attention.paged_attention_ref`. Shapes are static and positions live on the device
+(so the call can be captured in a CUDA graph), per row (each request its own length), and only
+the keys a query may see are read: with ``k_pos=None`` slot s holds position s and the scan
+stops at the row's query position, with ``k_pos`` (a ring buffer's slot positions, shared or
+per row) every slot is read and masked by its position. Paged: row b's slot s is at
+``block_table[b, s // block_size]`` of the pool, offset ``s % block_size``; float8 pools are
+dequantized in registers with their per-(slot, head) scales.
 
 The key range is split over ``num_splits`` programs per (row, KV head); a second kernel
 merges their partial softmax sums.
@@ -19,11 +23,12 @@ from .gemv_triton import INTERPRET, PDL, gdc_launch_dependents, gdc_wait
 
 
 @triton.jit
-def _visible_splits(QPOS, START, b, S, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr,
+def _visible_splits(QPOS, START, b, sqp, S, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr,
                     HAS_WINDOW: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr):
-    """The query position, the first slot that can be visible, one past the last, and the slots
-    per split (the visible range cut in SPLITS, in whole blocks: splits past its end are empty)."""
-    qp = tl.load(QPOS)
+    """Row b's query position, the first slot that can be visible, one past the last, the slots
+    per split (the visible range cut in SPLITS, in whole blocks: splits past its end are empty)
+    and the number of non-empty splits. A row whose query position is negative sees nothing."""
+    qp = tl.load(QPOS + b * sqp)
     lo = 0
     hi = S
     if not HAS_KPOS:  # slot == position: only slots lo..qp can be visible
@@ -32,26 +37,49 @@ def _visible_splits(QPOS, START, b, S, window, HAS_KPOS: tl.constexpr, HAS_START
             lo = tl.maximum(lo, qp - window + 1)
         if HAS_START:
             lo = tl.maximum(lo, tl.load(START + b))
-    chunk = tl.cdiv(tl.cdiv(hi - lo, SPLITS), BLOCK) * BLOCK
-    return qp, lo, hi, chunk
+    n = tl.maximum(hi - lo, 0)
+    chunk = tl.maximum(tl.cdiv(tl.cdiv(n, SPLITS), BLOCK), 1) * BLOCK
+    return qp, lo, hi, chunk, tl.cdiv(n, chunk)
 
 
 @triton.jit
-def _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale, window,
-           HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
-           DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
-    """Online-softmax update with the keys of slots s0 .. s0 + BLOCK."""
+def _dequantize(x, SC, at, h, valid, SUB: tl.constexpr, HKO: tl.constexpr, D: tl.constexpr):
+    """fp8 tile x (BLOCK, D) of kernel head h times its per-(slot, head) scales, in fp32: SUB
+    consecutive heads of the pool form one kernel head (2: differential attention's pair heads)."""
+    base = at * HKO + h * SUB  # at: flat slot index of each key
+    s0 = tl.load(SC + base, mask=valid, other=0.0)
+    if SUB == 1:
+        return x.to(tl.float32) * s0[:, None]
+    s1 = tl.load(SC + base + 1, mask=valid, other=0.0)
+    second = (tl.arange(0, D) >= D // 2)[None, :]
+    return x.to(tl.float32) * tl.where(second, s1[:, None], s0[:, None])
+
+
+@triton.jit
+def _block(s0, q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+           scale, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
+           PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
+           h, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
+    """Online-softmax update with the keys of slots s0 .. s0 + BLOCK. Paged: slot s of the row is
+    pool slot ``block_table[s // PAGE] * PAGE + s % PAGE``."""
     offs = s0 + tl.arange(0, BLOCK)
     valid = offs < s_hi
     if HAS_KPOS:
-        kp = tl.load(KPOS + offs, mask=valid, other=-1)
+        kp = tl.load(KPOS + kpbase + offs, mask=valid, other=-1)
         valid = valid & (kp >= 0) & (kp <= qp)
         if HAS_WINDOW:
             valid = valid & (qp - kp < window)
         if HAS_START:
             valid = valid & (kp >= st)
-    kt = tl.load(K + kbase + offs[:, None] * sks + tl.arange(0, DK)[None, :], mask=valid[:, None], other=0.0)
-    vt = tl.load(V + vbase + offs[:, None] * svs + tl.arange(0, DV)[None, :], mask=valid[:, None], other=0.0)
+    if PAGED:
+        at = tl.load(BT + btbase + offs // PAGE, mask=valid, other=0).to(tl.int64) * PAGE + offs % PAGE
+    else:
+        at = offs
+    kt = tl.load(K + kbase + at[:, None] * sks + tl.arange(0, DK)[None, :], mask=valid[:, None], other=0.0)
+    vt = tl.load(V + vbase + at[:, None] * svs + tl.arange(0, DV)[None, :], mask=valid[:, None], other=0.0)
+    if FP8:  # dequantized in registers, then as the queries' dtype into the dots
+        kt = _dequantize(kt, KS, at, h, valid, SUB, HKO, DK).to(q.dtype)
+        vt = _dequantize(vt, VS, at, h, valid, SUB, HKO, DV).to(q.dtype)
     if IEEE:
         sc = tl.dot(q, tl.trans(kt), input_precision="ieee")
     else:
@@ -69,10 +97,11 @@ def _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_h
 
 
 @triton.jit
-def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
-             sqb, sqh, skb, sks, skh, svb, svs, svh,
+def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
+             sqb, sqh, sqp, skpb, skb, sks, skh, svb, svs, svh, sbt,
              S, HK, R, scale, window,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
+             PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
              RP: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr,
              SPLITS: tl.constexpr, IEEE: tl.constexpr, PIPELINE: tl.constexpr, DIFF: tl.constexpr,
              PDL: tl.constexpr):
@@ -83,7 +112,8 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
     split = tl.program_id(1)
     b = (pid // HK).to(tl.int64)  # b * (row stride) can pass 2**31 in a large cache
     h = pid % HK
-    qp, lo, hi, chunk = _visible_splits(QPOS, START, b, S, window, HAS_KPOS, HAS_START, HAS_WINDOW, BLOCK, SPLITS)
+    qp, lo, hi, chunk, live = _visible_splits(QPOS, START, b, sqp, S, window, HAS_KPOS, HAS_START, HAS_WINDOW,
+                                              BLOCK, SPLITS)
     st = 0
     if HAS_START:
         st = tl.load(START + b)
@@ -104,16 +134,22 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
     m_i = tl.full((RP,), float("-inf"), tl.float32)
     l_i = tl.zeros((RP,), tl.float32)
     acc = tl.zeros((RP, DV), tl.float32)
-    kbase, vbase = b * skb + h * skh, b * svb + h * svh
+    if PAGED:  # slots are addressed through the row's block table
+        kbase, vbase = h * skh, h * svh
+    else:
+        kbase, vbase = b * skb + h * skh, b * svb + h * svh
+    kpbase, btbase = b * skpb, b * sbt
     if PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
         for s0 in range(s_lo, s_hi, BLOCK):
-            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale,
-                                   window, HAS_KPOS, HAS_START, HAS_WINDOW, DK, DV, BLOCK, IEEE)
+            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
+                                   svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
+                                   FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
     else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
         s0 = s_lo
         while s0 < s_hi:
-            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, kbase, vbase, sks, svs, qp, st, s_hi, scale,
-                                   window, HAS_KPOS, HAS_START, HAS_WINDOW, DK, DV, BLOCK, IEEE)
+            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
+                                   svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
+                                   FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
             s0 += BLOCK
     base = (pid * SPLITS + split) * RP
     dv = tl.arange(0, DV)
@@ -124,7 +160,8 @@ def _partial(Q, K, V, QPOS, KPOS, START, ACC, ML,
 
 @triton.jit
 def _merge(ACC, ML, pid, r, live, RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl.constexpr):
-    """Query row r of (row, KV head) ``pid``: all splits' partial sums merged, in fp32."""
+    """Query row r of (row, KV head) ``pid``: all splits' partial sums merged, in fp32 (zeros
+    where no key was visible)."""
     at = (pid * SPLITS + tl.arange(0, SPLITS)) * RP + r
     m = tl.load(ML + at * 2, mask=live, other=float("-inf"))
     m_max = tl.max(m, 0)
@@ -132,11 +169,11 @@ def _merge(ACC, ML, pid, r, live, RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl
     w = tl.exp(m - m_max)  # empty splits weigh 0
     denom = tl.sum(w * tl.load(ML + at * 2 + 1, mask=live, other=0.0), 0)
     a = tl.load(ACC + at[:, None] * DV + tl.arange(0, DV)[None, :], mask=live[:, None], other=0.0)  # (SPLITS, DV)
-    return tl.sum(w[:, None] * a, 0) / denom
+    return tl.sum(w[:, None] * a, 0) / tl.where(denom > 0, denom, 1.0)
 
 
 @triton.jit
-def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, S, HK, R, window, lambda_init, eps,
+def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, sqp, S, HK, R, window, lambda_init, eps,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              RP: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr,
              DIFF: tl.constexpr, LD: tl.constexpr, PDL: tl.constexpr):
@@ -150,8 +187,9 @@ def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, S, 
     r = tl.program_id(1)
     b = (pid // HK).to(tl.int64)
     h = pid % HK
-    qp, lo, hi, chunk = _visible_splits(QPOS, START, b, S, window, HAS_KPOS, HAS_START, HAS_WINDOW, BLOCK, SPLITS)
-    live = tl.arange(0, SPLITS) < tl.cdiv(hi - lo, chunk)  # later splits are empty: skip reading them
+    _, _, _, _, nonempty = _visible_splits(QPOS, START, b, sqp, S, window, HAS_KPOS, HAS_START, HAS_WINDOW,
+                                           BLOCK, SPLITS)
+    live = tl.arange(0, SPLITS) < nonempty  # later splits are empty: skip reading them
     dt = OUT.dtype.element_ty
     dv = tl.arange(0, DV)
     if DIFF:
@@ -181,18 +219,41 @@ def launch_config(batch: int, kv_heads: int, num_sms: int = 132) -> tuple[int, i
 def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132, block: int = 64) -> int:
     """Programs per (row, KV head): enough to fill the GPU about four times over, at least 64
     slots (one block) each, a power of two. At batch 1 a short cache split finely keeps each
-    program's serial walk short: the step is latency-bound there, not bandwidth-bound."""
+    program's serial walk short: the step is latency-bound there, not bandwidth-bound. ``slots``
+    is the capacity (static shapes: CUDA graphs); each row cuts its own visible range in as many
+    splits, so a short row's programs are short and those past its end are empty."""
     want = max(1, min(64, triton.cdiv(slots, block), triton.cdiv(4 * num_sms, batch * kv_heads)))
     return triton.next_power_of_2(want)
 
 
+def _batch_stride(pos: torch.Tensor) -> int:
+    """Stride between rows of a position tensor: 0 for one shared by the batch ((T,) or (S,))."""
+    return pos.stride(0) if pos.dim() > 1 else 0
+
+
 def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor | None,
-            start: torch.Tensor | None, window: int | None, scale: float, diff: tuple | None) -> torch.Tensor:
+            start: torch.Tensor | None, window: int | None, scale: float, diff: tuple | None,
+            block_table: torch.Tensor | None = None, k_scale: torch.Tensor | None = None,
+            v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Both launches. ``diff = (lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln weight,
-    eps)``: q (B, 1, H, D) are differential attention's query heads and k, v its pair heads."""
+    eps)``: q (B, 1, H, D) are differential attention's query heads and k, v its pair heads.
+    k, v: (B, S, Hk, D) per row, or with ``block_table`` (B, max_blocks) pools (num_blocks,
+    block_size, Hk, D) of S = max_blocks * block_size slots per row; ``k_scale``, ``v_scale``
+    (num_blocks, block_size, heads) for float8 pools (heads = Hk, or 2 Hk for pair heads)."""
     B, HK, DV = q.shape[0], k.shape[2], v.shape[-1]
     DK = k.shape[-1]
-    S = k.shape[1]
+    paged = block_table is not None
+    S = block_table.shape[1] * k.shape[1] if paged else k.shape[1]
+    if paged:  # slot s of block n is flat slot n * block_size + s: blocks must be dense in their slots
+        assert k.stride(0) == k.shape[1] * k.stride(1) and v.stride(0) == v.shape[1] * v.stride(1)
+        assert block_table.stride(-1) == 1 and k_pos is None and start is None
+    fp8 = k.dtype == torch.float8_e4m3fn
+    assert fp8 == (v.dtype == torch.float8_e4m3fn) == (k_scale is not None) == (v_scale is not None)
+    if fp8:
+        assert paged and k_scale.is_contiguous() and v_scale.is_contiguous() and k_scale.shape == v_scale.shape
+        assert k_scale.shape[:2] == k.shape[:2] and k_scale.dtype == v_scale.dtype == torch.float32
+    assert q_pos.numel() in (1, B) and (k_pos is None or k_pos.stride(-1) == 1)
+    hko = k_scale.shape[-1] if fp8 else HK
     R = q.shape[2] // HK  # query rows per KV head (with diff: r heads of each stripe per pair head)
     RP = max(16, triton.next_power_of_2(R))
     block, warps, stages = launch_config(B, HK)
@@ -203,17 +264,21 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
     dummy = q_pos
     launch = {"launch_pdl": True} if PDL else {}  # see layers.gemv_triton
     flags = dict(HAS_KPOS=k_pos is not None, HAS_START=start is not None, HAS_WINDOW=window is not None)
+    sqp = q_pos.stride(0) if q_pos.numel() > 1 else 0
     _partial[(B * HK, splits)](
-        q, k, v, q_pos, k_pos if k_pos is not None else dummy, start if start is not None else dummy, acc, ml,
-        q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        S, HK, R, scale, window or 0, **flags,
+        q, k, v, q_pos, k_pos if k_pos is not None else dummy, start if start is not None else dummy,
+        block_table if paged else dummy, k_scale if fp8 else dummy, v_scale if fp8 else dummy, acc, ml,
+        q.stride(0), q.stride(2), sqp, _batch_stride(k_pos) if k_pos is not None else 0,
+        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        block_table.stride(0) if paged else 0, S, HK, R, scale, window or 0, **flags,
+        PAGED=paged, PAGE=k.shape[1] if paged else 1, FP8=fp8, SUB=hko // HK, HKO=hko,
         RP=RP, DK=DK, DV=DV, BLOCK=block, SPLITS=splits, IEEE=q.dtype == torch.float32,
         PIPELINE=not INTERPRET, DIFF=diff is not None, PDL=PDL, num_warps=warps, num_stages=stages, **launch,
     )
     lq1, lk1, lq2, lk2, lambda_init, subln, eps = diff or (dummy,) * 4 + (0.0, dummy, 0.0)
     _combine[(B * HK, R // 2 if diff else R)](
         acc, ml, out, q_pos, start if start is not None else dummy, lq1, lk1, lq2, lk2, subln,
-        out.stride(0), out.stride(2), S, HK, R, window or 0, lambda_init, eps, **flags,
+        out.stride(0), out.stride(2), sqp, S, HK, R, window or 0, lambda_init, eps, **flags,
         RP=RP, DV=DV, BLOCK=block, SPLITS=splits, DIFF=diff is not None, LD=lq1.numel() if diff else 1, PDL=PDL,
         enable_fp_fusion=False, **launch)  # the epilogue rounds each step where torch does
     return out
@@ -231,7 +296,8 @@ def decode_attention_triton(
     scale: float | None = None,
 ) -> torch.Tensor:
     """q (B, 1, Hq, Dk), k (B, S, Hk, Dk), v (B, S, Hk, Dv) (any strides with unit last stride),
-    q_pos (1,) -> (B, 1, Hq, Dv). Same semantics as ``attention_ref`` for one query token."""
+    q_pos (1,) shared or (B,) / (B, 1) per row, k_pos None, (S,) or (B, S) -> (B, 1, Hq, Dv).
+    Same semantics as ``attention_ref`` for one query token."""
     assert q.shape[1] == 1 and k.stride(-1) == 1 and v.stride(-1) == 1 and q.stride(-1) == 1
     return _decode(q, k, v, q_pos, k_pos, start, window, scale if scale is not None else q.shape[-1] ** -0.5, None)
 
@@ -239,6 +305,32 @@ def decode_attention_triton(
 @decode_attention_triton.register_fake
 def _(q, k, v, q_pos, k_pos=None, start=None, window=None, scale=None):  # type: ignore[no-untyped-def]
     return q.new_empty(q.shape[0], 1, q.shape[2], v.shape[-1])
+
+
+@torch.library.custom_op("sambay::paged_attention", mutates_args=())
+def paged_attention_triton(
+    q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor, q_pos: torch.Tensor,
+    window: int | None = None, scale: float | None = None, k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """q (B, 1, Hq, D), pools (num_blocks, block_size, Hk, D) (dense blocks, unit last stride),
+    block_table (B, max_blocks) int32, q_pos (B,) -> (B, 1, Hq, Dv): what
+    :func:`layers.attention.paged_attention_ref` computes. Only the blocks holding visible
+    positions are read; float8 pools are dequantized in registers."""
+    assert q.shape[1] == 1 and q.stride(-1) == 1 and k_pool.stride(-1) == v_pool.stride(-1) == 1
+    return _decode(q, k_pool, v_pool, q_pos, None, None, window, scale if scale is not None else q.shape[-1] ** -0.5,
+                   None, block_table, k_scale, v_scale)
+
+
+@paged_attention_triton.register_fake
+def _(q, k_pool, v_pool, block_table, q_pos, window=None, scale=None, k_scale=None,
+      v_scale=None):  # type: ignore[no-untyped-def]
+    return q.new_empty(q.shape[0], 1, q.shape[2], v_pool.shape[-1])
+
+
+def _pair_heads(x: torch.Tensor) -> torch.Tensor:
+    """(..., G, D) -> (..., G / 2, 2D): differential attention's pair heads, a free view."""
+    return x.view(*x.shape[:-2], x.shape[-2] // 2, 2 * x.shape[-1])
 
 
 @torch.library.custom_op("sambay::decode_diff_attention", mutates_args=())
@@ -250,15 +342,38 @@ def decode_diff_attention_triton(
     """Differential attention of one query token, whole: q (B, 1, H, D), k and v (B, S, G, D) ->
     (B, 1, H * D), what :class:`layers.attention.DiffAttnCore` computes. The block-diagonal queries
     are built as the kernel loads them, and lambda, the difference and the sub-layer RMSNorm are the
-    merge kernel's epilogue: two launches instead of six or seven."""
+    merge kernel's epilogue: two launches instead of six or seven. Positions as in
+    :func:`decode_attention_triton`."""
     B, S, G, D = k.shape
     assert q.shape[1] == 1 and q.stride(-1) == 1 and k.stride(-1) == v.stride(-1) == 1
-    k2, v2 = k.view(B, S, G // 2, 2 * D), v.view(B, S, G // 2, 2 * D)
     diff = (lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln_weight, eps)
-    return _decode(q, k2, v2, q_pos, k_pos, start, window, D**-0.5, diff).view(B, 1, -1)
+    return _decode(q, _pair_heads(k), _pair_heads(v), q_pos, k_pos, start, window, D**-0.5, diff).view(B, 1, -1)
 
 
 @decode_diff_attention_triton.register_fake
 def _(q, k, v, q_pos, k_pos, start, window, lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln_weight,
       eps):  # type: ignore[no-untyped-def]
+    return q.new_empty(q.shape[0], 1, q.shape[2] * q.shape[3])
+
+
+@torch.library.custom_op("sambay::paged_diff_attention", mutates_args=())
+def paged_diff_attention_triton(
+    q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, block_table: torch.Tensor, q_pos: torch.Tensor,
+    k_scale: torch.Tensor | None, v_scale: torch.Tensor | None, lambda_q1: torch.Tensor, lambda_k1: torch.Tensor,
+    lambda_q2: torch.Tensor, lambda_k2: torch.Tensor, lambda_init: float, subln_weight: torch.Tensor, eps: float,
+) -> torch.Tensor:
+    """:func:`decode_diff_attention_triton` over paged pools (num_blocks, block_size, G, D) read
+    through ``block_table`` (B, max_blocks), q_pos (B,): what
+    :meth:`layers.attention.DiffAttnCore.forward_paged` computes. A pair head has the scales of
+    its two heads (``k_scale``, ``v_scale`` (num_blocks, block_size, G) for float8 pools)."""
+    B, _, H, D = q.shape
+    assert q.shape[1] == 1 and q.stride(-1) == 1 and k_pool.stride(-1) == v_pool.stride(-1) == 1
+    diff = (lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln_weight, eps)
+    return _decode(q, _pair_heads(k_pool), _pair_heads(v_pool), q_pos, None, None, None, D**-0.5, diff,
+                   block_table, k_scale, v_scale).view(B, 1, -1)
+
+
+@paged_diff_attention_triton.register_fake
+def _(q, k_pool, v_pool, block_table, q_pos, k_scale, v_scale, lambda_q1, lambda_k1, lambda_q2, lambda_k2,
+      lambda_init, subln_weight, eps):  # type: ignore[no-untyped-def]
     return q.new_empty(q.shape[0], 1, q.shape[2] * q.shape[3])

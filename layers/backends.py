@@ -1,5 +1,6 @@
-"""Which kernel runs each block: chosen automatically, forced with :func:`use` or environment
-variables, and announced once per choice on the ``sambay`` logger.
+"""Which kernel runs each block: a :class:`Backends` choice that belongs to a model
+(``model.backends``), active in the thread that runs the model, and announced once per choice on
+the ``sambay`` logger.
 
 Three knobs, each ``"auto"`` by default:
 
@@ -13,27 +14,37 @@ Three knobs, each ``"auto"`` by default:
   batch-1 decoding; more rows still go through torch). ``auto`` is ``triton`` on CUDA when
   Triton imports, ``torch`` otherwise.
 
-Environment: ``SAMBAY_ATTENTION=ref|sdpa|flash``, ``SAMBAY_MAMBA=ref|cuda``, ``SAMBAY_LINEAR=torch|triton``.
+A model's choice defaults to :data:`DEFAULT`, read from ``SAMBAY_ATTENTION``, ``SAMBAY_MAMBA``
+and ``SAMBAY_LINEAR`` (see :mod:`layers.environment`); set another with
+``model.backends = Backends(attention="ref")``. The model's ``forward`` and the engine around
+each decode step (and CUDA-graph capture) make it the active choice of the calling thread with
+:func:`activate`; the layers read the active choice (:func:`attention_backend` etc.). It is
+thread-local: a model streaming on one thread and another model on a second thread each run
+their own kernels. A plain ``threading.local`` (not a ``ContextVar``) because torch.compile
+traces its attribute reads and guards on them: a compiled step recompiles for another choice.
+
+:func:`use` forces knobs for everything the calling thread runs inside the block, models
+included (tests and benchmarks: the reference path of a model for comparison).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
-import os
+import threading
 from collections.abc import Iterator
 
 import torch
+
+from . import environment
 
 log = logging.getLogger("sambay")
 
 ATTENTION = ("auto", "ref", "sdpa", "flash")
 MAMBA = ("auto", "ref", "cuda")
 LINEAR = ("auto", "torch", "triton")
-
-_choice = {kind: os.environ.get(f"SAMBAY_{kind.upper()}", "auto") for kind in ("attention", "mamba", "linear")}
-_announced: set[tuple[str, str]] = set()
 
 
 def _installed(*modules: str) -> bool:
@@ -57,23 +68,68 @@ def _check(kind: str, value: str) -> None:
         raise ValueError("linear backend 'triton' needs triton (it comes with CUDA builds of torch)")
 
 
-def set_backend(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None) -> None:
-    """Force a backend (``"auto"`` restores the automatic choice)."""
-    for kind, value in (("attention", attention), ("mamba", mamba), ("linear", linear)):
-        if value is not None:
-            _check(kind, value)
-            _choice[kind] = value
+@dataclasses.dataclass(frozen=True)
+class Backends:
+    """The kernels a model runs on: one value per knob (see the module docstring)."""
+
+    attention: str = "auto"
+    mamba: str = "auto"
+    linear: str = "auto"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check(field.name, getattr(self, field.name))
+
+    @classmethod
+    def from_env(cls) -> Backends:
+        """The choice the environment variables make (``auto`` for those unset)."""
+        return cls(**{f.name: environment.read(f"SAMBAY_{f.name.upper()}", "auto") for f in dataclasses.fields(cls)})
+
+    def replace(self, *, attention: str | None = None, mamba: str | None = None,
+                linear: str | None = None) -> Backends:
+        """This choice with the knobs given (not None) changed."""
+        changes = {"attention": attention, "mamba": mamba, "linear": linear}
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+DEFAULT = Backends.from_env()  # checked at import: a bad variable fails early, naming itself
+
+# The calling thread's active choice (attribute "backends", DEFAULT when unset) and the knobs
+# forced by `use` (attribute "forced").
+_local = threading.local()
+_announced: set[tuple[str, str]] = set()
+
+
+def active() -> Backends:
+    """The choice the layers run with in this thread."""
+    return getattr(_local, "backends", DEFAULT)
 
 
 @contextlib.contextmanager
-def use(*, attention: str | None = None, mamba: str | None = None, linear: str | None = None) -> Iterator[None]:
-    """Context manager form of :func:`set_backend`."""
-    saved = dict(_choice)
-    set_backend(attention=attention, mamba=mamba, linear=linear)
+def _set(choice: Backends, forced: dict[str, str]) -> Iterator[None]:
+    saved = _local.__dict__.copy()
+    _local.backends = dataclasses.replace(choice, **forced) if forced else choice
+    _local.forced = forced
     try:
         yield
     finally:
-        _choice.update(saved)
+        _local.__dict__.clear()
+        _local.__dict__.update(saved)
+
+
+def activate(choice: Backends) -> contextlib.AbstractContextManager[None]:
+    """Make ``choice`` (a model's) the active one in this thread for the block, except the knobs
+    a surrounding :func:`use` forces."""
+    return _set(choice, getattr(_local, "forced", {}))
+
+
+def use(*, attention: str | None = None, mamba: str | None = None,
+        linear: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """Force knobs for everything this thread runs in the block, whatever a model's own choice
+    (other threads are not affected)."""
+    changes = {k: v for k, v in (("attention", attention), ("mamba", mamba), ("linear", linear)) if v is not None}
+    forced = {**getattr(_local, "forced", {}), **changes}
+    return _set(active().replace(**changes), forced)
 
 
 def announce(what: str, backend: str) -> None:
@@ -92,8 +148,9 @@ def needs_autograd(*args: torch.Tensor | torch.nn.Module | None) -> bool:
     return any(t.requires_grad for t in tensors)
 
 
-def attention_backend(device: torch.device) -> str:
-    choice = _choice["attention"]
+def attention_backend(device: torch.device, choice: Backends | None = None) -> str:
+    """The attention kernel for tensors on ``device`` under ``choice`` (default: the active one)."""
+    choice = (choice or active()).attention
     if choice == "auto":
         if device.type != "cuda":
             return "ref"
@@ -103,8 +160,9 @@ def attention_backend(device: torch.device) -> str:
     return choice
 
 
-def mamba_backend(device: torch.device) -> str:
-    choice = _choice["mamba"]
+def mamba_backend(device: torch.device, choice: Backends | None = None) -> str:
+    """The Mamba kernels for tensors on ``device`` under ``choice`` (default: the active one)."""
+    choice = (choice or active()).mamba
     if choice == "auto":
         return "cuda" if HAS_MAMBA_KERNELS and device.type == "cuda" else "ref"
     if choice == "cuda" and device.type != "cuda":
@@ -112,12 +170,9 @@ def mamba_backend(device: torch.device) -> str:
     return choice
 
 
-def linear_backend(device: torch.device) -> str:
-    choice = _choice["linear"]
+def linear_backend(device: torch.device, choice: Backends | None = None) -> str:
+    """The one-row linear kernel for tensors on ``device`` under ``choice`` (default: the active one)."""
+    choice = (choice or active()).linear
     if choice == "auto":
         return "triton" if HAS_TRITON and device.type == "cuda" else "torch"
     return choice if device.type == "cuda" else "torch"
-
-
-for _kind, _value in _choice.items():
-    _check(_kind, _value)

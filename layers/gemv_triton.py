@@ -36,6 +36,7 @@ try:  # programmatic dependent launch came with Triton 3.3
 except ImportError:  # the kernels only reach these names when PDL is on
     gdc_launch_dependents = gdc_wait = None
 
+from . import environment
 from .norm import NO_NORM
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -203,7 +204,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 def _pdl_available() -> bool:
     """Programmatic dependent launch: Triton 3.3+, Hopper or newer (the current device, at import),
     not under the interpreter, not switched off with ``SAMBAY_PDL=0``."""
-    if INTERPRET or gdc_wait is None or os.environ.get("SAMBAY_PDL", "1") == "0" or not torch.cuda.is_available():
+    if INTERPRET or gdc_wait is None or environment.read("SAMBAY_PDL", "1") == "0" or not torch.cuda.is_available():
         return False
     return torch.cuda.get_device_capability()[0] >= 9
 

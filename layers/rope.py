@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import backends
 from .attention import paged_store
 
 
@@ -80,18 +81,27 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 def rotary_store_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                     k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """One decode token per row: rotate q and k (B, 1, H|G, D) with cos, sin (B, 1, rotary_dim),
-    write k and v at the flat ``slots`` (B,) of the (num_blocks, block_size, G, D) pools, return the
-    rotated q."""
-    paged_store(apply_rotary(k, cos, sin), v, k_pool, v_pool, slots)
+                     k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
+                     k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """One decode token per row: rotate q (B, 1, H, D) and k (B, 1, G, D) with cos, sin (B or 1, 1,
+    rotary_dim), write the rotated k and v at flat ``slots`` (B,) of the pools (num_blocks,
+    block_size, G, D) viewed as (num_blocks * block_size, G, D) (see
+    :func:`layers.attention.paged_store`, which also quantizes into float8 pools), return the rotated q.
+    A static (B, S, G, D) cache is a pool of B blocks of S slots: row b's slot at position p is b * S + p."""
+    paged_store(apply_rotary(k, cos, sin), v, k_pool, v_pool, slots, k_scale, v_scale)
     return apply_rotary(q, cos, sin)
 
 
 def rotary_store(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """:func:`rotary_store_ref`'s contract; one Triton kernel on CUDA (helper ``kernels``)."""
-    return rotary_store_ref(q, k, v, cos, sin, k_pool, v_pool, slots)
+                 k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
+                 k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`rotary_store_ref`; one Triton kernel on CUDA (unless the attention backend is ``ref``)."""
+    if q.is_cuda and backends.attention_backend(q.device) != "ref" and not backends.needs_autograd(q, k, v):
+        from .rope_triton import rotary_store_triton
+
+        backends.announce("rope + cache write", "triton")
+        return rotary_store_triton(q, k, v, cos, sin, k_pool, v_pool, slots, k_scale, v_scale)
+    return rotary_store_ref(q, k, v, cos, sin, k_pool, v_pool, slots, k_scale, v_scale)
 
 
 class RotaryEmbedding(nn.Module):

@@ -8,7 +8,8 @@ math problems, check boxed answers, evaluate.
 Modules: ``api`` (these functions), ``engine`` (the generation loop over text),
 ``evaluation`` (JSONL problem sets, pass@1, maj@k), ``answers`` (answer extraction and
 checking), ``tokenizer`` (tokenizers and chat prompts), ``cli`` (the ``sambay`` command),
-``curriculum`` (synthetic arithmetic problems).
+``curriculum`` (synthetic arithmetic problems), ``small_tokenizer`` and ``builtin_training``
+(the built-in model's tokenizer and training recipe).
 """
 
 from .answers import answers_match, extract_boxed, majority_vote, split_reasoning

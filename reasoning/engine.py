@@ -21,12 +21,10 @@ of :class:`sambay.generate.SamplingParams` (temperature 0.6, top-p 0.95, 32768 n
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sambay.config import ConfigError, read_config_json
 from sambay.engine.sequence import decode_tokens_per_second
 from sambay.generate import Engine, Generation, Request, SamplingParams
 
@@ -52,6 +51,28 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 Prompt = Union[str, Sequence[Mapping[str, str]]]
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
+
+WHAT_A_PROMPT_IS = 'a prompt is a question string or a list of chat messages {"role": ..., "content": ...}'
+
+
+def check_prompt(prompt: Any, *, chat: bool = True) -> None:
+    """Raise TypeError for something that is not a prompt (:data:`WHAT_A_PROMPT_IS`), ValueError
+    for an empty question (only whitespace) or a chat message without a string role and content.
+    An empty raw prompt (``chat=False``) is refused once encoded, with the batch's wording."""
+    if isinstance(prompt, str):
+        if chat and not prompt.strip():
+            raise ValueError(f"the question is empty; {WHAT_A_PROMPT_IS}")
+        return
+    if not isinstance(prompt, Sequence) or isinstance(prompt, (bytes, bytearray)):
+        raise TypeError(f"{WHAT_A_PROMPT_IS}; got {type(prompt).__name__} {prompt!r:.80}")
+    if not prompt:
+        raise ValueError(f"the list of chat messages is empty; {WHAT_A_PROMPT_IS}")
+    for i, m in enumerate(prompt):
+        if not isinstance(m, Mapping):
+            raise TypeError(f"chat message {i} is a {type(m).__name__}, not a mapping; {WHAT_A_PROMPT_IS}")
+        if not (isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise ValueError(f"chat message {i} needs a string 'role' and 'content', got {dict(m)!r:.80}; "
+                             f"{WHAT_A_PROMPT_IS}")
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -80,17 +101,20 @@ def read_generation_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / "generation_config.json"
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+    raw = read_config_json(path)
     config = {key: raw[key] for key in SAMPLING_KEYS if raw.get(key) is not None}
     if raw.get("do_sample") is False:
         config["temperature"] = 0.0
     eos = raw.get("eos_token_id")
     if eos is not None:
-        config["stop_token_ids"] = [eos] if isinstance(eos, int) else list(eos)
-    SamplingParams(**{k: v for k, v in config.items() if k in SAMPLING_KEYS})  # validate early
+        ids = [eos] if isinstance(eos, int) else eos
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise ConfigError(f"{path}: eos_token_id must be a token id or a list of them, got {eos!r}")
+        config["stop_token_ids"] = list(ids)
+    try:
+        SamplingParams(**{k: v for k, v in config.items() if k in SAMPLING_KEYS})  # validate early
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return config
 
 
@@ -356,6 +380,7 @@ class ReasoningEngine:
     def prompt_text(self, prompt: Prompt, system: str | None = None, *, chat: bool = True) -> str:
         """The text the model continues: a question wrapped in the chat template (with an optional
         system message), a list of chat messages rendered by it, or (``chat=False``) a string as is."""
+        check_prompt(prompt, chat=chat)
         if isinstance(prompt, str):
             if not chat:
                 if system is not None:
@@ -531,9 +556,10 @@ class ReasoningEngine:
         return self._run_items(prepared, stop=stop, on_result=on_result, progress=progress, in_flight=in_flight)
 
     def _batch(self, prompts: Prompt | Sequence[Prompt]) -> tuple[list[Prompt], bool]:
-        """(prompts as a list, whether a single prompt was given)."""
-        single = isinstance(prompts, str) or (isinstance(prompts, Sequence) and len(prompts) > 0
-                                              and isinstance(prompts[0], Mapping))
+        """(prompts as a list, whether a single prompt was given); TypeError for what is neither."""
+        if not isinstance(prompts, Sequence) or isinstance(prompts, (bytes, bytearray)):
+            raise TypeError(f"{WHAT_A_PROMPT_IS} (or a list of prompts); got {type(prompts).__name__} {prompts!r:.80}")
+        single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], Mapping))
         return ([prompts] if single else list(prompts)), single
 
     def generate(self, prompts: Prompt | Sequence[Prompt], *, system: str | None = None, stop: Sequence[str] = (),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError
+from .config import read_config_json
 from .model import SambaYForCausalLM
 from .phi4mini import Phi4MiniForCausalLM
 
@@ -21,10 +21,7 @@ def load_model(folder: str | os.PathLike, dtype: torch.dtype | None = None,
     """Load ``folder`` as the model its ``config.json`` names: ``model_type`` ``phi4flash`` gives a
     :class:`~sambay.model.SambaYForCausalLM`, ``phi3`` a :class:`~sambay.phi4mini.Phi4MiniForCausalLM`."""
     path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no config.json in {folder}")
-    with open(path) as f:
-        model_type = json.load(f).get("model_type")
+    model_type = read_config_json(path).get("model_type")
     if model_type not in MODEL_CLASSES:
         raise CheckpointError(f"{path} has model_type {model_type!r}; this package loads {sorted(MODEL_CLASSES)}")
     return MODEL_CLASSES[model_type].from_pretrained(folder, dtype=dtype, device=device)

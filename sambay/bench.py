@@ -14,7 +14,9 @@ shapes (CPU smoke runs). What is measured, per model:
   hold), so large batches need no prefill of B x context tokens. Batches grow until the cache no longer fits in memory, then a
   bisection finds the largest batch that fits;
 * bytes: cache bytes per sequence, and the bytes a decode step must move (weights, the cache
-  it reads, recurrent state read and written), which over the copy bandwidth gives the floor.
+  it reads, recurrent state read and written), which over the device's copy bandwidth gives the
+  floor. The bandwidth is measured in the same run (:func:`measure_bandwidth`) and recorded in
+  the results: a figure from another device would make every ratio to the floor meaningless.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ class BenchSettings:
     decode_steps: int = 32
     compile: bool = True  # torch.compile the batch-1 decode step (both models); throughput runs use graphs only
     check_prompt: int = 512  # fast-vs-reference check: prompt length, then 64 decode steps
-    bandwidth: float = 3.0e12  # bytes/s, device-to-device copy on the lent H100 (GPU.md)
     models: list[str] = field(default_factory=lambda: list(MODELS))
+    backends: backends.Backends = backends.DEFAULT  # the models' kernels (the environment's choice by default)
 
     @classmethod
     def tiny(cls, device: str = "cpu") -> "BenchSettings":
@@ -104,6 +106,22 @@ def timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> list[floa
     return out
 
 
+def measure_bandwidth(device: torch.device | str, nbytes: int | None = None, repeat: int = 10) -> float:
+    """The device's copy bandwidth in bytes/s: bytes read + written by a copy of one large buffer
+    into another (device to device on a GPU, a memcpy in RAM on a CPU), median of ``repeat`` copies
+    after a warm-up. ``nbytes``: 1 GiB on a GPU, 256 MiB on a CPU, far beyond any cache."""
+    device = torch.device(device)
+    nbytes = nbytes or (2**30 if device.type == "cuda" else 2**28)
+    src = torch.ones(nbytes, dtype=torch.uint8, device=device)  # written: every page is mapped
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    seconds = statistics.median(timed(lambda: dst.copy_(src), device, repeat))
+    del src, dst
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return 2 * nbytes / seconds
+
+
 def step_bytes(model: nn.Module, cache: PagedCache, context: int, batch: int = 1) -> int:
     """Bytes one decode step over ``batch`` rows must move at ``context`` tokens: every weight
     once, the K/V each attention layer reads, recurrent state read and written."""
@@ -116,10 +134,12 @@ def step_bytes(model: nn.Module, cache: PagedCache, context: int, batch: int = 1
 
 
 def engine_for(model: nn.Module, batch: int, max_tokens: int, compile: bool = False, **options: Any) -> Engine:
-    """An engine with exactly the blocks ``batch`` requests of ``max_tokens`` tokens need."""
+    """An engine with exactly the blocks ``batch`` requests of ``max_tokens`` tokens need, and one
+    decode graph, of ``batch`` rows (one compile when compiling)."""
     block_size = 16
     blocks = 1 + batch * -(-max_tokens // block_size)
-    return Engine(model, max_batch_size=batch, num_blocks=blocks, block_size=block_size, compile=compile, **options)
+    return Engine(model, max_batch_size=batch, num_blocks=blocks, block_size=block_size, compile=compile,
+                  graph_sizes=[batch], **options)
 
 
 def decode_step(engine: Engine, seqs: list[Sequence]) -> Callable[[], torch.Tensor]:
@@ -128,8 +148,9 @@ def decode_step(engine: Engine, seqs: list[Sequence]) -> Callable[[], torch.Tens
 
 
 def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torch.device,
-                                log: Callable[[str], None] = print) -> list[dict]:
-    """Batch 1: prefill each length (timed), then time decode steps at that context."""
+                                log: Callable[[str], None] = print, *, bandwidth: float) -> list[dict]:
+    """Batch 1: prefill each length (timed), then time decode steps at that context; the floor is
+    the step's bytes over ``bandwidth`` (bytes/s)."""
     lengths = sorted(set(s.prompt_lengths) | set(s.contexts))
     engine = engine_for(model, 1, max(lengths) + 2, compile=s.compile, prefill_chunk=max(lengths))
     vocab = model.config.vocab_size
@@ -149,7 +170,7 @@ def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torc
             step = decode_step(engine, seqs)
             step()  # warm
             row["decode_ms"] = 1e3 * statistics.median(timed(step, device, s.decode_steps))
-            row["floor_ms"] = 1e3 * step_bytes(model, engine.cache, n) / s.bandwidth
+            row["floor_ms"] = 1e3 * step_bytes(model, engine.cache, n) / bandwidth
             engine.abort(seqs[0].request_id)
             engine.step()
         rows.append(row)
@@ -167,9 +188,9 @@ def _out_of_memory(e: BaseException | None) -> bool:
 
 
 def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batch: int,
-                  compile: bool = False) -> dict | None:
-    """Decode throughput of ``batch`` rows over the prompt + generate budget; None when the
-    cache or a step does not fit in memory."""
+                  compile: bool = False, *, bandwidth: float) -> dict | None:
+    """Decode throughput of ``batch`` rows over the prompt + generate budget, and the bytes model's
+    (bytes over ``bandwidth``, bytes/s); None when the cache or a step does not fit in memory."""
     budget = s.prompt + s.generate
     points = [s.prompt + round(i * s.generate / (s.throughput_points - 1)) for i in range(s.throughput_points)]
     points[-1] = budget - s.decode_steps - 2
@@ -185,7 +206,7 @@ def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batc
             engine.jump(seqs, ctx)
             step()
             step_s.append(statistics.median(timed(step, device, s.decode_steps)))
-            floor_s.append(step_bytes(model, engine.cache, ctx, batch) / s.bandwidth)
+            floor_s.append(step_bytes(model, engine.cache, ctx, batch) / bandwidth)
         cache_bytes = engine.cache.nbytes_per_sequence(budget)
     except Exception as e:  # noqa: BLE001 - torch.compile wraps an out-of-memory in its own error
         if not _out_of_memory(e):
@@ -204,13 +225,13 @@ def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batc
 
 
 def measure_throughput(model: nn.Module, s: BenchSettings, device: torch.device,
-                       log: Callable[[str], None] = print) -> list[dict]:
+                       log: Callable[[str], None] = print, *, bandwidth: float) -> list[dict]:
     """Decode throughput for growing batch sizes with CUDA graphs, up to the first that does not
     fit; then a bisection between the last size that fit and that one finds the largest batch
     that fits. With ``s.compile`` the largest batch is measured again with the step compiled as
     well (one compile per batch size is too slow for the whole sweep)."""
     def one(batch: int, compile: bool = False) -> dict | None:
-        row = throughput_at(model, s, device, batch, compile=compile)
+        row = throughput_at(model, s, device, batch, compile=compile, bandwidth=bandwidth)
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -313,12 +334,12 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> di
     return out
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, choice: backends.Backends) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
                            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                           "attention_backend": backends.attention_backend(device),
-                           "mamba_backend": backends.mamba_backend(device),
-                           "linear_backend": backends.linear_backend(device)}
+                           "attention_backend": backends.attention_backend(device, choice),
+                           "mamba_backend": backends.mamba_backend(device, choice),
+                           "linear_backend": backends.linear_backend(device, choice)}
     for mod in ("triton", "mamba_ssm", "causal_conv1d", "flash_attn", "transformers"):
         with contextlib.suppress(ImportError):
             env[mod] = __import__(mod).__version__
@@ -328,10 +349,14 @@ def environment(device: torch.device) -> dict[str, Any]:
 def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     device = torch.device(s.device)
     dtype = getattr(torch, s.dtype)
-    results: dict[str, Any] = {"settings": asdict(s), "environment": environment(device), "models": {}}
+    bandwidth = measure_bandwidth(device)
+    log(f"copy bandwidth of {device}: {bandwidth / 1e12:.3f} TB/s (read + written, measured now)")
+    results: dict[str, Any] = {"settings": asdict(s), "environment": environment(device, s.backends),
+                               "copy_bandwidth_bytes_per_s": bandwidth, "models": {}}
     for kind in s.models:
         log(f"[{kind}] building {s.shape} model ({s.dtype}, {device})")
         model = build(kind, s.shape, s.device, dtype)
+        model.backends = s.backends
         params = sum(p.numel() for p in model.parameters())
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -342,9 +367,9 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
                 log(f"[{kind}] {name}: logits relative error prefill {c['prefill_rel_err']:.2e}, "
                     f"{check['steps']} decode steps {c['decode_rel_err']:.2e}")
         log(f"[{kind}] prefill and batch-1 decode latency")
-        latency = measure_prefill_and_latency(model, s, device, log)
+        latency = measure_prefill_and_latency(model, s, device, log, bandwidth=bandwidth)
         log(f"[{kind}] throughput over batch sizes")
-        throughput = measure_throughput(model, s, device, log)
+        throughput = measure_throughput(model, s, device, log, bandwidth=bandwidth)
         cache_bytes = model.make_cache(2, 16, 1, device="meta").nbytes_per_sequence(s.prompt + s.generate)
         results["models"][kind] = {"parameters": params, "fast_vs_reference": check, "latency": latency,
                                    "throughput": throughput, "cache_bytes_per_seq": cache_bytes}
@@ -359,7 +384,8 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     """A plain-text summary of ``results``."""
-    lines = []
+    lines = [f"floors: bytes over the copy bandwidth measured in this run, "
+             f"{results['copy_bandwidth_bytes_per_s'] / 1e12:.3f} TB/s"]
     models = results["models"]
     for kind, r in models.items():
         lines.append(f"== {kind}: {r['parameters'] / 1e6:,.1f}M parameters, cache "
@@ -388,51 +414,81 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any], folder: str) -> list[str]:
-    """latency.png (decode ms/token and prefill s vs length) and throughput.png (tok/s vs batch);
-    nothing without matplotlib (``pip install 'sambay[plot]'``)."""
-    try:
-        import matplotlib
-    except ImportError:
-        return []
+COLORS = {"sambay": "tab:blue", "dense": "tab:orange"}  # one colour per model in every panel
+
+
+def _plain_ticks(ax: Any) -> None:
+    """Log axes with plain tick labels (1, 2, 5, 10, 20, ..., 0.5; no 10^x, no offsets): powers of
+    two on x (contexts and batch sizes are), 1-2-5 steps on y."""
+    from matplotlib import ticker
+
+    def plain(v: float, _pos: int) -> str:
+        import numpy as np
+
+        return f"{v:.0f}" if v >= 10 else np.format_float_positional(v, precision=6, trim="-")
+
+    for axis, locator in ((ax.xaxis, ticker.LogLocator(base=2, numticks=9)),
+                          (ax.yaxis, ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))):
+        axis.set_major_locator(locator)
+        axis.set_major_formatter(ticker.FuncFormatter(plain))
+        axis.set_minor_locator(ticker.NullLocator())
+
+
+def figures(results: dict[str, Any]) -> tuple[Any, Any]:
+    """The latency figure (batch-1 decode ms/token with its floor, prefill seconds, against length)
+    and the throughput figure (tok/s with the bytes model, against batch size). Log axes, so that
+    a floor far below the measurement (a CPU run) stays visible; the legends sit outside the axes."""
+    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    env = results["environment"]
-    title = f"{env['device']}, {results['settings']['dtype']}, {results['settings']['shape']} shapes"
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    env, s = results["environment"], results["settings"]
+    bw = results.get("copy_bandwidth_bytes_per_s")
+    title = (f"{env['device']}, {s['dtype']}, {s['shape']} shapes"
+             + (f"; floors at the measured copy bandwidth, {bw / 1e12:.3g} TB/s" if bw else ""))
+    lat, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6))
     for kind, r in results["models"].items():
+        c = COLORS.get(kind)
         rows = [x for x in r["latency"] if "decode_ms" in x]
-        a.plot([x["length"] for x in rows], [x["decode_ms"] for x in rows], "o-", label=f"{kind}")
-        a.plot([x["length"] for x in rows], [x["floor_ms"] for x in rows], ":", label=f"{kind} bytes floor")
+        a.plot([x["length"] for x in rows], [x["decode_ms"] for x in rows], "o-", color=c, label=kind)
+        a.plot([x["length"] for x in rows], [x["floor_ms"] for x in rows], ".:", color=c, label=f"{kind} bytes floor")
         rows = [x for x in r["latency"] if "prefill_s" in x]
-        b.plot([x["length"] for x in rows], [x["prefill_s"] for x in rows], "o-", label=kind)
-    a.set(xscale="log", xlabel="context (tokens)", ylabel="ms / token", title="batch-1 decode latency")
+        b.plot([x["length"] for x in rows], [x["prefill_s"] for x in rows], "s--", color=c, label=f"{kind} prefill")
+    a.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms / token", title="batch-1 decode latency")
     b.set(xscale="log", yscale="log", xlabel="prompt (tokens)", ylabel="seconds", title="prefill")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    paths = [f"{folder}/latency.png"]
-    fig.savefig(paths[0], dpi=120)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    handles = [h for ax in (a, b) for h in ax.get_legend_handles_labels()[0]]
+    lat.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    lat.suptitle(title, fontsize=9)
+    thr, ax = plt.subplots(figsize=(7.5, 4.2))
     for kind, r in results["models"].items():
+        c = COLORS.get(kind)
         rows = [x for x in r["throughput"] if not x.get("compiled")]
-        line, = ax.plot([x["batch"] for x in rows], [x["tokens_per_s"] for x in rows], "o-", label=kind)
-        ax.plot([x["batch"] for x in rows], [x["floor_tokens_per_s"] for x in rows], ":", label=f"{kind} bytes model")
-        for x in r["throughput"]:
-            if x.get("compiled"):
-                ax.plot([x["batch"]], [x["tokens_per_s"]], "*", ms=12, color=line.get_color(), label=f"{kind} compiled")
-    s = results["settings"]
+        ax.plot([x["batch"] for x in rows], [x["tokens_per_s"] for x in rows], "o-", color=c, label=kind)
+        ax.plot([x["batch"] for x in rows], [x["floor_tokens_per_s"] for x in rows], ".:", color=c,
+                label=f"{kind} bytes model")
+        compiled = [x for x in r["throughput"] if x.get("compiled")]
+        if compiled:
+            ax.plot([x["batch"] for x in compiled], [x["tokens_per_s"] for x in compiled], "*", ms=12, color=c,
+                    label=f"{kind} compiled")
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="tokens / s",
            title=f"decode throughput, {s['prompt']} prompt + {s['generate']} generated")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    paths.append(f"{folder}/throughput.png")
-    fig.savefig(paths[1], dpi=120)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    thr.suptitle(title, fontsize=8)
+    for axis in (a, b, ax):
+        _plain_ticks(axis)
+        axis.grid(alpha=0.3)
+    lat.tight_layout(rect=(0, 0.07, 1, 1))
+    thr.tight_layout()
+    return lat, thr
+
+
+def plot(results: dict[str, Any], folder: str) -> list[str]:
+    """Write :func:`figures` to ``folder``/latency.png and ``folder``/throughput.png; their paths."""
+    import matplotlib.pyplot as plt
+
+    paths = [f"{folder}/latency.png", f"{folder}/throughput.png"]
+    for fig, path in zip(figures(results), paths):
+        fig.savefig(path, dpi=120)
     plt.close("all")
     return paths

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from layers import backends
+from layers.backends import Backends
+from layers.linear import Linear
+
 from .cache import CacheBatch, PagedCache, SequenceCache
 from .checkpoint import load_pretrained, save_pretrained
 
@@ -49,9 +53,27 @@ def resolve_padding(attention_mask: torch.Tensor | None, batch: int, T: int,
 class CausalLM(nn.Module):
     """What both models of the package share: the call, the paged-cache contract, dtype/device
     and checkpoints. A subclass sets ``config_class`` and implements ``_forward_full`` (a whole
-    sequence, no cache), ``run`` (tokens through a paged cache) and ``make_cache``."""
+    sequence, no cache), ``run`` (tokens through a paged cache) and ``make_cache``.
+
+    ``backends``: the kernels this model runs on (:class:`layers.backends.Backends`; the
+    environment's choice unless set, ``model.backends = Backends(attention="ref")``), active in
+    the calling thread during :meth:`forward` and, through the engine, during each step."""
 
     config_class: type
+    backends: Backends = backends.DEFAULT  # a class default: assigning sets this model's own
+
+    def __init__(self, config, model: nn.Module, lm_head_bias: bool = False) -> None:
+        """``model`` holds ``embed_tokens``, the layers and the final norm; the head is a
+        :class:`~layers.linear.Linear`, tied to the embedding when the config says so. The weights
+        are initialized (``reset_parameters``) unless built on the meta device to load into."""
+        super().__init__()
+        self.config = config
+        self.model = model
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=lm_head_bias)
+        if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
+            self.reset_parameters()
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     @property
     def dtype(self) -> torch.dtype:
@@ -78,16 +100,17 @@ class CausalLM(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        if cache is not None:
-            if attention_mask is not None:
-                raise ValueError("attention_mask (left padding) is for full forwards without a cache; rows of "
-                                 "different lengths run through sambay.generate.Engine (per-row positions)")
-            batch = cache.batch(B, T)
-            logits = self.run(input_ids, cache.cache, batch, logits_to_keep)
-            cache.advance(T)
-            return CausalLMOutput(logits, cache)
-        start, pad_mask, positions = resolve_padding(attention_mask, B, T, input_ids.device)
-        return CausalLMOutput(self._forward_full(input_ids, positions, start, pad_mask, logits_to_keep), None)
+        with backends.activate(self.backends):
+            if cache is not None:
+                if attention_mask is not None:
+                    raise ValueError("attention_mask (left padding) is for full forwards without a cache; rows of "
+                                     "different lengths run through sambay.generate.Engine (per-row positions)")
+                batch = cache.batch(B, T)
+                logits = self.run(input_ids, cache.cache, batch, logits_to_keep)
+                cache.advance(T)
+                return CausalLMOutput(logits, cache)
+            start, pad_mask, positions = resolve_padding(attention_mask, B, T, input_ids.device)
+            return CausalLMOutput(self._forward_full(input_ids, positions, start, pad_mask, logits_to_keep), None)
 
     def allocate_cache(self, batch_size: int, max_seq_len: int, block_size: int = 16) -> SequenceCache:
         """A cache for ``batch_size`` sequences of up to ``max_seq_len`` tokens (the simple cached path)."""

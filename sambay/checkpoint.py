@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -40,17 +40,46 @@ def parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * base ** " KMGT".index(m.group(2) or " "))
 
 
+def _open(path: Path) -> Any:
+    """``safe_open(path)``; a file safetensors cannot read (truncated, not safetensors) raises
+    :class:`CheckpointError` naming it."""
+    try:
+        return safe_open(path, framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+
+
 def checkpoint_files(folder: str | os.PathLike) -> dict[str, Path]:
     """Map each tensor name to the safetensors file holding it."""
     folder = Path(folder)
     if (folder / INDEX_FILE).is_file():
-        with open(folder / INDEX_FILE) as f:
-            weight_map = json.load(f)["weight_map"]
-        return {name: folder / file for name, file in weight_map.items()}
+        index = folder / INDEX_FILE
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            return {name: folder / file for name, file in weight_map.items()}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not a safetensors index (a JSON object with a weight_map of "
+                                  f"tensor name -> file): {type(e).__name__}: {e}") from None
     if (folder / SINGLE_FILE).is_file():
-        with safe_open(folder / SINGLE_FILE, framework="pt") as f:
+        with _open(folder / SINGLE_FILE) as f:
             return {name: folder / SINGLE_FILE for name in f.keys()}
     raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {folder}")
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a torch.device (None: CPU); ValueError for a name torch does not know or a
+    CUDA device this machine does not have."""
+    try:
+        d = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available on this machine")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return d
 
 
 def _tied(model: nn.Module) -> bool:
@@ -81,21 +110,26 @@ def load_pretrained(cls: Any, folder: str | os.PathLike, dtype: torch.dtype | No
     """Build ``cls`` from ``folder/config.json`` on the meta device (instant) and load its weights."""
     config = cls.config_class.from_pretrained(folder)
     dtype = dtype or config.checkpoint_dtype or torch.float32
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device)
     with torch.device("meta"):
         model = cls(config)
     files = checkpoint_files(folder)
     shapes = {}
     for path in sorted(set(files.values())):
-        with safe_open(path, framework="pt") as f:
+        with _open(path) as f:
             for name in f.keys():
                 shapes[name] = tuple(f.get_slice(name).get_shape())
     check_names_and_shapes(model, shapes)
+    expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for path in sorted(set(files.values())):
-        with safe_open(path, framework="pt") as f:
+        with _open(path) as f:
             for name in f.keys():
-                t = f.get_tensor(name)
+                t = f.get_tensor(name)  # safe_open checked that the file covers every tensor
+                if t.is_floating_point() != expected[name].is_floating_point():
+                    raise CheckpointError(f"{path}: tensor {name} is stored as {t.dtype}, the model expects a "
+                                          f"{'floating-point' if expected[name].is_floating_point() else 'integer'} "
+                                          f"tensor ({expected[name].dtype})")
                 want = torch.float32 if name.rsplit(".", 1)[-1] in KEEP_IN_FP32 else dtype
                 state[name] = t.to(device=device, dtype=want)
     if _tied(model):

@@ -87,18 +87,35 @@ class BaseConfig:
 
     @classmethod
     def from_pretrained(cls: type[C], folder: str | os.PathLike) -> C:
-        """Read ``folder/config.json``."""
+        """Read ``folder/config.json``; a bad file or value raises :class:`ConfigError` naming the file."""
         path = Path(folder) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"no config.json in {folder}")
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        d = read_config_json(path)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with open(Path(folder) / "config.json", "w") as f:
             json.dump(self.to_dict(), f, indent=2)
             f.write("\n")
+
+
+def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``path`` (a ``config.json``): FileNotFoundError when it is missing,
+    :class:`ConfigError` naming the file when it is not valid JSON or not an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {path.parent}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got a {type(d).__name__}")
+    return d
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -268,32 +285,11 @@ def _numbers(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)
 
 
-class _NotGiven:
-    """Default of a field whose value depends on other fields: replaced in ``__post_init__``."""
-
-    def __repr__(self) -> str:
-        return "NOT_GIVEN"
-
-
-NOT_GIVEN: Any = _NotGiven()
-
-
-def _official_rope_scaling() -> dict[str, Any]:
-    """LongRoPE factors for the official preset. NOT the official Phi-4-mini values (those are not
-    reproduced here): plausible monotone stand-ins of the right length (48 = 96 rotary dims / 2),
-    short near 1, long rising geometrically from 1 to 48. Shapes, speed and the code paths do not
-    depend on the values; load the real config.json to get the real model."""
-    return {
-        "long_factor": [round(48.0 ** (i / 47), 6) for i in range(48)],
-        "short_factor": [round(1.0 + 0.5 * i / 47, 6) for i in range(48)],
-        "type": "longrope",
-    }
-
-
 @config_class
 class Phi4MiniConfig(BaseConfig):
     """Dense Phi-4-mini / Phi-4-mini-reasoning (transformers ``Phi3ForCausalLM``, ``model_type``
-    ``phi3``). Defaults are the official shape (with stand-in LongRoPE factors, see :meth:`official`).
+    ``phi3``). Defaults are the official shape; without ``rope_scaling`` / ``rope_parameters`` RoPE
+    is plain (no LongRoPE), as transformers' ``Phi3Config`` does: factors are never made up.
 
     RoPE comes in one of two forms, and is written back in the form read:
 
@@ -324,7 +320,7 @@ class Phi4MiniConfig(BaseConfig):
     original_max_position_embeddings: int = 4096
     rope_theta: float | None = None  # None: absent at top level (filled in unless rope_parameters is used)
     partial_rotary_factor: float | None = None  # likewise
-    rope_scaling: dict[str, Any] | None = NOT_GIVEN  # official factors unless rope_parameters is given
+    rope_scaling: dict[str, Any] | None = None  # None (and no rope_parameters): plain RoPE
     rope_parameters: dict[str, Any] | None = None
     sliding_window: int | None = None
     attention_bias: bool = False
@@ -341,8 +337,6 @@ class Phi4MiniConfig(BaseConfig):
     DEFAULT_PARTIAL_ROTARY_FACTOR: ClassVar[float] = 0.75
 
     def __post_init__(self) -> None:
-        if self.rope_scaling is NOT_GIVEN:
-            self.rope_scaling = _official_rope_scaling() if self.rope_parameters is None else None
         if self.rope_parameters is None:  # official form: the top-level keys are the ones in force
             if self.rope_theta is None:
                 self.rope_theta = self.DEFAULT_ROPE_THETA
@@ -353,8 +347,9 @@ class Phi4MiniConfig(BaseConfig):
     # ----- presets -----
     @classmethod
     def official(cls) -> "Phi4MiniConfig":
-        """The Phi-4-mini(-reasoning) shape: 3.84B parameters. The LongRoPE factor lists are
-        stand-ins, not the official values (see ``_official_rope_scaling``)."""
+        """The Phi-4-mini(-reasoning) shape: 3.84B parameters, with plain RoPE. The real checkpoint's
+        ``config.json`` carries the real LongRoPE factors (``rope_scaling``): load it
+        (:meth:`from_pretrained`) for the real model; shapes and speed do not depend on the factors."""
         return cls(torch_dtype="bfloat16", architectures=["Phi3ForCausalLM"])
 
     @classmethod

@@ -18,7 +18,6 @@ only; text, chat prompts, stop strings and answers live in ``reasoning/``.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence as Seq
@@ -34,8 +33,6 @@ from .engine.scheduler import POLICIES, Scheduler
 from .engine.sequence import Sequence, Status, decode_tokens_per_second
 
 __all__ = ["Engine", "EngineStats", "Generation", "Request", "SamplingParams", "StepOutput", "sample", "uniform"]
-
-log = logging.getLogger("sambay")
 
 NON_FINITE = "the logits are not finite (NaN or infinite values: broken weights or an overflow)"
 
@@ -114,6 +111,8 @@ class Engine:
         policy: ``"continuous"`` (admit as memory allows) or ``"static"`` (admit only into an empty
             batch: the baseline).
         keep_logits: every step also keeps its logits (``runner.last_logits``), for checks.
+        graph_sizes: the batch sizes graphs are captured for (default: the ladder 1, 2, 4, 8, 16,
+            32, ... up to ``max_batch_size``, which they must include).
 
     Memory is not reserved for ``max_new_tokens``: a request is admitted when the blocks for its
     prompt are free, and grows a block at a time; when the pool runs dry the most recently
@@ -126,7 +125,7 @@ class Engine:
     def __init__(self, model: nn.Module, *, max_batch_size: int | None = None, num_blocks: int | None = None,
                  memory_fraction: float = 0.9, block_size: int = 16, cuda_graphs: bool | None = None,
                  compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous",
-                 keep_logits: bool = False) -> None:
+                 keep_logits: bool = False, graph_sizes: Seq[int] | None = None) -> None:
         self.model = model.eval()
         self.device = model.device
         cuda = self.device.type == "cuda"
@@ -153,7 +152,7 @@ class Engine:
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy)
         self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
-                                  keep_logits)
+                                  keep_logits, list(graph_sizes) if graph_sizes else None)
         self.stats = EngineStats()
         self.last_batch = 0  # running requests decoded in the last step
         self._lock = threading.Lock()
@@ -185,6 +184,8 @@ class Engine:
         allowance for activations (a prefill chunk's, and the sampler's (batch, vocab) buffers)."""
         probe = self.model.make_cache(2, self.block_size, 1, device="meta")
         free, _ = torch.cuda.mem_get_info(self.device)
+        # memory PyTorch holds in its cache but no tensor uses (e.g. a released engine's pool) is free too
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         cfg = self.model.config
         activations = (self.prefill_chunk * cfg.hidden_size * 4 * 48
                        + self.max_batch_size * cfg.vocab_size * 4 * 8)

@@ -18,7 +18,6 @@ from torch import nn
 
 from layers.attention import DiffAttention
 from layers.gmu import GMU
-from layers.linear import Linear
 from layers.mamba import Mamba
 from layers.mlp import MLP
 from layers.norm import LayerNorm
@@ -130,14 +129,7 @@ class SambaYForCausalLM(CausalLM):
     config_class = SambaYConfig
 
     def __init__(self, config: SambaYConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = SambaYModel(config)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
-        if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
-            self.reset_parameters()
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        super().__init__(config, SambaYModel(config), lm_head_bias=config.lm_head_bias)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -99,14 +99,7 @@ class Phi4MiniForCausalLM(CausalLM):
     config_class = Phi4MiniConfig
 
     def __init__(self, config: Phi4MiniConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.model = Phi3Model(config)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
-        if not self.lm_head.weight.is_meta:  # meta: a shape-only model, built to load weights into
-            self.reset_parameters()
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        super().__init__(config, Phi3Model(config))
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

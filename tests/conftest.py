@@ -1,5 +1,17 @@
+import os
+
 import pytest
 import torch
+
+# Without CUDA the Triton kernels run under Triton's interpreter (on CPU tensors,
+# tests/test_kernels_interpret.py). Set before any test module imports triton: the interpreter is
+# chosen when a kernel is defined. Never on a GPU machine, where the kernels compile.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# On CI (the CI variable set, as CI services and .ci/run do) a skip is a failure, except for tests
+# marked ``gpu``: a test that skips itself there hides that it never ran.
+ON_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -10,6 +22,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On CI, report a skipped test that is not marked ``gpu`` as failed, with its skip reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if ON_CI and report.skipped and not hasattr(report, "wasxfail") and "gpu" not in item.keywords:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI, where only tests marked gpu may skip: {reason}"
 
 
 @pytest.fixture(autouse=True)

@@ -103,3 +103,47 @@ def test_parse_size():
     assert parse_size(1234) == 1234
     with pytest.raises(ValueError, match="cannot parse size"):
         parse_size("lots")
+
+
+def test_truncated_weights_file_is_named(tmp_path):
+    from sambay import load_model
+
+    tiny(1).save_pretrained(tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    for cut in (len(data) // 2, 100, 3):
+        (tmp_path / "model.safetensors").write_bytes(data[:cut])
+        for load in (load_model, SambaYForCausalLM.from_pretrained):
+            with pytest.raises(CheckpointError, match=r"model\.safetensors is not a readable safetensors file"):
+                load(tmp_path)
+
+
+def test_bad_index_file_is_named(tmp_path):
+    tiny(1).save_pretrained(tmp_path, max_shard_size="100KB")
+    (tmp_path / INDEX_FILE).write_text('{"weight_map": ')
+    with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json is not a safetensors index"):
+        SambaYForCausalLM.from_pretrained(tmp_path)
+
+
+def test_float_parameter_stored_as_integers_is_refused(tmp_path):
+    model = tiny(1)
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    name = next(k for k in state if k.endswith("norm.weight"))
+    state[name] = state[name].round().to(torch.int32)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=f"model.safetensors: tensor {name} is stored as torch.int32, "
+                                              "the model expects a floating-point tensor"):
+        SambaYForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("bogus", "unknown device 'bogus'; use cpu, cuda or cuda:N"),
+    ("cuda:99", "cuda:99"),
+])
+def test_bad_device_is_a_value_error(tmp_path, device, message):
+    tiny(1).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        SambaYForCausalLM.from_pretrained(tmp_path, device=device)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+            SambaYForCausalLM.from_pretrained(tmp_path, device="cuda")

@@ -78,3 +78,24 @@ def test_malformed_configs_are_refused_with_a_clear_error(overrides, message):
 def test_config_from_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         SambaYConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"model_type": "phi4flash", ', r"config\.json is not valid JSON: "),
+    ("[1, 2]", r"config\.json must hold a JSON object, got a list"),
+    ('"phi4flash"', r"config\.json must hold a JSON object, got a str"),
+    ('{"model_type": "phi4flash", "vocab_size": 0}', r"config\.json: vocab_size must be a positive integer"),
+])
+def test_bad_config_file_is_named(tmp_path, text, message):
+    from sambay import Phi4MiniConfig, load_model
+
+    (tmp_path / "config.json").write_text(text)
+    path = str(tmp_path / "config.json").replace("\\", "\\\\")
+    for read in (SambaYConfig.from_pretrained, load_model):
+        with pytest.raises(ConfigError, match=f"^{path}"):
+            read(tmp_path)
+        with pytest.raises(ConfigError, match=message):
+            read(tmp_path)
+    if "vocab_size" not in text:
+        with pytest.raises(ConfigError, match=message):
+            Phi4MiniConfig.from_pretrained(tmp_path)

@@ -41,3 +41,27 @@ def test_cli_ask_on_the_default_model(capsys):
     assert cli(["ask", "What is 56 + 78?", "--no-stream", "--device", "cpu"]) in (0, None)
     out = capsys.readouterr().out
     assert "134" in out
+
+
+def test_stream_trace_shows_problems_the_model_was_trained_for(engine, monkeypatch, capsys):
+    """examples/stream_trace.py by default: one held-out problem of each curriculum kind, each
+    answered right by the built-in model, with the check against the reference printed."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from reasoning.curriculum import KINDS, generate_problems, problem_key, split_of_key
+
+    script = Path(__file__).resolve().parents[1] / "examples/stream_trace.py"
+    module = runpy.run_path(str(script))
+    problems = module["default_problems"]()
+    drawn = generate_problems(len(KINDS), seed=7, split="test")
+    assert problems == [(p.question, p.answer) for p in drawn]
+    assert sorted(p.kind for p in drawn) == sorted(KINDS) and all(split_of_key(problem_key(p)) == "test" for p in drawn)
+    monkeypatch.setattr(reasoning, "load", lambda *a, **k: engine)  # the module's engine, loaded once
+    monkeypatch.setattr(sys, "argv", ["stream_trace.py"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    for question, answer in problems:
+        assert f"Q: {question}" in out and f"answer: {answer}   reference: {answer}   correct: yes" in out
+    assert f"{len(problems)} of {len(problems)} answers match the reference" in out

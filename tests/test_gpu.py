@@ -150,9 +150,9 @@ def test_rotary_store_kernel_equals_reference(dtype, B, per_row_cos):
     cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
     caches = [torch.randn(B, S, G, D, device=CUDA, dtype=dtype) for _ in range(2)]
     copies = [c.clone() for c in caches]
-    slot = torch.tensor([int(torch.randint(0, S, ()))], device=CUDA)
-    want = rotary_store_ref(q, k, v, cos, sin, *caches, slot)
-    got = rotary_store_triton(q, k, v, cos, sin, *copies, slot)
+    slots = torch.arange(B, device=CUDA) * S + int(torch.randint(0, S, ()))  # the caches as pools of B blocks
+    want = rotary_store_ref(q, k, v, cos, sin, *caches, slots)
+    got = rotary_store_triton(q, k, v, cos, sin, *copies, slots)
     assert torch.equal(got, want), f"seed {seed}"
     assert torch.equal(copies[0], caches[0]) and torch.equal(copies[1], caches[1]), f"seed {seed}"
 
@@ -353,33 +353,32 @@ def test_fp32_greedy_tokens_identical_for_128_steps(which, lengths):
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
-def test_cuda_graph_decode_equals_eager_decode(which):
+def test_cuda_graph_ladder_gives_the_eager_tokens_as_requests_join_and_leave(which):
+    """Continuous batching over graphs captured for the ladder 1, 2, 4, 8: the running set grows
+    and shrinks through every size (padding rows on free slots and the scratch block), and every
+    request gets the tokens and logits of the eager engine."""
     fresh_seed()
     model = small_models(torch.bfloat16)[which]
-    prompt = torch.randint(0, 1000, (3, 50), device=CUDA)
-    follow = torch.randint(0, 1000, (3, 20), device=CUDA)
-    engine = Engine(model)
-    cache, step = engine.slot(3, 100)
-    engine.prefill(cache, prompt)
-    graphed = torch.stack([step(follow[:, t:t + 1]) for t in range(20)])
-    eager_cache = model.allocate_cache(3, cache.max_seq_len)
-    with torch.no_grad():
-        model(prompt, cache=eager_cache)
-        eager = torch.stack([model(follow[:, t:t + 1], cache=eager_cache).logits[:, -1] for t in range(20)])
-    assert torch.equal(graphed, eager)
+    lengths, budgets = [50, 7, 120, 33, 9, 70, 3], [40, 12, 25, 60, 8, 30, 45]
+    reqs = [Request(torch.randint(0, 1000, (n,)).tolist(), SamplingParams(temperature=0.0, max_new_tokens=m))
+            for n, m in zip(lengths, budgets)]
+    graphed = Engine(model, max_batch_size=8, prefill_chunk=32)
+    assert sorted(graphed.runner.graphs) == [1, 2, 4, 8]
+    eager = Engine(model, max_batch_size=8, prefill_chunk=32, cuda_graphs=False)
+    assert [g.tokens for g in graphed.generate(reqs)] == [g.tokens for g in eager.generate(reqs)]
+    assert graphed.stats.decode_steps == eager.stats.decode_steps and graphed.stats.mean_batch > 2
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
 def test_compiled_graphed_decode_matches_reference(which):
+    from sambay.bench import _teacher_forced, engine_for
+
     seed = fresh_seed()
     model = small_models(torch.bfloat16)[which]
-    ids = torch.randint(0, 1000, (2, 180 + 64), device=CUDA)  # the small dense model holds 256 positions
+    ids = torch.randint(0, 1000, (1, 180 + 64), device=CUDA)  # the small dense model holds 256 positions
     with torch.no_grad(), backends.use(attention="ref", mamba="ref", linear="torch"):
-        cache = model.allocate_cache(2, ids.shape[1])
-        model(ids[:, :180], cache=cache)
-        ref = torch.stack([model(ids[:, t:t + 1], cache=cache).logits[:, -1] for t in range(180, 244)])
-    engine = Engine(model, compile=True)
-    cache, step = engine.slot(2, ids.shape[1])
-    engine.prefill(cache, ids[:, :180])
-    fast = torch.stack([step(ids[:, t:t + 1]) for t in range(180, 244)])
-    assert rel(fast, ref) < 1e-2, seed
+        ref = _teacher_forced(model, ids, 180, None)
+    engine = engine_for(model, 1, ids.shape[1] + 2, compile=True, keep_logits=True, prefill_chunk=180)
+    with torch.no_grad():
+        fast = _teacher_forced(model, ids, 180, engine)
+    assert rel(fast[1], ref[1]) < 1e-2, seed

@@ -223,7 +223,8 @@ def test_official_shape_on_meta_device_matches_transformers():
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert got == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    assert model.config.rope.rotary_dim == 96 and len(model.config.rope.long_factor) == 48
+    # plain RoPE: the preset invents no LongRoPE factors (the real config.json carries them)
+    assert model.config.rope.rotary_dim == 96 and model.config.rope.long_factor is None
 
 
 # ----------------------------------------------------------------------------- config
@@ -240,6 +241,24 @@ OFFICIAL_JSON = {  # the official Phi-4-mini config.json layout (factor values a
     "rope_theta": 10000.0, "sliding_window": None, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
     "transformers_version": "4.45.0", "use_cache": True, "vocab_size": 200064,
 }
+
+
+def test_phi3_config_without_rope_scaling_is_plain_rope_as_in_transformers(tmp_path):
+    """No rope_scaling (and no rope_parameters) in a phi3 config.json: plain RoPE, as transformers'
+    Phi3Config gives; the logits equal transformers' on the same file, past original_max too."""
+    tiny_model(3).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["rope_scaling"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = Phi4MiniForCausalLM.from_pretrained(tmp_path)
+    assert model.config.rope_scaling is None and model.config.rope.long_factor is None
+    assert model.config.rope.short_factor is None and model.config.rope.attention_factor == 1.0
+    assert Phi3Config(**{k: v for k, v in config.items() if k != "model_type"}).rope_parameters["rope_type"] == "default"
+    hf = Phi3ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="eager").eval()
+    ids = torch.randint(0, 256, (1, 3 * ORIGINAL_MAX), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model(ids).logits - hf(ids).logits).abs().max().item() < 1e-4
+    assert Phi4MiniConfig().rope.long_factor is None and Phi4MiniConfig.official().rope_scaling is None
 
 
 def test_official_json_round_trips():

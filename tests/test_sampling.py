@@ -103,3 +103,21 @@ def test_uniform_depends_only_on_seed_and_step() -> None:
 def test_bad_sampling_values_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         SamplingParams(**bad)
+
+
+@pytest.mark.parametrize("bad", [
+    {"seed": "abc"}, {"seed": 1.5}, {"seed": [1]}, {"seed": -1}, {"seed": True}, {"seed": None},
+    {"temperature": True}, {"temperature": "0.5"}, {"top_p": "0.5"}, {"top_p": True},
+    {"top_k": True}, {"top_k": 2.0}, {"max_new_tokens": True}, {"max_new_tokens": "8"},
+])
+def test_sampling_values_of_the_wrong_type_are_refused(bad: dict) -> None:
+    """Booleans are not numbers here, strings are not numbers, a seed is a non-negative integer."""
+    with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+        SamplingParams(**bad)
+
+
+def test_numpy_numbers_are_sampling_values() -> None:
+    import numpy as np
+
+    p = SamplingParams(temperature=np.float32(0.5), top_k=np.int64(3), seed=np.int64(7))
+    assert p.top_k == 3 and p.seed == 7

@@ -20,8 +20,10 @@ from reasoning.tokenizer import (
     PHI4_CHAT_TEMPLATE,
     PHI4_SPECIAL_TOKENS,
     PHI4_VOCAB_SIZE,
+    MissingTokenizerFile,
     StreamDecoder,
     Tokenizer,
+    TokenizerFileError,
     find_o200k_bpe,
     load_tokenizer,
 )
@@ -245,6 +247,35 @@ def test_folder_without_tokenizer_json_uses_phi4_and_its_config(tmp_path: Path) 
     assert tok.backend == "tiktoken" and tok.eos_token_id == 199999
     assert tok.chat_prompt("hi") == "[user] hi\n"
 
+
+
+def test_bad_tokenizer_files_are_named_errors(hf_folder: Path, tmp_path: Path) -> None:
+    """tokenizer.json that is not JSON, JSON that is not a tokenizer, and a tokenizer_config.json
+    that is not JSON: each a TokenizerFileError (a ValueError) naming the file."""
+    cases = {"truncated": ("tokenizer.json", (hf_folder / "tokenizer.json").read_text()[:200], "not valid JSON"),
+             "list": ("tokenizer.json", "[1, 2]", "not a tokenizer"),
+             "config": ("tokenizer_config.json", "{bad", "not valid JSON")}
+    for name, (file, text, what) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "tokenizer.json").write_text((hf_folder / "tokenizer.json").read_text())
+        (folder / file).write_text(text)
+        with pytest.raises(TokenizerFileError, match=what) as info:
+            load_tokenizer(folder)
+        assert str(folder / file) in str(info.value) and isinstance(info.value, ValueError)
+
+
+def test_missing_tokenizer_json_is_named_before_the_o200k_fallback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _no_bpe_anywhere(monkeypatch, tmp_path / "cache")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    with pytest.raises(MissingTokenizerFile) as info:
+        load_tokenizer(folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'tokenizer.json'} is missing")
+    assert message.index("is missing") < message.index("o200k_base") and BPE_ENV_VAR in message
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FileNotFoundError)
 
 # ----------------------------------------------------------------------------------------
 # HF tokenizers backend

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import layers.backends as backends
+from reasoning.builtin_training import CurriculumConfig, heldout_accuracy, train_on_curriculum
 from reasoning.curriculum import generate_problems
 from reasoning.small_tokenizer import build_small_tokenizer
 from reasoning.tokenizer import load_tokenizer
 from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model
-from sambay.train import IGNORE, TrainConfig, completion_loss, evaluate, train
+from sambay.train import IGNORE, completion_loss
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -127,15 +128,14 @@ def test_training_loop_runs_on_cuda(tmp_path):
     tok = build_small_tokenizer()
     torch.manual_seed(0)
     model = SambaYForCausalLM(SambaYConfig.tiny(vocab_size=tok.vocab_size, sliding_window=32)).to(CUDA)
-    cfg = TrainConfig(steps=40, batch_size=32, warmup_steps=10, lr=3e-3, kinds=("add",), eval_every=20,
-                      eval_problems=16, eval_max_new_tokens=64, workers=2, progress=False)
-    log = train(model, tok, cfg, out=tmp_path / "model", log_path=tmp_path / "log.json")
+    cfg = CurriculumConfig(steps=40, batch_size=32, warmup_steps=10, lr=3e-3, kinds=("add",), eval_every=20,
+                           eval_problems=16, eval_max_new_tokens=64, workers=2, progress=False)
+    log = train_on_curriculum(model, tok, cfg, out=tmp_path / "model", log_path=tmp_path / "log.json")
     assert log["precision"] == "bf16" and log["environment"]["attention_backend"] != "ref"
     assert all(math.isfinite(v) for v in log["loss"]) and len(log["loss"]) == 40
     assert sum(log["loss"][-5:]) < 0.7 * sum(log["loss"][:5])
     assert [e["step"] for e in log["evals"]] == [20, 40] and all("accuracy" in e for e in log["evals"])
     loaded = load_model(tmp_path / "model", device=CUDA)
-    result = evaluate(loaded, load_tokenizer(tmp_path / "model"), generate_problems(8, seed=0, kinds=["add"],
-                                                                                     split="test"),
-                      max_new_tokens=64)
+    result = heldout_accuracy(loaded, load_tokenizer(tmp_path / "model"),
+                              generate_problems(8, seed=0, kinds=["add"], split="test"), max_new_tokens=64)
     assert result["n"] == 8

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from layers import backends
+
 from ..cache import SCRATCH_BLOCK, CacheBatch, PagedCache
 from .sampling import sample, uniform
 from .sequence import Sequence
@@ -44,13 +46,17 @@ class ModelRunner:
     """
 
     def __init__(self, model: nn.Module, cache: PagedCache, max_batch_size: int, max_context: int,
-                 cuda_graphs: bool, compile: bool, keep_logits: bool = False) -> None:
+                 cuda_graphs: bool, compile: bool, keep_logits: bool = False,
+                 graph_sizes: list[int] | None = None) -> None:
         self.model, self.cache = model, cache
         self.device = model.device
         self.block_size = cache.block_size
         self.max_batch_size = max_batch_size
         self.max_blocks = -(-max_context // cache.block_size)
         self.cuda_graphs = cuda_graphs
+        self.ladder = sorted(set(graph_sizes)) if graph_sizes else graph_ladder(max_batch_size)
+        if self.ladder[-1] != max_batch_size or self.ladder[0] < 1:
+            raise ValueError(f"graph sizes must lie in 1..max_batch_size and include it, got {graph_sizes}")
         self.keep_logits = keep_logits  # checks: the last step's logits in last_logits (costs a (B, V) copy)
         self.last_logits: torch.Tensor | None = None
         B, dev = max_batch_size, self.device
@@ -64,8 +70,8 @@ class ModelRunner:
         self.top_p = torch.ones(B, device=dev)
         self.top_k = torch.zeros(B, dtype=torch.long, device=dev)
         self.u = torch.zeros(B, device=dev)
-        # Host mirror of the block table: a step writes only the entries that changed.
-        self._table = torch.zeros(B, self.max_blocks, dtype=torch.int32)
+        # Who holds each row of the block table, and how many of its blocks are written there: a
+        # step sends only the entries that changed.
         self._owner: list[tuple[Sequence, int] | None] = [None] * B
         self._filled = [0] * B
         self.compiled = compile
@@ -82,7 +88,8 @@ class ModelRunner:
     # ----- the decode step
     def _decode(self, n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch = CacheBatch(0, self.block_table[:n, :width], self.positions[:n], self.write_slots[:n], self.long[:n])
-        logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
+        with backends.activate(self.model.backends):  # this thread's kernels: the model's (traced and captured too)
+            logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
         out = sample_with_flag(logits, self.temperature[:n], self.top_p[:n], self.top_k[:n], self.u[:n])
         return (out, logits) if self.keep_logits else out
 
@@ -93,7 +100,7 @@ class ModelRunner:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.no_grad():
-            for n in reversed(graph_ladder(self.max_batch_size)):
+            for n in reversed(self.ladder):
                 with torch.cuda.stream(stream):
                     for _ in range(3):  # kernel selection, Triton / inductor compilation
                         self._step(n, self.max_blocks)
@@ -110,8 +117,9 @@ class ModelRunner:
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
         """One token for every running sequence (row i = slot i) -> (n, 2) on the device."""
         n = len(seqs)
-        size = next(b for b in graph_ladder(self.max_batch_size) if b >= n) if self.cuda_graphs else n
+        size = next(b for b in self.ladder if b >= n) if self.cuda_graphs else n
         ids, pos, slots, sampling = [], [], [], []
+        rows, cols, blocks = [], [], []  # block-table entries that changed since the last step
         for i, seq in enumerate(seqs):
             p = seq.num_tokens - 1  # the last sampled token goes in at its position
             ids.append(seq.tokens[-1])
@@ -122,24 +130,30 @@ class ModelRunner:
                              uniform(sp.seed, len(seq.tokens))))
             if self._owner[i] != (seq, seq.admitted):  # a new occupant of slot i (or readmitted)
                 self._owner[i], self._filled[i] = (seq, seq.admitted), 0
-            if self._filled[i] < len(seq.blocks):
-                self._table[i, self._filled[i]:len(seq.blocks)] = torch.tensor(seq.blocks[self._filled[i]:],
-                                                                              dtype=torch.int32)
-                self._filled[i] = len(seq.blocks)
+            new = range(self._filled[i], len(seq.blocks))
+            rows += [i] * len(new)
+            cols += new
+            blocks += seq.blocks[self._filled[i]:]
+            self._filled[i] = len(seq.blocks)
         for i in range(n, size):  # padding rows: position 0 of the scratch block
             ids.append(0)
             pos.append(0)
             slots.append(SCRATCH_BLOCK * self.block_size)
             sampling.append((0.0, 1.0, 0.0, 0.0, 0.0))
-            self._owner[i] = None
-            self._table[i, 0] = SCRATCH_BLOCK
+            if self._owner[i] is not None:
+                self._owner[i] = None
+                rows.append(i)
+                cols.append(0)
+                blocks.append(SCRATCH_BLOCK)
         w = self._width(seqs)
         ints = torch.tensor([ids, pos, slots], dtype=torch.long)
         floats = torch.tensor(sampling, dtype=torch.float32).T
         self.ids[:size, 0].copy_(ints[0], non_blocking=True)
         self.positions[:size].copy_(ints[1], non_blocking=True)
         self.write_slots[:size].copy_(ints[2], non_blocking=True)
-        self.block_table[:size, :w].copy_(self._table[:size, :w], non_blocking=True)
+        if rows:  # a few entries a step: a new block every block_size tokens per row
+            entries = torch.tensor([rows, cols, blocks], dtype=torch.long).to(self.device, non_blocking=True)
+            self.block_table.index_put_((entries[0], entries[1]), entries[2].int())
         self.temperature[:size].copy_(floats[0], non_blocking=True)
         self.top_p[:size].copy_(floats[1], non_blocking=True)
         self.top_k[:size].copy_(floats[2].long(), non_blocking=True)
@@ -168,7 +182,8 @@ class ModelRunner:
         table = torch.tensor([seq.blocks[:n]], dtype=torch.int32, device=dev)
         write = table[0].long()[positions // bs] * bs + positions % bs
         batch = CacheBatch(seq.slot, table, positions, write, torch.tensor([seq.long_rope], device=dev), start)
-        logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
+        with backends.activate(self.model.backends):
+            logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
         if self.keep_logits:
             self.last_logits = logits
         if not sample_next:

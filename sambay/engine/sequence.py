@@ -52,9 +52,6 @@ class Sequence:
     def num_tokens(self) -> int:
         return len(self.prompt) + len(self.tokens)
 
-    def token_at(self, i: int) -> int:
-        return self.prompt[i] if i < len(self.prompt) else self.tokens[i - len(self.prompt)]
-
     def tokens_between(self, start: int, end: int) -> list[int]:
         return (self.prompt + self.tokens)[start:end]
 

@@ -1,0 +1,293 @@
+"""The workload benchmark: jobs end to end through the whole engine (scheduler, sampling, host
+loop), static batching beside continuous, SambaY beside dense.
+
+N requests with a ``prompt``-token prompt and output lengths drawn from a seeded distribution,
+generation forced to the drawn length (no stop tokens: vLLM's ``ignore_eos``):
+
+* ``fixed``: every output ``max_len`` tokens (the paper's setting);
+* ``uniform``: uniform in [``min_len``, ``max_len``];
+* ``lognormal``: log-normal with median ``median`` and sigma ``sigma``, capped at ``max_len``.
+
+Two ways to measure, per (model, policy):
+
+* **end to end** (:func:`run_end_to_end`): every request from its admission to its last token;
+* **steady state** (:func:`run_steady_state`), for jobs too long to run to completion: the running
+  set starts at the stationary mix of context lengths (each running request's length drawn
+  length-biased, its progress uniform in it: what a long-running continuous engine holds at a
+  random moment), placed without computing it (``Engine.place``), then real admissions and
+  completions run for ``steps`` steps. Validated against an end-to-end run at a small scale
+  (:func:`validate_steady_state`), whose saturated phase (while requests wait) it should match.
+
+Reported: tokens/s (generated tokens per wall second, prefill included), mean running batch,
+preemptions, peak memory, the bytes-model throughput at the measured occupancy and context mix
+(every decode step's bytes over the bandwidth), and the concurrent requests against what
+reserving ``prompt + max_len`` per request would allow in the same pool.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .bench import step_bytes
+from .generate import Engine, Request, SamplingParams
+
+WORKLOADS = ("fixed", "uniform", "lognormal")
+
+
+@dataclass
+class WorkloadSettings:
+    workload: str = "lognormal"
+    requests: int = 256
+    prompt: int = 2048
+    max_len: int = 32768
+    min_len: int = 1024  # uniform
+    median: int = 8192  # lognormal
+    sigma: float = 0.8  # lognormal
+    seed: int = 0
+    max_batch_size: int | None = None
+    num_blocks: int | None = None  # the pool, the same for both policies (default: from memory)
+    steady_steps: int | None = None  # None: end to end; else the steady-state method for this many steps
+    repeats: int = 1  # runs per policy, alternating static and continuous; the fastest of each is kept
+
+    @classmethod
+    def tiny(cls, workload: str = "lognormal") -> "WorkloadSettings":
+        """CPU smoke run (tiny models): about a minute for both models and both policies."""
+        # A pool of 90 blocks of 16 tokens: max-length reservation (16 + 224 tokens) admits 6 requests.
+        # Two alternating runs per policy: a shared CPU's load then hits both alike.
+        return cls(workload=workload, requests=96, prompt=16, max_len=224, min_len=16, median=48, sigma=0.8,
+                   max_batch_size=16, num_blocks=91, repeats=2)
+
+
+def draw_lengths(s: WorkloadSettings, n: int | None = None, seed: int | None = None) -> list[int]:
+    """``n`` output lengths of the workload (seeded)."""
+    if s.workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {s.workload!r}; choose from {WORKLOADS}")
+    rng = random.Random(s.seed if seed is None else seed)
+    n = s.requests if n is None else n
+    if s.workload == "fixed":
+        return [s.max_len] * n
+    if s.workload == "uniform":
+        return [rng.randint(s.min_len, s.max_len) for _ in range(n)]
+    return [max(1, min(s.max_len, round(rng.lognormvariate(math.log(s.median), s.sigma)))) for _ in range(n)]
+
+
+def stationary_mix(s: WorkloadSettings, n: int, seed: int) -> list[tuple[int, int]]:
+    """(output length, tokens generated so far) of ``n`` requests running at a random moment of a
+    saturated continuous engine: lengths length-biased (a request runs for as many steps as it has
+    tokens), progress uniform within the length."""
+    rng = random.Random(seed)
+    pool = draw_lengths(s, 4096, seed)
+    picks = rng.choices(pool, weights=pool, k=n)
+    return [(L, rng.randint(1, max(1, L - 1))) for L in picks]
+
+
+class _Meter:
+    """Per-step bookkeeping of a run: the bytes model, occupancy, peak blocks."""
+
+    def __init__(self, model: nn.Module, engine: Engine, bandwidth: float) -> None:
+        self.model, self.engine, self.bandwidth = model, engine, bandwidth
+        self.floor_seconds = 0.0
+        self.decoded = 0
+        self.peak_blocks = 0
+        self.saturated_tokens, self.saturated_seconds = 0, 0.0
+        # step_bytes is affine: weights + rows * (per-row state + context * per-token K/V reads)
+        cache = engine.cache
+        self.weights = step_bytes(model, cache, 0, 0)
+        self.per_row = step_bytes(model, cache, 0, 1) - self.weights
+        self.per_token = step_bytes(model, cache, 1, 1) - self.weights - self.per_row
+
+    def step(self) -> int:
+        """One engine step; returns the tokens it produced."""
+        running = list(self.engine.scheduler.running)
+        waiting = bool(self.engine.scheduler.waiting)
+        t = time.perf_counter()
+        outs = self.engine.step()
+        dt = time.perf_counter() - t
+        new = sum(len(o.new_tokens) for o in outs)
+        if running:
+            # bytes of this decode step at its occupancy and context mix
+            ctx = sum(s.num_tokens for s in running)
+            self.floor_seconds += (self.weights + len(running) * self.per_row + ctx * self.per_token) / self.bandwidth
+            self.decoded += len(running)
+        if waiting:
+            self.saturated_tokens += new
+            self.saturated_seconds += dt
+        self.peak_blocks = max(self.peak_blocks, self.engine.num_blocks - 1 - self.engine.free_blocks)
+        return new
+
+
+def _engine(model: nn.Module, s: WorkloadSettings, policy: str) -> Engine:
+    return Engine(model, max_batch_size=s.max_batch_size, num_blocks=s.num_blocks, policy=policy)
+
+
+def _report(model: nn.Module, engine: Engine, meter: _Meter, s: WorkloadSettings, tokens: int, seconds: float,
+            steps: int) -> dict[str, Any]:
+    cache = engine.cache
+    pool_tokens = (engine.num_blocks - 1) * engine.block_size
+    reserved = min(engine.max_batch_size, pool_tokens // (s.prompt + s.max_len))
+    device = model.device
+    return {
+        "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        "steps": steps, "mean_batch": engine.stats.mean_batch, "preemptions": engine.stats.preemptions,
+        "prefill_tokens": engine.stats.prefill_tokens,
+        "bytes_model_tokens_per_s": meter.decoded / meter.floor_seconds if meter.floor_seconds > 0 else None,
+        "saturated_tokens_per_s": (meter.saturated_tokens / meter.saturated_seconds
+                                   if meter.saturated_seconds > 0 else None),
+        "peak_kv_bytes": meter.peak_blocks * cache.block_bytes() + (engine.max_batch_size + 1) * cache.slot_bytes(),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "pool_blocks": engine.num_blocks, "block_size": engine.block_size,
+        "max_batch_size": engine.max_batch_size,
+        "reservation_concurrency": reserved,  # requests of prompt + max_len that fit the pool at once
+        "concurrency_vs_reservation": engine.stats.mean_batch / reserved if reserved else None,
+    }
+
+
+def _requests(s: WorkloadSettings, lengths: list[int], vocab: int, seed: int) -> list[Request]:
+    g = torch.Generator().manual_seed(seed)
+    return [Request(torch.randint(0, vocab, (s.prompt,), generator=g).tolist(),
+                    SamplingParams(temperature=0.0, max_new_tokens=L)) for L in lengths]
+
+
+@torch.no_grad()
+def run_end_to_end(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth: float) -> dict[str, Any]:
+    """Every request of the workload through ``policy`` from the first admission to the last token."""
+    engine = _engine(model, s, policy)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    meter = _Meter(model, engine, bandwidth)
+    for r in _requests(s, draw_lengths(s), model.config.vocab_size, s.seed):
+        engine.add(r)
+    tokens = steps = 0
+    t0 = time.perf_counter()
+    while engine.has_unfinished():
+        tokens += meter.step()
+        steps += 1
+    return {"method": "end_to_end", **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, steps)}
+
+
+@torch.no_grad()
+def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth: float) -> dict[str, Any]:
+    """The running set placed at the stationary mix (continuous) or as a fresh batch at a random
+    moment of its life (static: all started together, progress uniform in the longest), then
+    ``steady_steps`` real steps with admissions and completions."""
+    engine = _engine(model, s, policy)
+    rng = random.Random(s.seed + 1)
+    n = engine.max_batch_size
+    if policy == "continuous":
+        mix = stationary_mix(s, n, s.seed + 2)
+    else:
+        lengths = draw_lengths(s, n, s.seed + 2)
+        done = rng.randint(1, max(lengths) - 1)
+        mix = [(L, done) for L in lengths if L > done] or [(max(lengths), done)]
+    room = (engine.num_blocks - 1) * engine.block_size
+    placed, used = [], 0
+    for L, g in mix:  # as many as the pool holds
+        need = -(-(s.prompt + g + 1) // engine.block_size) * engine.block_size
+        if used + need > room:
+            break
+        placed.append((L, g))
+        used += need
+    params = [SamplingParams(temperature=0.0, max_new_tokens=L) for L, _ in placed]
+    engine.place([s.prompt + g for _, g in placed], params, [g for _, g in placed])
+    for r in _requests(s, draw_lengths(s, s.requests, s.seed + 3), model.config.vocab_size, s.seed):
+        engine.add(r)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    meter = _Meter(model, engine, bandwidth)
+    tokens = 0
+    t0 = time.perf_counter()
+    for _ in range(s.steady_steps or 0):
+        if not engine.has_unfinished():
+            break
+        tokens += meter.step()
+    return {"method": "steady_state", "placed": len(placed),
+            **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, s.steady_steps or 0)}
+
+
+def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
+                 log: Any = print) -> dict[str, Any]:
+    """Static and continuous for one model: end to end, or the steady-state method when
+    ``s.steady_steps`` is set; the fastest of ``s.repeats`` alternating runs per policy."""
+    out: dict[str, Any] = {}
+    run = run_end_to_end if s.steady_steps is None else run_steady_state
+    for _ in range(s.repeats):
+        for policy in ("static", "continuous"):
+            r = run(model, s, policy, bandwidth)
+            if policy not in out or r["tokens_per_s"] > out[policy]["tokens_per_s"]:
+                out[policy] = r
+    for policy in ("static", "continuous"):
+        r = out[policy]
+        log(f"    {policy}: {r['tokens_per_s']:.1f} tok/s, mean batch {r['mean_batch']:.1f}, "
+            f"preemptions {r['preemptions']}")
+    out["continuous_vs_static"] = out["continuous"]["tokens_per_s"] / out["static"]["tokens_per_s"]
+    return out
+
+
+def validate_steady_state(model: nn.Module, s: WorkloadSettings, bandwidth: float) -> dict[str, Any]:
+    """The steady-state method against a complete end-to-end run of the same (small) workload:
+    its tokens/s beside the end-to-end run's over its saturated phase (while requests waited)."""
+    e2e = run_end_to_end(model, s, "continuous", bandwidth)
+    steps = max(50, e2e["steps"] // 3)
+    steady = run_steady_state(model, WorkloadSettings(**{**asdict(s), "steady_steps": steps}), "continuous", bandwidth)
+    sat = e2e["saturated_tokens_per_s"]
+    return {"end_to_end": e2e, "steady_state": steady,
+            "steady_vs_saturated_end_to_end": steady["tokens_per_s"] / sat if sat else None}
+
+
+def table(section: dict[str, Any]) -> str:
+    """Plain-text rows of a ``workload`` section of results.json."""
+    lines = [f"{'workload':>10} {'model':>7} {'policy':>11} {'tok/s':>9} {'bytes model':>12} {'mean batch':>11} "
+             f"{'preempt':>8} {'vs reserve':>11}"]
+    for w, models in section.items():
+        for kind, r in models.items():
+            for policy in ("static", "continuous"):
+                x = r[policy]
+                bm = x["bytes_model_tokens_per_s"]
+                vs = x["concurrency_vs_reservation"]
+                lines.append(f"{w:>10} {kind:>7} {policy:>11} {x['tokens_per_s']:>9.1f} "
+                             f"{'-' if bm is None else f'{bm:.0f}':>12} {x['mean_batch']:>11.1f} {x['preemptions']:>8} "
+                             f"{'-' if vs is None else f'{vs:.2f}x':>11}")
+            lines.append(f"{'':>10} {kind:>7} continuous / static: {r['continuous_vs_static']:.2f}x")
+        if {"sambay", "dense"} <= set(models):
+            s, d = models["sambay"], models["dense"]
+            lines.append(f"{'':>10} sambay / dense: continuous {s['continuous']['tokens_per_s'] / d['continuous']['tokens_per_s']:.2f}x, "
+                         f"static {s['static']['tokens_per_s'] / d['static']['tokens_per_s']:.2f}x")
+    return "\n".join(lines)
+
+
+def plot(section: dict[str, Any], folder: str, title: str = "") -> str | None:
+    """workload.png: tokens/s by workload, one colour per model, static hatched beside continuous."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(section)
+    kinds = sorted({k for m in section.values() for k in m})
+    colours = {"dense": "tab:blue", "sambay": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / (2 * len(kinds))
+    for i, kind in enumerate(kinds):
+        for j, policy in enumerate(("static", "continuous")):
+            xs = [w + (2 * i + j - len(kinds) + 0.5) * width for w in range(len(workloads))]
+            ys = [section[w][kind][policy]["tokens_per_s"] if kind in section[w] else 0 for w in workloads]
+            ax.bar(xs, ys, width, color=colours.get(kind), hatch="//" if policy == "static" else None,
+                   edgecolor="black", label=f"{kind} {policy}")
+    ax.set_xticks(range(len(workloads)), workloads)
+    ax.set(ylabel="tokens / s", title=title or "end-to-end throughput by workload")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = f"{folder}/workload.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
