@@ -5,6 +5,8 @@
                [--stream/--no-stream] [--json] [--device cuda] [--dtype bfloat16]
     sambay eval problems.jsonl --k 4 --out DIR [--limit N] [--progress] [model and sampling flags]
     torchrun --nproc-per-node G -m reasoning eval problems.jsonl --k 4 --out DIR   # data-parallel
+    sambay serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-queue N]
+                 [--no-reasoning-parser] [--served-model-name NAME] [--device cuda] [--dtype bfloat16]
 
 Without ``--model`` the built-in default model is used. Sampling settings left out come from
 the model folder's ``generation_config.json``, else the reasoning defaults (temperature 0.6,
@@ -48,7 +50,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sambay", description="Long chain-of-thought reasoning with SambaY / Phi-4-mini models.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{ask,eval}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ask,eval,serve}")
 
     ask = sub.add_parser("ask", help="answer one question, streaming the reasoning trace",
                          description="Answer one question: print the reasoning trace (streamed), the boxed "
@@ -75,7 +77,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="evaluate only the first N valid problems")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="a progress bar on stderr (default: on a terminal)")
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat and completions, streaming)",
+                        description="Serve the model over the OpenAI API (/v1/chat/completions, /v1/completions, "
+                                    "/v1/models, /health, /metrics) on the continuous-batching engine. Without "
+                                    "--model: the built-in model on the CPU.")
+    sv.add_argument("--model", metavar="PATH", help="checkpoint folder (default: the built-in model)")
+    sv.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu for the built-in model, else cuda "
+                                     "when available)")
+    sv.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
+    sv.add_argument("--served-model-name", metavar="NAME",
+                    help="the model's name in the API (default: the folder's name, 'sambay-builtin' without --model)")
+    sv.add_argument("--max-queue", type=int, default=1024, metavar="N",
+                    help="most requests in flight, running and waiting (n choices count n); beyond, 429 (default 1024)")
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="B",
+                    help="larger request bodies get 413 (default 1 MiB)")
+    sv.add_argument("--no-reasoning-parser", dest="reasoning_parser", action="store_false",
+                    help="leave <think>...</think> in content instead of splitting it into reasoning_content")
+    sv.add_argument("--max-batch-size", type=int, metavar="N",
+                    help="most requests decoding at once (default: the engine's, 256 on CUDA, 32 on CPU)")
+    sv.add_argument("--num-blocks", type=int, metavar="N", help="K/V blocks in the pool (default: the engine's; "
+                                                                "on CUDA what 90%% of the free memory holds)")
+    sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sv.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,6 +213,42 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from . import api
+    from .engine import DEFAULT_MODEL_DIR, parse_dtype
+    from .server import build_app, serve
+
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_queue < 1:
+        raise InputError(f"--max-queue must be >= 1, got {args.max_queue}")
+    if args.max_body_bytes < 1:
+        raise InputError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
+    if args.device is None and args.model is None:
+        args.device = "cpu"  # the built-in model is tiny: the CPU serves it anywhere
+    options = {k: v for k, v in (("max_batch_size", args.max_batch_size), ("num_blocks", args.num_blocks))
+               if v is not None}
+    try:
+        parse_dtype(args.dtype)
+        engine = api.load(args.model, device=args.device, dtype=args.dtype, **options)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        raise InputError(str(e)) from None
+    name = args.served_model_name or ("sambay-builtin" if args.model is None else Path(args.model).resolve().name)
+    app = build_app(engine, model_name=name, api_key=args.api_key, max_queue=args.max_queue,
+                    reasoning_parser=args.reasoning_parser, max_body_bytes=args.max_body_bytes)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    logging.getLogger("sambay.server").info(
+        "serving model '%s' (%s, %s on %s, %s) at http://%s:%d/v1", name, args.model or DEFAULT_MODEL_DIR,
+        type(engine.model).__name__, engine.model.device, str(engine.model.dtype).removeprefix("torch."), host,
+        args.port)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input)."""
     parser = build_parser()
@@ -190,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse already printed the usage error (or --help)
         return int(e.code or 0)
     try:
-        return _ask(args) if args.command == "ask" else _eval(args)
+        return {"ask": _ask, "eval": _eval, "serve": _serve}[args.command](args)
     except InputError as e:
         print(f"sambay {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -51,7 +51,10 @@ evaluation set is ``generate_problems(500, seed=1234, split="test")``.
 
 Chat format (Phi): :meth:`Problem.chat_text` gives
 ``[<|system|>{system}<|end|>]<|user|>{question}<|end|><|assistant|>{completion}<|end|>``
-and :attr:`Problem.completion` is ``"{reasoning}\\nThe answer is \\boxed{answer}."``.
+and :attr:`Problem.completion` is
+``"<think>\\n{reasoning}\\n</think>\\n\\nThe answer is \\boxed{answer}."``: the worked steps
+inside ``<think>...</think>``, then the final answer, the form of Phi-4-mini-flash-reasoning
+(a server's reasoning parser splits the two at ``</think>``).
 
 Everything here is deterministic and standard-library only.
 """
@@ -76,6 +79,8 @@ __all__ = [
     "USER_TAG",
     "ASSISTANT_TAG",
     "END_TAG",
+    "THINK_OPEN",
+    "THINK_CLOSE",
     "Problem",
     "chat_prompt",
     "make_problem",
@@ -101,6 +106,8 @@ SYSTEM_TAG = "<|system|>"
 USER_TAG = "<|user|>"
 ASSISTANT_TAG = "<|assistant|>"
 END_TAG = "<|end|>"
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
 
 _MAX_ATTEMPTS_PER_PROBLEM = 2000
 
@@ -143,8 +150,8 @@ class Problem:
 
     @property
     def completion(self) -> str:
-        """Assistant text: ``"{reasoning}\\nThe answer is \\boxed{answer}."``."""
-        return f"{self.reasoning}\nThe answer is \\boxed{{{self.answer}}}."
+        """Assistant text: ``"<think>\\n{reasoning}\\n</think>\\n\\nThe answer is \\boxed{answer}."``."""
+        return f"{THINK_OPEN}\n{self.reasoning}\n{THINK_CLOSE}\n\nThe answer is \\boxed{{{self.answer}}}."
 
     def prompt(self, system: str | None = None) -> str:
         """Chat prompt for this problem's question (see :func:`chat_prompt`)."""

@@ -127,7 +127,7 @@ def test_347_times_28() -> None:
     assert p.answer == "9716"
     assert p.kind == "mul"
     assert p.completion.endswith("\\boxed{9716}.")
-    assert p.completion == p.reasoning + "\nThe answer is \\boxed{9716}."
+    assert p.completion == "<think>\n" + p.reasoning + "\n</think>\n\nThe answer is \\boxed{9716}."
     assert p.reasoning.splitlines()[0] == "347 * 28:"
     assert "347 * 8: 7*8=56 carry 5, 4*8+5=37 carry 3, 3*8+3=27 -> 2776." in p.reasoning
     assert "so 347 * 20 = 6940." in p.reasoning
