@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 
 import torch
-from bench_gemv import graph_seconds  # the same CUDA-graph timing as the GEMV benchmark
 
 from layers.attention import DiffAttnCore, quantize_fp8
+from layers.gemv_triton import graph_seconds  # the same CUDA-graph timing as the GEMV benchmark
 from layers.attention_triton import (
     decode_attention_triton,
     decode_diff_attention_triton,

@@ -166,15 +166,18 @@ def heldout_accuracy(model: nn.Module, tokenizer: Tokenizer, problems: Sequence[
     ``trace_exact``: the whole completion equals the curriculum's worked solution.
     """
     was_training = model.training
-    engine = Engine(model, max_batch_size=max(1, min(batch_size, len(problems))))
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     stop = sorted(tokenizer.stop_token_ids)
+    prompts = [tokenizer.encode(tokenizer.chat_prompt(p.question)) for p in problems]
+    # A pool just big enough for one batch, and no graph ladder: this runs inside training.
+    rows = max(1, min(batch_size, len(problems)))
+    per_row = -(-(max(map(len, prompts), default=1) + max_new_tokens) // 16)
+    engine = Engine(model, max_batch_size=rows, num_blocks=1 + rows * per_row, block_size=16, cuda_graphs=False)
     correct, trace_exact, per_kind, failures = 0, 0, {}, []
     t0 = time.perf_counter()
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
-        requests = [Request(tokenizer.encode(tokenizer.chat_prompt(p.question)), params, stop_token_ids=stop)
-                    for p in chunk]
+        requests = [Request(ids, params, stop_token_ids=stop) for ids in prompts[i:i + batch_size]]
         for p, g in zip(chunk, engine.generate(requests)):
             text = tokenizer.decode(g.tokens, skip_special=True)
             ok = extract_boxed(text) == p.answer

@@ -117,7 +117,9 @@ class Engine:
     Memory is not reserved for ``max_new_tokens``: a request is admitted when the blocks for its
     prompt are free, and grows a block at a time; when the pool runs dry the most recently
     admitted request is preempted (its blocks freed, requeued first, recomputed on readmission).
-    Its tokens do not change: sampling uses ``uniform(seed, step)``.
+    Its tokens do not change in fp32: sampling uses ``uniform(seed, step)`` and the recomputation
+    computes the same function (in bf16 on a GPU the prefill kernels that recompute it round
+    differently from the decode kernels that first produced it, so a token can drift).
 
     ``add`` and ``abort`` may be called from any thread; ``step`` from one thread at a time.
     """
@@ -250,8 +252,9 @@ class Engine:
         with self._lock:
             incoming, self._incoming = self._incoming, []
             aborts, self._aborts = self._aborts, set()
+            for seq in incoming:  # under the lock: add() checks ids against _live
+                self._live[seq.request_id] = seq
         for seq in incoming:
-            self._live[seq.request_id] = seq
             self.scheduler.add(seq)
         outputs: list[StepOutput] = []
         for rid in aborts:

@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -168,10 +169,13 @@ class _Server:
                         code="request_too_large")
 
     def sampling(self, body: ChatCompletionRequest | CompletionRequest) -> list[SamplingParams]:
-        """One SamplingParams per choice: seeds seed .. seed + n - 1."""
+        """One SamplingParams per choice: seeds seed .. seed + n - 1. Without a ``seed`` a request
+        draws its own (as the OpenAI API samples afresh each time), so two unseeded requests for
+        one prompt do not return the same sample."""
+        seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
         try:
             params = self.engine.sampling(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
-                                          max_new_tokens=body.new_tokens(), seed=body.seed)
+                                          max_new_tokens=body.new_tokens(), seed=seed)
         except ValueError as e:
             raise APIError(400, str(e)) from None
         return [replace(params, seed=params.seed + j) for j in range(body.n)]
