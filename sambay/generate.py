@@ -295,7 +295,13 @@ class Engine:
                 outputs.append(StepOutput(seq.request_id, [], True, "error", NON_FINITE, gen))
                 continue
             seq.append(token)
-            reason = seq.check_stop()
+            try:
+                reason = seq.check_stop()
+            except Exception as e:  # noqa: BLE001 - a request's stop check failed: it ends, the others go on
+                message = f"the stop check raised {type(e).__name__}: {e}"
+                gen = self._finish(seq, "error", message)
+                outputs.append(StepOutput(seq.request_id, [token], True, "error", message, gen))
+                continue
             if reason is not None:
                 gen = self._finish(seq, reason)
                 outputs.append(StepOutput(seq.request_id, [token], True, reason, None, gen))

@@ -164,6 +164,26 @@ def test_stop_tokens_and_stop_conditions(kind):
     assert by_cond.tokens == free[:5] and by_cond.finish_reason == "stop"
 
 
+def test_a_failing_stop_check_ends_only_its_request():
+    """A stop condition that raises ends its own request with finish_reason "error" and the message;
+    the request beside it gives the tokens it gives alone, and the blocks all come back."""
+    model = tiny("sambay")
+    a, b = prompts(model, [7, 5])
+    params = SamplingParams(temperature=0.0, max_new_tokens=10)
+    engine = Engine(model, max_batch_size=2, block_size=4)
+    alone = engine.generate([Request(b, params)])[0].tokens
+
+    def broken(tokens: list[int]) -> bool:
+        if len(tokens) == 3:
+            raise RuntimeError("broken stop string")
+        return False
+
+    bad, good = engine.generate([Request(a, params, should_stop=broken), Request(b, params)])
+    assert bad.finish_reason == "error" and "broken stop string" in bad.error and len(bad.tokens) == 3
+    assert good.tokens == alone and good.finish_reason == "length"
+    assert engine.free_blocks == engine.num_blocks - 1 and not engine.has_unfinished()
+
+
 # ----------------------------------------------------------------------------- memory, abort, counters
 
 
