@@ -11,24 +11,13 @@ from torch import nn
 
 pytest.importorskip("triton", reason="the kernel tests need triton (.ci/run installs it)")
 
+from helpers import fresh_seed, rel  # noqa: E402
 from layers.gemv_triton import chain, gemv  # noqa: E402
 from layers.linear import linear_chain_ref, linear_ref  # noqa: E402
 from layers.norm import RMSNorm, fused_norm_args  # noqa: E402
 from layers.quant import quantize_fp8  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all()
-    return ((a - b).norm() / b.norm()).item()
-
-
-def fresh_seed() -> int:
-    seed = int(torch.randint(0, 2**31, ()).item())
-    torch.manual_seed(seed)
-    return seed
 
 
 @pytest.mark.parametrize("fp8", [True, False])

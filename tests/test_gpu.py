@@ -7,6 +7,7 @@ its splits, the sliding window, and mamba-ssm's 2048-step scan chunks.
 import pytest
 import torch
 
+from helpers import fresh_seed, rel
 import layers.backends as backends
 from layers.attention import attention_ref, attention_sdpa
 from layers.mamba import KERNELS
@@ -15,18 +16,6 @@ from sambay.generate import Engine, Request, SamplingParams
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all()
-    return ((a - b).norm() / b.norm()).item()
-
-
-def fresh_seed() -> int:
-    seed = int(torch.randint(0, 2**31, ()).item())
-    torch.manual_seed(seed)
-    return seed
 
 
 # ----------------------------------------------------------------------------- linear

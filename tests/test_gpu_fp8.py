@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from helpers import fresh_seed, rel
 import layers.backends as backends
 import layers.gemv_triton as gt
 from layers.linear import linear, linear_chain, linear_chain_ref, linear_ref, quantize_model
@@ -17,18 +18,6 @@ from sambay.generate import Engine, Request, SamplingParams
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all()
-    return ((a - b).norm() / b.norm()).item()
-
-
-def fresh_seed() -> int:
-    seed = int(torch.randint(0, 2**31, ()).item())
-    torch.manual_seed(seed)
-    return seed
 
 
 def exact_ref(x, q, s, b, glu, norm, gate, res):  # type: ignore[no-untyped-def]

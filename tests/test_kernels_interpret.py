@@ -17,6 +17,7 @@ from torch import nn
 
 pytest.importorskip("triton", reason="the kernel tests need triton (.ci/run installs it)")
 
+from helpers import fresh_seed, rel  # noqa: E402
 from layers.attention import DiffAttnCore, attention_ref  # noqa: E402
 from layers.linear import linear_ref  # noqa: E402
 from layers.norm import RMSNorm, fused_norm_args  # noqa: E402
@@ -33,18 +34,6 @@ def test_kernels_run_under_the_interpreter_without_cuda() -> None:
     assert (os.environ.get("TRITON_INTERPRET") == "1") == (not torch.cuda.is_available())
     assert gemv_triton.INTERPRET == (not torch.cuda.is_available())
     assert not gemv_triton.PDL or torch.cuda.is_available()
-
-
-def fresh_seed() -> int:
-    seed = int(torch.randint(0, 2**31, ()).item())
-    torch.manual_seed(seed)
-    return seed
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all()
-    return ((a - b).norm() / b.norm()).item()
 
 
 # ----------------------------------------------------------------------------- GEMV

@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from helpers import fresh_seed, rel
 import layers.backends as backends
 from layers.attention import (
     FP8_MAX,
@@ -32,12 +33,6 @@ from layers.attention import (
 )
 from layers.rope import apply_rotary, rotary_store, rotary_store_ref
 from layers.rope_triton import _round_e4m3
-
-
-def fresh_seed() -> int:
-    seed = int(torch.randint(0, 2**31, ()).item())
-    torch.manual_seed(seed)
-    return seed
 
 
 def naive_attention(q, k, v, q_pos, k_pos, window=None, scale=None):
@@ -491,7 +486,6 @@ def test_rotary_store_kernel_writes_flat_slots(fp8):
             assert torch.equal(bits(d.cpu()), bits(r)), seed
 
 
-
 @triton.jit
 def _round_e4m3_kernel(X, Y, N: tl.constexpr):
     i = tl.arange(0, N)
@@ -515,12 +509,6 @@ def test_kernel_rounding_to_e4m3_is_torchs():
 # ----------------------------------------------------------------------------- on the GPU (bf16 and fp32)
 
 CUDA = torch.device("cuda")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all()
-    return ((a - b).norm() / b.norm()).item()
 
 
 def gpu_paged(lengths, page, Hk, D, dtype, fp8):

@@ -11,23 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import fresh_seed, rel
 import reasoning
 from layers.linear import Linear, fp8_matmul, linear, linear_chain, linear_chain_ref, linear_ref, quantize_model
 from layers.norm import RMSNorm
 from layers.quant import FP8, FP8_MAX, dequantize, quantize_fp8
 from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM, load_model
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all()
-    return ((a - b).norm() / b.norm()).item()
-
-
-def fresh_seed() -> int:
-    seed = int(torch.randint(0, 2**31, ()).item())
-    torch.manual_seed(seed)
-    return seed
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
