@@ -85,7 +85,7 @@ def workload(args: argparse.Namespace, s: BenchSettings, out: Path) -> None:
     section, validation = {}, {}
     for name in args.workload.split(","):
         w = wl.WorkloadSettings.tiny(name) if args.tiny else wl.WorkloadSettings(workload=name)
-        for key in ("requests", "steady_steps", "max_batch_size", "num_blocks", "max_len"):
+        for key in ("requests", "steady_steps", "max_batch_size", "num_blocks", "max_len", "kv_cache_dtype"):
             if getattr(args, key) is not None:
                 setattr(w, key, getattr(args, key))
         wl.draw_lengths(w, 1)  # an unknown workload fails here, before any model is built
@@ -134,6 +134,11 @@ def main() -> None:
     ap.add_argument("--mamba", choices=backends.MAMBA)
     ap.add_argument("--linear", choices=backends.LINEAR, help="triton: GEMV kernel at batch 1")
     ap.add_argument("--quantize", choices=["fp8"], help="fp8: linear weights in float8 e4m3 with per-row scales")
+    ap.add_argument("--kv-cache-dtype", choices=["auto", "fp8"],
+                    help="fp8: the paged K/V in float8 e4m3 with per-(token, head) scales (default auto)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="no torch.compile of the batch-1 decode step (CUDA graphs only)")
+    ap.add_argument("--check-prompt", type=int, help="prompt length of the fast-vs-reference check (default 512)")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
     ap.add_argument("--workload", help="run the workload benchmark instead: comma list of " + ",".join(wl.WORKLOADS))
     ap.add_argument("--requests", type=int, help="workload: number of requests")
@@ -150,7 +155,11 @@ def main() -> None:
     s = BenchSettings.tiny(args.device) if args.tiny else BenchSettings(device=args.device)
     s.backends = backends.DEFAULT.replace(attention=args.attention, mamba=args.mamba, linear=args.linear)
     s.models = args.models.split(",")
-    s.quantize = args.quantize
+    s.quantize, s.kv_cache_dtype = args.quantize, args.kv_cache_dtype
+    if args.no_compile:
+        s.compile = False
+    if args.check_prompt is not None:
+        s.check_prompt = args.check_prompt
     for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))

@@ -63,6 +63,7 @@ class BenchSettings:
     models: list[str] = field(default_factory=lambda: list(MODELS))
     backends: backends.Backends = backends.DEFAULT  # the models' kernels (the environment's choice by default)
     quantize: str | None = None  # "fp8": linear weights in float8 e4m3 with per-row scales
+    kv_cache_dtype: str | None = None  # "fp8": the paged K/V in float8 e4m3 with per-(token, head) scales
 
     @classmethod
     def tiny(cls, device: str = "cpu") -> "BenchSettings":
@@ -167,7 +168,8 @@ def measure_prefill_and_latency(model: nn.Module, s: BenchSettings, device: torc
     """Batch 1: prefill each length (timed), then time decode steps at that context; the floor is
     the step's bytes over ``bandwidth`` (bytes/s)."""
     lengths = sorted(set(s.prompt_lengths) | set(s.contexts))
-    engine = engine_for(model, 1, max(lengths) + 2, compile=s.compile, prefill_chunk=max(lengths))
+    engine = engine_for(model, 1, max(lengths) + 2, compile=s.compile, prefill_chunk=max(lengths),
+                        kv_cache_dtype=s.kv_cache_dtype)
     vocab = model.config.vocab_size
     rows = []
     for n in [min(lengths)] + lengths:  # the first run warms up
@@ -211,7 +213,7 @@ def throughput_at(model: nn.Module, s: BenchSettings, device: torch.device, batc
     points[-1] = budget - s.decode_steps - 2
     engine = None
     try:
-        engine = engine_for(model, batch, budget, compile=compile)
+        engine = engine_for(model, batch, budget, compile=compile, kv_cache_dtype=s.kv_cache_dtype)
         seqs = engine.place([points[0]] * batch)
         step = decode_step(engine, seqs)
         if device.type == "cuda":
@@ -291,10 +293,15 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm()) if torch.isfinite(a).all() else float("inf")
 
 
-def _teacher_forced(model: nn.Module, ids: torch.Tensor, n: int, engine: Engine | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _teacher_forced(model: nn.Module, ids: torch.Tensor, n: int, engine: Engine | None,
+                    kv_cache_dtype: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of an ``n``-token prefill (all positions) and of each following token decoded one at
-    a time: eagerly through ``model`` (engine None) or through the engine's decode step."""
-    cache = model.allocate_cache(1, ids.shape[1])
+    a time: eagerly through ``model`` (engine None; its cache in ``kv_cache_dtype``) or through the
+    engine's decode step (the prefill's logits from an eager prefill into a cache of the engine's
+    K/V dtype)."""
+    if engine is not None:
+        kv_cache_dtype = engine.kv_cache_dtype
+    cache = model.allocate_cache(1, ids.shape[1], kv_cache_dtype=kv_cache_dtype)
     prefill = model(ids[:, :n], cache=cache).logits.float()
     if engine is None:
         steps = [model(ids[:, t:t + 1], cache=cache).logits[:, -1] for t in range(n, ids.shape[1])]
@@ -311,42 +318,73 @@ def _teacher_forced(model: nn.Module, ids: torch.Tensor, n: int, engine: Engine 
     return prefill, torch.stack([x.float() for x in steps])
 
 
-@torch.no_grad()
-def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> dict[str, Any]:
-    """The fast path (the engine as benchmarked: fast kernels, CUDA graphs, compile) against the
-    plain-PyTorch reference on the same weights: logits of a ``check_prompt``-token prefill and
-    of ``steps`` teacher-forced decode steps.
+def _errors(fast: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    return {"prefill_rel_err": relative_error(fast[0], ref[0]), "decode_rel_err": relative_error(fast[1], ref[1]),
+            "max_step_rel_err": max(relative_error(f, r) for f, r in zip(fast[1], ref[1])),
+            "greedy_agreement": float((fast[1].argmax(-1) == ref[1].argmax(-1)).float().mean())}
 
-    On CUDA the same comparison is also made on an fp32 copy of the weights (it shows the fast
-    kernels compute the reference's function), and the bf16 reference is compared with the fp32
-    one: the error bf16 itself brings on these random weights, the yardstick for the bf16 error.
+
+@torch.no_grad()
+def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> tuple[dict[str, Any], nn.Module]:
+    """The fast path (the engine as benchmarked: fast kernels, CUDA graphs, compile; fp8 weights
+    and K/V as ``s`` says) against the plain-PyTorch reference: logits of a ``check_prompt``-token
+    prefill and of ``steps`` teacher-forced decode steps. ``model`` comes unquantized; returns the
+    errors and the model as benchmarked (its weights quantized when ``s.quantize``).
+
+    Entries: the mode's name ("bf16", "fp8 weights", "fp8 kv", "fp8 weights + kv"): fast vs the
+    reference with the same numerics (same weights, same K/V dtype: the kernels compute the
+    reference's function). On CUDA also "fp32": the same on an fp32 copy of the weights;
+    "reference_bf16_vs_fp32": the error bf16 itself brings on these weights (the yardstick); and
+    for fp8 modes "vs_fp32_reference" / "vs_bf16_reference": the fast fp8 path against the
+    unquantized references (what quantizing costs, beside that yardstick).
     """
     n = s.check_prompt
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.config.vocab_size, (1, n + steps), generator=gen).to(model.device)
     cuda = model.device.type == "cuda"
+    kv = s.kv_cache_dtype
 
-    def compare(m: nn.Module, compile: bool) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
+    def reference(m: nn.Module, kv_cache_dtype: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         with backends.use(attention="ref", mamba="ref", linear="torch"):
-            ref = _teacher_forced(m, ids, n, None)
-        engine = engine_for(m, 1, ids.shape[1] + 2, compile=compile, keep_logits=True, prefill_chunk=n)
-        fast = _teacher_forced(m, ids, n, engine)
-        return {"prefill_rel_err": relative_error(fast[0], ref[0]), "decode_rel_err": relative_error(fast[1], ref[1]),
-                "max_step_rel_err": max(relative_error(f, r) for f, r in zip(fast[1], ref[1])),
-                "greedy_agreement": float((fast[1].argmax(-1) == ref[1].argmax(-1)).float().mean())}, ref
+            return _teacher_forced(m, ids, n, None, kv_cache_dtype)
+
+    def fast(m: nn.Module, compile: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        engine = engine_for(m, 1, ids.shape[1] + 2, compile=compile, keep_logits=True, prefill_chunk=n,
+                            kv_cache_dtype=kv)
+        return _teacher_forced(m, ids, n, engine)
 
     out: dict[str, Any] = {"prompt": n, "steps": steps}
-    out["bf16" if model.dtype == torch.bfloat16 else str(model.dtype)], ref = compare(model, s.compile and cuda)
-    if cuda and model.dtype != torch.float32 and s.quantize is None:  # an fp8 model is not cast: no fp32 copy
+    quantized = s.quantize is not None or kv not in (None, "auto")
+    ref = reference(model, None)
+    ref32 = None
+    if cuda and model.dtype != torch.float32:
         import copy
 
         model32 = copy.deepcopy(model).float()
-        out["fp32"], ref32 = compare(model32, False)
+        ref32 = reference(model32, None)
+        out["fp32"] = _errors(fast(model32, False), reference(model32, kv))
         del model32
         torch.cuda.empty_cache()
-        out["reference_bf16_vs_fp32"] = {"prefill_rel_err": relative_error(ref[0], ref32[0]),
-                                         "decode_rel_err": relative_error(ref[1], ref32[1])}
-    return out
+        out["reference_bf16_vs_fp32"] = {k: v for k, v in _errors(ref, ref32).items() if k.endswith("rel_err")}
+    model = quantize_model(model, s.quantize)
+    mode = mode_name(model.dtype, s.quantize, kv)
+    got = fast(model, s.compile and cuda)
+    out[mode] = _errors(got, reference(model, kv) if quantized else ref)
+    if quantized:
+        out["vs_bf16_reference"] = _errors(got, ref)
+        if ref32 is not None:
+            out["vs_fp32_reference"] = _errors(got, ref32)
+    return out, model
+
+
+def mode_name(dtype: torch.dtype, quantize: str | None, kv_cache_dtype: str | None) -> str:
+    """"bf16", "fp8 weights", "fp8 kv", "fp8 weights + kv" (or the dtype's name for others)."""
+    parts = [f"{quantize} weights"] if quantize else []
+    if kv_cache_dtype not in (None, "auto"):
+        parts.append(f"{kv_cache_dtype} kv")
+    if len(parts) == 2:
+        return f"{quantize} weights + kv"
+    return parts[0] if parts else ("bf16" if dtype == torch.bfloat16 else str(dtype).removeprefix("torch."))
 
 
 def environment(device: torch.device, choice: backends.Backends) -> dict[str, Any]:
@@ -370,23 +408,25 @@ def run(s: BenchSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
                                "copy_bandwidth_bytes_per_s": bandwidth, "models": {}}
     for kind in s.models:
         log(f"[{kind}] building {s.shape} model ({s.dtype}, {device})")
-        model = build(kind, s.shape, s.device, dtype, s.quantize)
+        model = build(kind, s.shape, s.device, dtype)
         model.backends = s.backends
         params = sum(p.numel() for p in model.parameters())
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        log(f"[{kind}] fast path vs reference")
-        check = fast_vs_reference(model, s)
+        log(f"[{kind}] fast path vs reference ({mode_name(dtype, s.quantize, s.kv_cache_dtype)})")
+        check, model = fast_vs_reference(model, s)
         for name, c in check.items():
-            if isinstance(c, dict):
+            if isinstance(c, dict) and "prefill_rel_err" in c:
                 log(f"[{kind}] {name}: logits relative error prefill {c['prefill_rel_err']:.2e}, "
                     f"{check['steps']} decode steps {c['decode_rel_err']:.2e}")
         log(f"[{kind}] prefill and batch-1 decode latency")
         latency = measure_prefill_and_latency(model, s, device, log, bandwidth=bandwidth)
         log(f"[{kind}] throughput over batch sizes")
         throughput = measure_throughput(model, s, device, log, bandwidth=bandwidth)
-        cache_bytes = model.make_cache(2, 16, 1, device="meta").nbytes_per_sequence(s.prompt + s.generate)
-        results["models"][kind] = {"parameters": params, "fast_vs_reference": check, "latency": latency,
+        cache_bytes = model.make_cache(2, 16, 1, device="meta", kv_cache_dtype=s.kv_cache_dtype).nbytes_per_sequence(
+            s.prompt + s.generate)
+        results["models"][kind] = {"mode": mode_name(dtype, s.quantize, s.kv_cache_dtype), "parameters": params,
+                                   "fast_vs_reference": check, "latency": latency,
                                    "throughput": throughput, "cache_bytes_per_seq": cache_bytes}
         # The next model starts from a clean slate: no compiled graphs (and what they hold) left over.
         del model
@@ -403,7 +443,7 @@ def table(results: dict[str, Any]) -> str:
              f"{results['copy_bandwidth_bytes_per_s'] / 1e12:.3f} TB/s"]
     models = results["models"]
     for kind, r in models.items():
-        lines.append(f"== {kind}: {r['parameters'] / 1e6:,.1f}M parameters, cache "
+        lines.append(f"== {kind} ({r.get('mode', '?')}): {r['parameters'] / 1e6:,.1f}M parameters, cache "
                      f"{(r['cache_bytes_per_seq'] or 0) / 2**20:.1f} MiB per sequence at "
                      f"{results['settings']['prompt'] + results['settings']['generate']} tokens")
         lines.append(f"{'length':>8} {'prefill s':>10} {'decode ms':>10} {'floor ms':>9} {'ratio':>6}")

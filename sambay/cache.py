@@ -18,6 +18,10 @@ table, positions, pool slots to write). :class:`SequenceCache` is the simple use
 B sequences of equal length, each in its own run of blocks (``model.allocate_cache``); the
 engine (``sambay/engine/``) builds CacheBatches itself, with a block table per request.
 Block 0 of every pool is scratch: padding rows of a captured decode step write there.
+
+``kv_cache_dtype="fp8"`` stores the paged K/V (what grows with length) in float8 e4m3 with one
+float32 scale per (token, head), quantized as it is written (prefill and decode alike, so a
+recomputed request reads what it first wrote); constant-size state stays in the model's dtype.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ from layers.attention import gather_pages, paged_store
 from .config import FULL, MAMBA, SLIDING, Phi4MiniConfig, SambaYConfig
 
 SCRATCH_BLOCK = 0
+KV_CACHE_DTYPES = ("auto", "fp8")  # auto: the model's dtype; fp8: float8 e4m3, one scale per (token, head)
+
+
+def kv_pool_dtype(kv_cache_dtype: str | None, dtype: torch.dtype) -> torch.dtype:
+    """The K/V pools' element type for ``kv_cache_dtype`` (None or "auto": the model's ``dtype``)."""
+    if kv_cache_dtype in (None, "auto"):
+        return dtype
+    if kv_cache_dtype == "fp8":
+        return torch.float8_e4m3fn
+    raise ValueError(f"unknown kv_cache_dtype {kv_cache_dtype!r}; choose from {KV_CACHE_DTYPES}")
 
 
 @dataclass
@@ -64,14 +78,36 @@ class CacheBatch:
 class PagedCache:
     """Block pools and per-slot buffers of one model; sizes for the memory accounting."""
 
-    def __init__(self, num_blocks: int, block_size: int, num_slots: int, device: torch.device | str | None) -> None:
+    def __init__(self, num_blocks: int, block_size: int, num_slots: int, device: torch.device | str | None,
+                 dtype: torch.dtype, kv_cache_dtype: str | None) -> None:
         if num_blocks < 2 or block_size < 1 or num_slots < 1:
             raise ValueError(f"a cache needs num_blocks >= 2 (block 0 is scratch), block_size >= 1 and num_slots "
                              f">= 1, got {num_blocks}, {block_size}, {num_slots}")
         self.num_blocks, self.block_size, self.num_slots = num_blocks, block_size, num_slots
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        self.kv_dtype = kv_pool_dtype(kv_cache_dtype, dtype)
         self.k_pool: dict[int, torch.Tensor] = {}
         self.v_pool: dict[int, torch.Tensor] = {}
+        self.k_scale: dict[int, torch.Tensor] = {}  # fp8 pools only: (num_blocks, block_size, G) float32
+        self.v_scale: dict[int, torch.Tensor] = {}
+
+    @property
+    def fp8(self) -> bool:
+        return self.kv_dtype == torch.float8_e4m3fn
+
+    def _add_pool(self, layer_idx: int, G: int, D: int) -> None:
+        shape = (self.num_blocks, self.block_size, G, D)
+        self.k_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
+        self.v_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
+        if self.fp8:
+            self.k_scale[layer_idx] = torch.ones(shape[:3], device=self.device)
+            self.v_scale[layer_idx] = torch.ones(shape[:3], device=self.device)
+
+    def pools(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """A paged layer's K pool, V pool and their scales (None unless fp8)."""
+        return (self.k_pool[layer_idx], self.v_pool[layer_idx], self.k_scale.get(layer_idx),
+                self.v_scale.get(layer_idx))
 
     def slot_state(self) -> list[torch.Tensor]:
         """The per-slot buffers (first dimension: slot)."""
@@ -86,16 +122,19 @@ class PagedCache:
         """K and V of positions 0..end-1 of every row, in order: (B, end, G, D) each."""
         n = -(-end // self.block_size)
         table = batch.block_table[:, :n]
-        return (gather_pages(self.k_pool[layer_idx], table)[:, :end],
-                gather_pages(self.v_pool[layer_idx], table)[:, :end])
+        k_pool, v_pool, k_scale, v_scale = self.pools(layer_idx)
+        k, v = gather_pages(k_pool, table, None, k_scale)[:, :end], gather_pages(v_pool, table, None, v_scale)[:, :end]
+        return k.to(self.dtype), v.to(self.dtype)
 
     def store(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, batch: CacheBatch) -> None:
-        paged_store(k, v, self.k_pool[layer_idx], self.v_pool[layer_idx], batch.write_slots)
+        k_pool, v_pool, k_scale, v_scale = self.pools(layer_idx)
+        paged_store(k, v, k_pool, v_pool, batch.write_slots, k_scale, v_scale)
 
     # ----- sizes
     def kv_bytes_per_token(self) -> int:
-        """Bytes of K and V, all paged layers, one token of one sequence."""
-        return sum(2 * t[0, 0].numel() * t.element_size() for t in self.k_pool.values())
+        """Bytes of K and V (and their fp8 scales), all paged layers, one token of one sequence."""
+        pools = [*self.k_pool.values(), *self.v_pool.values(), *self.k_scale.values(), *self.v_scale.values()]
+        return sum(t[0, 0].numel() * t.element_size() for t in pools)
 
     def block_bytes(self) -> int:
         return self.block_size * self.kv_bytes_per_token()
@@ -117,8 +156,9 @@ class SambaYCache(PagedCache):
     """
 
     def __init__(self, config: SambaYConfig, num_blocks: int, block_size: int, num_slots: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__(num_blocks, block_size, num_slots, device)
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                 kv_cache_dtype: str | None = None) -> None:
+        super().__init__(num_blocks, block_size, num_slots, device, dtype, kv_cache_dtype)
         S, E, N, K = num_slots, config.d_inner, config.mamba_d_state, config.mamba_d_conv
         G, D, W = config.num_key_value_heads, config.head_dim, config.window
         kinds = config.layer_types
@@ -134,8 +174,7 @@ class SambaYCache(PagedCache):
         self.ring_k = {i: torch.zeros(S, W, G, D, device=dev, dtype=dtype) for i in sliding}
         self.ring_v = {i: torch.zeros(S, W, G, D, device=dev, dtype=dtype) for i in sliding}
         self._ring_slots = torch.arange(W, device=dev)
-        self.k_pool[config.kv_layer] = torch.zeros(num_blocks, block_size, G, D, device=dev, dtype=dtype)
-        self.v_pool[config.kv_layer] = torch.zeros_like(self.k_pool[config.kv_layer])
+        self._add_pool(config.kv_layer, G, D)
 
     def slot_state(self) -> list[torch.Tensor]:
         return [*self.conv_state.values(), *self.ssm_state.values(), *self.ring_k.values(), *self.ring_v.values()]
@@ -179,8 +218,9 @@ class SambaYCache(PagedCache):
         self.store(self.kv_layer, k, v, batch)
         return (*self.gather(self.kv_layer, batch, batch.start + k.shape[1]), None)
 
-    def shared_pools(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k_pool[self.kv_layer], self.v_pool[self.kv_layer]
+    def shared_pools(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The shared K/V pools and their scales (None unless fp8)."""
+        return self.pools(self.kv_layer)
 
     def ring_bytes_per_sequence(self) -> int:
         return sum(t[0].numel() * t.element_size() for t in (*self.ring_k.values(), *self.ring_v.values()))
@@ -194,12 +234,11 @@ class DenseCache(PagedCache):
     """K/V block pools of every layer of the dense :class:`~sambay.phi4mini.Phi4MiniForCausalLM`."""
 
     def __init__(self, config: Phi4MiniConfig, num_blocks: int, block_size: int, num_slots: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__(num_blocks, block_size, num_slots, device)
-        shape = (num_blocks, block_size, config.num_key_value_heads, config.head_size)
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                 kv_cache_dtype: str | None = None) -> None:
+        super().__init__(num_blocks, block_size, num_slots, device, dtype, kv_cache_dtype)
         for i in range(config.num_hidden_layers):
-            self.k_pool[i] = torch.zeros(shape, device=self.device, dtype=dtype)
-            self.v_pool[i] = torch.zeros(shape, device=self.device, dtype=dtype)
+            self._add_pool(i, config.num_key_value_heads, config.head_size)
 
     def kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
            batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor]:

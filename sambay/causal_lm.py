@@ -112,18 +112,21 @@ class CausalLM(nn.Module):
             start, pad_mask, positions = resolve_padding(attention_mask, B, T, input_ids.device)
             return CausalLMOutput(self._forward_full(input_ids, positions, start, pad_mask, logits_to_keep), None)
 
-    def allocate_cache(self, batch_size: int, max_seq_len: int, block_size: int = 16) -> SequenceCache:
+    def allocate_cache(self, batch_size: int, max_seq_len: int, block_size: int = 16,
+                       kv_cache_dtype: str | None = None) -> SequenceCache:
         """A cache for ``batch_size`` sequences of up to ``max_seq_len`` tokens (the simple cached path)."""
         if batch_size < 1 or max_seq_len < 1:
             raise ValueError(f"batch_size and max_seq_len must be >= 1, got {batch_size}, {max_seq_len}")
         blocks = 1 + batch_size * -(-max_seq_len // block_size)
-        return SequenceCache(self.make_cache(blocks, block_size, batch_size), batch_size, max_seq_len,
-                             self.uses_long_rope(max_seq_len))
+        return SequenceCache(self.make_cache(blocks, block_size, batch_size, kv_cache_dtype=kv_cache_dtype),
+                             batch_size, max_seq_len, self.uses_long_rope(max_seq_len))
 
-    def make_cache(self, num_blocks: int, block_size: int, num_slots: int,
-                   device: torch.device | str | None = None) -> PagedCache:
+    def make_cache(self, num_blocks: int, block_size: int, num_slots: int, device: torch.device | str | None = None,
+                   kv_cache_dtype: str | None = None) -> PagedCache:
         """Block pools of ``num_blocks`` blocks of ``block_size`` tokens and ``num_slots`` per-slot
-        states, on ``device`` (default: the model's; "meta" for sizes only)."""
+        states, on ``device`` (default: the model's; "meta" for sizes only); ``kv_cache_dtype``
+        "fp8" stores the paged K/V in float8 e4m3 with per-(token, head) scales (None / "auto": the
+        model's dtype)."""
         raise NotImplementedError
 
     def uses_long_rope(self, length: int) -> bool:

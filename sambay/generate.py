@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .cache import kv_pool_dtype
 from .engine.block_manager import BlockManager
 from .engine.runner import ModelRunner
 from .engine.sampling import SamplingParams, sample, uniform
@@ -89,11 +90,19 @@ class EngineStats:
     prefill_tokens: int = 0
     preemptions: int = 0
     steps: int = 0
+    seconds: float = 0.0  # wall time inside step()
+    wait_seconds: float = 0.0  # of which waiting for the device's results (the one device-to-host copy)
 
     @property
     def mean_batch(self) -> float:
         """Mean running batch of the decode steps."""
         return self.decode_rows / self.decode_steps if self.decode_steps else 0.0
+
+    @property
+    def host_share(self) -> float | None:
+        """Share of step time the host spent not waiting for the device (scheduling, inputs, sampling
+        parameters, launches, bookkeeping): on a GPU, about the time the device sat idle."""
+        return 1 - self.wait_seconds / self.seconds if self.seconds > 0 else None
 
 
 class Engine:
@@ -111,6 +120,9 @@ class Engine:
         policy: ``"continuous"`` (admit as memory allows) or ``"static"`` (admit only into an empty
             batch: the baseline).
         keep_logits: every step also keeps its logits (``runner.last_logits``), for checks.
+        kv_cache_dtype: ``"fp8"`` stores the paged K/V in float8 e4m3 with a scale per (token,
+            head): about half the bytes per token, so about twice the tokens in the same memory and
+            half the cache a decode step reads (``"auto"`` / None: the model's dtype).
         graph_sizes: the batch sizes graphs are captured for (default: the ladder 1, 2, 4, 8, 16,
             32, ... up to ``max_batch_size``, which they must include).
 
@@ -127,7 +139,8 @@ class Engine:
     def __init__(self, model: nn.Module, *, max_batch_size: int | None = None, num_blocks: int | None = None,
                  memory_fraction: float = 0.9, block_size: int = 16, cuda_graphs: bool | None = None,
                  compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous",
-                 keep_logits: bool = False, graph_sizes: Seq[int] | None = None) -> None:
+                 keep_logits: bool = False, graph_sizes: Seq[int] | None = None,
+                 kv_cache_dtype: str | None = None) -> None:
         self.model = model.eval()
         self.device = model.device
         cuda = self.device.type == "cuda"
@@ -145,12 +158,15 @@ class Engine:
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         self.block_size, self.prefill_chunk, self.policy = block_size, prefill_chunk, policy
+        kv_pool_dtype(kv_cache_dtype, model.dtype)  # an unknown name fails before any memory is taken
+        self.kv_cache_dtype = kv_cache_dtype or "auto"
         if num_blocks is None:
             num_blocks = self._blocks_from_memory(memory_fraction) if cuda else \
                 1 + self.max_batch_size * -(-self.max_context // block_size)
         if num_blocks < 2:
             raise ValueError(f"num_blocks must be >= 2 (block 0 is scratch), got {num_blocks}")
-        cache = model.make_cache(num_blocks, block_size, self.max_batch_size + 1)  # + the prefill slot
+        cache = model.make_cache(num_blocks, block_size, self.max_batch_size + 1,  # + the prefill slot
+                                 kv_cache_dtype=self.kv_cache_dtype)
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy)
         self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
@@ -184,7 +200,7 @@ class Engine:
     def _blocks_from_memory(self, fraction: float) -> int:
         """Blocks that ``fraction`` of the free GPU memory holds, after the per-slot state and an
         allowance for activations (a prefill chunk's, and the sampler's (batch, vocab) buffers)."""
-        probe = self.model.make_cache(2, self.block_size, 1, device="meta")
+        probe = self.model.make_cache(2, self.block_size, 1, device="meta", kv_cache_dtype=self.kv_cache_dtype)
         free, _ = torch.cuda.mem_get_info(self.device)
         # memory PyTorch holds in its cache but no tensor uses (e.g. a released engine's pool) is free too
         free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
@@ -249,6 +265,7 @@ class Engine:
     def step(self) -> list[StepOutput]:
         """One scheduler iteration: aborts, admission, a prefill chunk, one decode step of the
         running set, then the new tokens (one device-to-host copy) and who finished."""
+        t0 = time.perf_counter()
         with self._lock:
             incoming, self._incoming = self._incoming, []
             aborts, self._aborts = self._aborts, set()
@@ -281,7 +298,9 @@ class Engine:
             self.stats.prefill_tokens += plan.prefill_end - prefill.num_cached
             if out is not None:
                 results.append(out)
+        t_wait = time.perf_counter()
         rows = torch.cat(results).tolist() if results else []  # the step's one device-to-host copy
+        self.stats.wait_seconds += time.perf_counter() - t_wait
         sampled = plan.decode + ([prefill] if plan.prefill_samples else [])
         if prefill is not None and not plan.prefill_samples:
             self.scheduler.prefilled(prefill, plan.prefill_end)
@@ -309,6 +328,7 @@ class Engine:
             if seq is prefill:
                 self.scheduler.join(seq)
             outputs.append(StepOutput(seq.request_id, [token], False))
+        self.stats.seconds += time.perf_counter() - t0
         return outputs
 
     # ----- benchmarks

@@ -85,7 +85,9 @@ class SambaYDecoderLayer(nn.Module):
         if ctx.decode and self.kind in (FULL, CROSS):  # one query per row over the paged shared K/V
             if self.kind == FULL:
                 cache.store(self.layer_idx, k, v, batch)
-            return self.attn.attend_paged(q, *cache.shared_pools(), batch.block_table, ctx.positions, residual=x)
+            k_pool, v_pool, k_scale, v_scale = cache.shared_pools()
+            return self.attn.attend_paged(q, k_pool, v_pool, batch.block_table, ctx.positions, residual=x,
+                                          k_scale=k_scale, v_scale=v_scale)
         q_pos = ctx.positions[:, None] if ctx.decode else ctx.positions
         if self.kind == CROSS:
             k, v, k_pos = ctx.shared_kv
@@ -153,9 +155,10 @@ class SambaYForCausalLM(CausalLM):
             for proj in (layer.attn.out_proj, layer.mlp.fc2):
                 nn.init.normal_(proj.weight, std=std / (2 * len(self.model.layers)) ** 0.5)
 
-    def make_cache(self, num_blocks: int, block_size: int, num_slots: int,
-                   device: torch.device | str | None = None) -> SambaYCache:
-        return SambaYCache(self.config, num_blocks, block_size, num_slots, device or self.device, self.dtype)
+    def make_cache(self, num_blocks: int, block_size: int, num_slots: int, device: torch.device | str | None = None,
+                   kv_cache_dtype: str | None = None) -> SambaYCache:
+        return SambaYCache(self.config, num_blocks, block_size, num_slots, device or self.device, self.dtype,
+                           kv_cache_dtype)
 
     def _forward_full(self, input_ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor | None,
                       pad_mask: torch.Tensor | None, logits_to_keep: int | None) -> torch.Tensor:

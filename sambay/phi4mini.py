@@ -51,8 +51,10 @@ class Phi3Attention(nn.Module):
         q, k, v = q.view(B, T, H, D), k.view(B, T, G, D), v.view(B, T, G, D)
         i = self.layer_idx
         if batch is not None and batch.decode:
-            q = rotary_store(q, k, v, cos, sin, cache.k_pool[i], cache.v_pool[i], batch.write_slots)
-            out = attention.paged_attend(q, cache.k_pool[i], cache.v_pool[i], batch.block_table, positions, self.window)
+            k_pool, v_pool, k_scale, v_scale = cache.pools(i)
+            q = rotary_store(q, k, v, cos, sin, k_pool, v_pool, batch.write_slots, k_scale, v_scale)
+            out = attention.paged_attend(q, k_pool, v_pool, batch.block_table, positions, self.window,
+                                         k_scale=k_scale, v_scale=v_scale)
         else:
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             if cache is not None:
@@ -119,9 +121,10 @@ class Phi4MiniForCausalLM(CausalLM):
         """Build the RoPE tables on the weights' device (after loading into a meta-built model)."""
         self.model.rotary_emb.init_buffers(self.device)
 
-    def make_cache(self, num_blocks: int, block_size: int, num_slots: int,
-                   device: torch.device | str | None = None) -> DenseCache:
-        return DenseCache(self.config, num_blocks, block_size, num_slots, device or self.device, self.dtype)
+    def make_cache(self, num_blocks: int, block_size: int, num_slots: int, device: torch.device | str | None = None,
+                   kv_cache_dtype: str | None = None) -> DenseCache:
+        return DenseCache(self.config, num_blocks, block_size, num_slots, device or self.device, self.dtype,
+                          kv_cache_dtype)
 
     def uses_long_rope(self, length: int) -> bool:
         """LongRoPE's long factors iff ``length`` (a request's prompt + max_new_tokens, a full

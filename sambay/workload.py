@@ -55,6 +55,7 @@ class WorkloadSettings:
     num_blocks: int | None = None  # the pool, the same for both policies (default: from memory)
     steady_steps: int | None = None  # None: end to end; else the steady-state method for this many steps
     repeats: int = 1  # runs per policy, alternating static and continuous; the fastest of each is kept
+    kv_cache_dtype: str | None = None  # "fp8": the paged K/V in float8 e4m3 (see sambay.cache)
 
     @classmethod
     def tiny(cls, workload: str = "lognormal") -> "WorkloadSettings":
@@ -96,6 +97,7 @@ class _Meter:
         self.floor_seconds = 0.0
         self.decoded = 0
         self.peak_blocks = 0
+        self.max_running = 0
         self.saturated_tokens, self.saturated_seconds = 0, 0.0
         # step_bytes is affine: weights + rows * (per-row state + context * per-token K/V reads)
         cache = engine.cache
@@ -111,6 +113,7 @@ class _Meter:
         outs = self.engine.step()
         dt = time.perf_counter() - t
         new = sum(len(o.new_tokens) for o in outs)
+        self.max_running = max(self.max_running, len(running))
         if running:
             # bytes of this decode step at its occupancy and context mix
             ctx = sum(s.num_tokens for s in running)
@@ -124,7 +127,8 @@ class _Meter:
 
 
 def _engine(model: nn.Module, s: WorkloadSettings, policy: str) -> Engine:
-    return Engine(model, max_batch_size=s.max_batch_size, num_blocks=s.num_blocks, policy=policy)
+    return Engine(model, max_batch_size=s.max_batch_size, num_blocks=s.num_blocks, policy=policy,
+                  kv_cache_dtype=s.kv_cache_dtype)
 
 
 def _report(model: nn.Module, engine: Engine, meter: _Meter, s: WorkloadSettings, tokens: int, seconds: float,
@@ -138,6 +142,9 @@ def _report(model: nn.Module, engine: Engine, meter: _Meter, s: WorkloadSettings
         # this process's CPU seconds: on a CPU shared with other jobs, what the run itself cost
         "cpu_seconds": cpu_seconds, "tokens_per_cpu_s": tokens / cpu_seconds if cpu_seconds > 0 else None,
         "steps": steps, "mean_batch": engine.stats.mean_batch, "preemptions": engine.stats.preemptions,
+        # the host loop's share of step time (scheduling, inputs, bookkeeping; GPU idle meanwhile)
+        "host_share": engine.stats.host_share if device.type == "cuda" else None,
+        "max_running": meter.max_running,
         "prefill_tokens": engine.stats.prefill_tokens,
         "bytes_model_tokens_per_s": meter.decoded / meter.floor_seconds if meter.floor_seconds > 0 else None,
         "saturated_tokens_per_s": (meter.saturated_tokens / meter.saturated_seconds
@@ -249,16 +256,17 @@ def validate_steady_state(model: nn.Module, s: WorkloadSettings, bandwidth: floa
 def table(section: dict[str, Any]) -> str:
     """Plain-text rows of a ``workload`` section of results.json."""
     lines = [f"{'workload':>10} {'model':>7} {'policy':>11} {'tok/s':>9} {'bytes model':>12} {'mean batch':>11} "
-             f"{'preempt':>8} {'vs reserve':>11}"]
+             f"{'preempt':>8} {'vs reserve':>11} {'host':>6}"]
     for w, models in section.items():
         for kind, r in models.items():
             for policy in ("static", "continuous"):
                 x = r[policy]
                 bm = x["bytes_model_tokens_per_s"]
                 vs = x["concurrency_vs_reservation"]
+                host = x.get("host_share")
                 lines.append(f"{w:>10} {kind:>7} {policy:>11} {x['tokens_per_s']:>9.1f} "
                              f"{'-' if bm is None else f'{bm:.0f}':>12} {x['mean_batch']:>11.1f} {x['preemptions']:>8} "
-                             f"{'-' if vs is None else f'{vs:.2f}x':>11}")
+                             f"{'-' if vs is None else f'{vs:.2f}x':>11} {'-' if host is None else f'{host:.1%}':>6}")
             lines.append(f"{'':>10} {kind:>7} continuous / static: {r['continuous_vs_static']:.2f}x "
                          f"({r['continuous_vs_static_cpu_time']:.2f}x in process CPU time)")
         if {"sambay", "dense"} <= set(models):

@@ -27,13 +27,32 @@ def test_latency_harness_runs_tiny_on_cpu(tmp_path):
     assert re.search(r"^plots: \S+latency\.png, \S+throughput\.png$", out.stdout, re.M)
     assert set(results["models"]) == {"sambay", "dense"}
     for r in results["models"].values():
-        check = r["fast_vs_reference"]["torch.float32"]
+        check = r["fast_vs_reference"]["float32"]
         assert check["prefill_rel_err"] < 1e-5 and check["decode_rel_err"] < 1e-5  # CPU: both are the reference
         assert all("prefill_s" in row and row["decode_ms"] > 0 for row in r["latency"])
         assert [row["batch"] for row in r["throughput"]] == [1, 4, 16]
         assert all(row["tokens_per_s"] > 0 for row in r["throughput"])
     assert results["transformers_generate"]["speedup"] > 0
     assert "best throughput" in out.stdout
+
+
+@pytest.mark.parametrize("quantize, kv", [("fp8", None), (None, "fp8"), ("fp8", "fp8")])
+def test_fast_vs_reference_reports_each_fp8_mode_against_the_unquantized_reference(quantize, kv):
+    """Each fp8 mode: fast against the reference of the same numerics (on CPU both are the
+    reference: equal), and against the unquantized reference: a real but small error."""
+    import torch
+
+    from sambay import bench
+
+    s = bench.BenchSettings.tiny()
+    s.quantize, s.kv_cache_dtype, s.check_prompt = quantize, kv, 40  # past 32: LongRoPE alike in both
+    model = bench.build("dense", "tiny", "cpu", torch.float32)
+    check, quantized = bench.fast_vs_reference(model, s, steps=8)
+    mode = {("fp8", None): "fp8 weights", (None, "fp8"): "fp8 kv", ("fp8", "fp8"): "fp8 weights + kv"}[quantize, kv]
+    assert check[mode]["prefill_rel_err"] < 1e-5 and check[mode]["decode_rel_err"] < 1e-5
+    err = check["vs_bf16_reference"]
+    assert 1e-4 < err["prefill_rel_err"] < 0.1 and 1e-4 < err["decode_rel_err"] < 0.1
+    assert (quantized.lm_head.weight.dtype == torch.float8_e4m3fn) == (quantize == "fp8")
 
 
 def test_sambay_cache_is_at_most_a_twentieth_of_the_dense_one_at_34k():

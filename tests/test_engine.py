@@ -135,6 +135,54 @@ def test_tokens_alone_static_continuous_and_preempted_are_identical(kind, temper
     assert static.stats.mean_batch <= 2 and continuous.stats.mean_batch > static.stats.mean_batch
 
 
+# ----------------------------------------------------------------------------- fp8 K/V cache
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fp8_kv_cache_halves_the_bytes_and_stays_near_the_full_precision_logits(kind):
+    """kv_cache_dtype="fp8": e4m3 pools with a float32 scale per (token, head), one byte per value
+    plus four per head vector (about half of bf16's bytes per token); the logits
+    of a prefill and 30 decode steps stay within e4m3's precision of the full-precision ones and
+    are not equal to them (the pools really are fp8)."""
+    model = tiny(kind)
+    ids = torch.tensor(prompts(model, [80]))
+    auto, fp8 = model.allocate_cache(1, 100), model.allocate_cache(1, 100, kv_cache_dtype="fp8")
+    assert all(p.dtype == torch.float8_e4m3fn for p in fp8.cache.k_pool.values())
+    G, D = next(iter(auto.cache.k_pool.values())).shape[2:]
+    layers = len(auto.cache.k_pool)
+    assert auto.cache.kv_bytes_per_token() == layers * 2 * G * D * 4  # fp32 model
+    assert fp8.cache.kv_bytes_per_token() == layers * 2 * G * (D + 4)
+    with torch.no_grad():
+        full = model(ids).logits
+        got = []
+        for cache in (auto, fp8):
+            out = [model(ids[:, :50], cache=cache).logits]
+            out += [model(ids[:, t:t + 1], cache=cache).logits for t in range(50, 80)]
+            got.append(torch.cat(out, 1))
+    err = lambda a: float((a - full).norm() / full.norm())  # noqa: E731
+    assert err(got[0]) < 1e-5
+    assert 1e-4 < err(got[1]) < (2e-2 if kind == "sambay" else 8e-2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fp8_kv_cache_tokens_alone_continuous_and_preempted_are_identical(kind):
+    """fp8 K/V is quantized as it is written, in prefill and decode alike: a request's tokens are
+    the same alone, beside others with chunked prefill, and after preemption and recomputation."""
+    model = tiny(kind)
+    lengths, budgets = [3, 11, 6, 19], [30, 9, 24, 14]
+    reqs = [Request(p, SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=m, seed=3 + i))
+            for i, (p, m) in enumerate(zip(prompts(model, lengths), budgets))]
+    alone = [Engine(model, max_batch_size=1, kv_cache_dtype="fp8").generate([r])[0].tokens for r in reqs]
+    continuous = Engine(model, max_batch_size=3, prefill_chunk=4, kv_cache_dtype="fp8")
+    tight = Engine(model, max_batch_size=4, num_blocks=13, block_size=4, kv_cache_dtype="fp8")
+    for engine in (continuous, tight):
+        assert [g.tokens for g in engine.generate(reqs)] == alone
+        assert engine.free_blocks == engine.num_blocks - 1
+    assert tight.stats.preemptions > 0
+    with pytest.raises(ValueError, match="kv_cache_dtype 'int4'"):
+        Engine(model, kv_cache_dtype="int4")
+
+
 def test_static_policy_admits_only_into_an_empty_batch():
     model = tiny("sambay")
     engine = Engine(model, max_batch_size=2, policy="static")

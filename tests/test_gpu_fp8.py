@@ -188,6 +188,56 @@ def test_fp8_fp32_greedy_tokens_identical_with_cuda_graphs(which):
             assert f.tokens == r.tokens
 
 
+def small_bf16_models(dtype: torch.dtype) -> list:
+    """The shapes of :func:`small_models`, weights left in ``dtype``."""
+    sambay = SambaYConfig.tiny(hidden_size=256, intermediate_size=512, num_attention_heads=8,
+                               num_key_value_heads=4, sliding_window=64, vocab_size=1000, mamba_d_state=16)
+    out = []
+    for cls, cfg in ((SambaYForCausalLM, sambay), (Phi4MiniForCausalLM, Phi4MiniConfig.tiny(vocab_size=1000))):
+        torch.manual_seed(0)
+        out.append(cls(cfg).to(CUDA, dtype).eval())
+    return out
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
+def test_fp8_kv_cache_fast_matches_reference_after_prefill_and_64_steps(which):
+    """fp8 K/V (the Triton RoPE + quantized store and paged attention on e4m3 pools) against the
+    reference store and attention on the same fp8 pools: bf16 logits of a 200-token prefill
+    (crossing blocks) and 64 decode steps of 2 rows within 1e-2."""
+    seed = fresh_seed()
+    model = small_bf16_models(torch.bfloat16)[which]
+    ids = torch.randint(0, 1000, (2, 200 + 64), device=CUDA)
+
+    def run():
+        cache = model.allocate_cache(2, ids.shape[1], kv_cache_dtype="fp8")
+        with torch.no_grad():
+            logits = [model(ids[:, :200], cache=cache).logits]
+            logits += [model(ids[:, t:t + 1], cache=cache).logits for t in range(200, ids.shape[1])]
+        return torch.cat(logits, 1)
+
+    with backends.use(attention="ref", mamba="ref", linear="torch"):
+        ref = run()
+    fast = run()
+    assert rel(fast[:, :200], ref[:, :200]) < 1e-2, seed
+    assert rel(fast[:, 200:], ref[:, 200:]) < 1e-2, seed
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
+def test_fp8_kv_cache_fp32_greedy_tokens_identical_with_cuda_graphs(which):
+    """fp8 K/V in an fp32 model: the graphed engine picks the reference engine's tokens, alone and
+    in a batch."""
+    fresh_seed()
+    model = small_bf16_models(torch.float32)[which]
+    prompts = [torch.randint(0, 1000, (n,)).tolist() for n in (90, 33)]
+    for batch in ([prompts[0]], prompts):
+        reqs = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=96)) for p in batch]
+        fast = Engine(model, kv_cache_dtype="fp8", max_batch_size=8).generate(reqs)
+        with backends.use(attention="ref", mamba="ref", linear="torch"):
+            ref = Engine(model, cuda_graphs=False, kv_cache_dtype="fp8", max_batch_size=8).generate(reqs)
+        for f, r in zip(fast, ref):
+            assert f.tokens == r.tokens
+
+
 def test_quantize_model_needs_far_less_than_the_model_twice():
     """Quantizing a bf16 model of about 1.2 GB on the GPU, layer by layer, grows memory by at most
     one layer's fp8 weight and fp32 temporaries (chunked), far less than the model."""
