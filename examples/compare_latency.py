@@ -139,6 +139,8 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true",
                     help="no torch.compile of the batch-1 decode step (CUDA graphs only)")
     ap.add_argument("--check-prompt", type=int, help="prompt length of the fast-vs-reference check (default 512)")
+    ap.add_argument("--no-check", action="store_true", help="skip the fast-vs-reference check")
+    ap.add_argument("--throughput-points", type=int, help="context points of each throughput run (default 5)")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers generate comparison")
     ap.add_argument("--workload", help="run the workload benchmark instead: comma list of " + ",".join(wl.WORKLOADS))
     ap.add_argument("--requests", type=int, help="workload: number of requests")
@@ -160,7 +162,8 @@ def main() -> None:
         s.compile = False
     if args.check_prompt is not None:
         s.check_prompt = args.check_prompt
-    for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps"):
+    s.check = not args.no_check
+    for name in ("prompt_lengths", "contexts", "batch_sizes", "prompt", "generate", "decode_steps", "throughput_points"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
     out = Path(args.out)

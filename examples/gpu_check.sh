@@ -1,47 +1,89 @@
 #!/usr/bin/env bash
 # One device call of checks and timings on the GPU machine. Installs the wheels carried in .gpu/
-# (mamba-ssm, causal-conv1d, math-verify and its two pure-Python needs; see ../shared/GPU.md),
-# then runs the stages named in STAGES (each bounded by its own time limit, so a slow stage
-# still leaves the others' results under $OUT):
+# (mamba-ssm, causal-conv1d, math-verify and its needs, the server's FastAPI / uvicorn / openai stack;
+# see ../shared/GPU.md) and uses .gpu/o200k_base.tiktoken (the Phi-4 tokenizer, built offline), then
+# runs the stages named in STAGES, each bounded by its own time limit (a slow stage still leaves the
+# others' results under $OUT):
 #   tests     pytest -m gpu over every GPU test file (about 5 minutes on the H200)
 #   quick     the GPU tests of the paged kernels, the engine and fp8 only (about 2 minutes)
-#   latency   batch-1 decode latency of both models at 2K and 32K, bf16 then fp8 weights
-#   workload  the continuous-batching workload benchmark, steady state (both models)
+#   latency   batch-1 decode latency of both models at 2K and 32K: bf16, fp8 weights, fp8 weights + K/V
+#   capacity-dense, capacity-sambay
+#             the largest batch of the 2K + 32K throughput run, bf16 K/V then fp8 K/V
+#   workload  the continuous-batching workload benchmark, steady state, fixed / uniform / lognormal
+#   memory    lognormal in a pool of 16 max-length requests (560K tokens), both models
+#   serve     through the server vs the engine alone, concurrency 1, 16, 256, both models
+#   eval      sambay eval of 64 problems x k=8 (examples/eval_gpu.sh)
+#   quality   examples/fp8_quality.py on the GPU (built-in model, 500 held-out problems)
 #
-#   STAGES="quick latency" bash examples/gpu_check.sh          # results under $OUT (or ./gpu_out)
+#   STAGES="quick latency" bash examples/gpu_check.sh   # logs and JSON in $OUT/gpu_results.tgz (or ./gpu_out)
+#
+# Everything is written under a work folder first and packed into one archive at the end (the
+# device tool returns only a few files); checkpoints written by the eval stage are left out.
 set -uo pipefail
-OUT=${OUT:-gpu_out}
+RESULTS=${OUT:-gpu_out}
+OUT=${WORK:-/tmp/gpu_work}
 STAGES=${STAGES:-tests latency}
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$RESULTS"
+pack() { tar czf "$RESULTS/gpu_results.tgz" -C "$OUT" --exclude='*.safetensors' --exclude='model' . ; }
+trap pack EXIT
 if ls .gpu/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>&1 | grep -v WARNING
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/*.whl 2>&1 | grep -v WARNING
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD
 fi
-export PYTHONUNBUFFERED=1 SAMBAY_GEMV_CACHE=off
+export PYTHONUNBUFFERED=1 SAMBAY_GEMV_CACHE=${SAMBAY_GEMV_CACHE:-off} SAMBAY_O200K_BPE=$PWD/.gpu/o200k_base.tiktoken
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+bench() {  # bench SECONDS NAME ARGS...: one compare_latency run, its log under $OUT/NAME.txt
+  local limit=$1 name=$2; shift 2
+  timeout "$limit" python3 examples/compare_latency.py --out "$OUT/$name" --no-hf --no-plot --no-compile "$@" \
+    > "$OUT/$name.txt" 2>&1 || echo "[$name: exit $?]"
+  grep -vE "^    \{|^(attention|paged|linear|rope|mamba|mlp|gmu)" "$OUT/$name.txt" | tail -${TAIL:-12}
+}
 for stage in $STAGES; do
+  echo "=== $stage ($(date +%T))"
   case "$stage" in
-    tests) timeout 420 python3 -m pytest -q -rs -m gpu tests/ -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
+    tests) timeout ${TESTS_LIMIT:-330} python3 -m pytest -q -rs -m gpu tests/ -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
            tail -3 "$OUT/pytest_gpu.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.txt" | head -20 ;;
     quick) timeout 240 python3 -m pytest -q -rs -m gpu tests/test_paged_kernels.py tests/test_engine.py \
              tests/test_gpu_fp8.py tests/test_gpu.py -k "rotary or dense or engine or ladder or paged or fp8" \
              -p no:cacheprovider > "$OUT/pytest_quick.txt" 2>&1
            tail -3 "$OUT/pytest_quick.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_quick.txt" | head -20 ;;
     latency)
-      for q in none fp8; do
-        extra=(); [ "$q" = fp8 ] && extra=(--quantize fp8)
-        timeout 200 python3 examples/compare_latency.py --out "$OUT/latency_$q" --models dense,sambay \
-          --contexts 2048,32768 --prompt-lengths 2048 --batch-sizes 1 --decode-steps 16 --no-hf --no-plot \
-          "${extra[@]}" > "$OUT/latency_$q.txt" 2>&1
-        grep -v "^    {" "$OUT/latency_$q.txt" | tail -14
-      done ;;
+      common=(--models dense,sambay --contexts 2048,32768 --prompt-lengths 2048 --batch-sizes 1 --decode-steps 16)
+      TAIL=16 bench 110 latency_bf16 "${common[@]}"
+      TAIL=16 bench 110 latency_fp8w --quantize fp8 "${common[@]}"
+      TAIL=16 bench 110 latency_fp8wkv --quantize fp8 --kv-cache-dtype fp8 "${common[@]}" ;;
+    capacity-dense|capacity-sambay)  # bf16 K/V without the check (the latency stage has it), then fp8 K/V
+      common=(--contexts 2048,32768 --prompt-lengths 2048 --decode-steps 8 --throughput-points 3)
+      if [ "$stage" = capacity-dense ]; then
+        bench 80 capacity_dense_bf16 --models dense --batch-sizes 16,24,32 --no-check "${common[@]}"
+        bench 100 capacity_dense_fp8kv --models dense --batch-sizes 32,48,64 --kv-cache-dtype fp8 "${common[@]}"
+      else
+        bench 100 capacity_sambay_bf16 --models sambay --batch-sizes 512,768 --no-check "${common[@]}"
+        bench 120 capacity_sambay_fp8kv --models sambay --batch-sizes 1024,1536 --kv-cache-dtype fp8 "${common[@]}"
+      fi ;;
     workload)
-      timeout 300 python3 examples/compare_latency.py --out "$OUT/workload" --models dense,sambay \
-        --workload lognormal --requests 1024 --steady-steps 200 --max-batch-size 512 --no-plot \
-        > "$OUT/workload.txt" 2>&1
-      tail -25 "$OUT/workload.txt" ;;
-    *) echo "unknown stage '$stage' (tests, quick, latency, workload)" >&2; exit 2 ;;
+      for w in lognormal uniform fixed; do
+        TAIL=10 bench ${WORKLOAD_LIMIT:-100} workload_$w --models dense,sambay --workload $w --requests 1024 \
+          --steady-steps ${STEADY_STEPS:-120} --max-batch-size 512
+      done ;;
+    memory)
+      TAIL=8 bench 100 workload_memory --models dense,sambay --workload lognormal --requests 256 --steady-steps 100 \
+        --max-batch-size 256 --num-blocks 35001 ;;
+    serve)
+      for m in sambay dense; do
+        timeout 150 python3 examples/serve_vs_engine.py --model $m --shape official --max-tokens ${SERVE_TOKENS:-256} \
+          --concurrency 1,16,256 --out "$OUT/serve_$m" > "$OUT/serve_$m.txt" 2>&1 || echo "[serve $m: exit $?]"
+        tail -8 "$OUT/serve_$m.txt"
+      done ;;
+    eval)
+      OUT="$OUT/eval" MAX_NEW_TOKENS=${EVAL_TOKENS:-1024} timeout ${EVAL_LIMIT:-200} bash examples/eval_gpu.sh > "$OUT/eval.txt" 2>&1 || echo "[eval: exit $?]"
+      tail -25 "$OUT/eval.txt" ;;
+    quality)
+      timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
+        || echo "[quality: exit $?]"
+      tail -7 "$OUT/quality.txt" ;;
+    *) echo "unknown stage '$stage' (tests, quick, latency, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
   esac
 done

@@ -97,6 +97,7 @@ def main() -> None:
     problems = [p for p in default_test_set() if p.kind in kinds][:args.test_problems]
     batch = args.test_batch or (500 if device.type == "cuda" else 100)
     report = heldout_accuracy(shipped, shipped_tok, problems, max_new_tokens=cfg.eval_max_new_tokens, batch_size=batch)
+    report.pop("generations")
     log["final_eval"] = report
     log["total_seconds"] = round(time.perf_counter() - t0, 1)
     log["checkpoint_bytes"] = sum(f.stat().st_size for f in (out / "model").iterdir())

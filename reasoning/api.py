@@ -43,7 +43,8 @@ def load(path: str | os.PathLike[str] | None = None, *, device: torch.device | s
     CUDA when available, else CPU; ``dtype`` to the checkpoint's ``torch_dtype``; ``quantize="fp8"``
     stores every projection and the lm_head as float8 e4m3 with per-row scales computed at load
     (:func:`layers.linear.quantize_model`; about half the weight bytes a decode step reads).
-    ``engine_options`` (``cuda_graphs``, ``compile``, ``prefill_chunk``) go to
+    ``engine_options`` (``cuda_graphs``, ``compile``, ``prefill_chunk``, ``kv_cache_dtype="fp8"`` for
+    a float8 K/V cache) go to
     :class:`sambay.generate.Engine`.
 
     Raises:

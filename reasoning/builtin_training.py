@@ -157,13 +157,16 @@ def _raw(tokenizer: Tokenizer) -> tokenizers.Tokenizer:
 
 @torch.no_grad()
 def heldout_accuracy(model: nn.Module, tokenizer: Tokenizer, problems: Sequence[Problem], *,
-                     max_new_tokens: int = 320, batch_size: int = 256, keep_failures: int = 20) -> dict[str, Any]:
+                     max_new_tokens: int = 320, batch_size: int = 256, keep_failures: int = 20,
+                     kv_cache_dtype: str | None = None) -> dict[str, Any]:
     """Greedy exact match on curriculum problems: the ``\\boxed{}`` of the generation equals the
     problem's answer.
 
+    Returns the accuracy, per kind, a few failures and every generation's tokens (``generations``).
     Generation goes through :class:`~sambay.generate.Engine` (temperature 0, stopping at
     ``<|end|>`` / eos), prompts rendered with the tokenizer's chat template. Also counts
     ``trace_exact``: the whole completion equals the curriculum's worked solution.
+    ``kv_cache_dtype="fp8"``: the engine's K/V cache in float8 (see :mod:`sambay.cache`).
     """
     was_training = model.training
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
@@ -172,13 +175,15 @@ def heldout_accuracy(model: nn.Module, tokenizer: Tokenizer, problems: Sequence[
     # A pool just big enough for one batch, and no graph ladder: this runs inside training.
     rows = max(1, min(batch_size, len(problems)))
     per_row = -(-(max(map(len, prompts), default=1) + max_new_tokens) // 16)
-    engine = Engine(model, max_batch_size=rows, num_blocks=1 + rows * per_row, block_size=16, cuda_graphs=False)
-    correct, trace_exact, per_kind, failures = 0, 0, {}, []
+    engine = Engine(model, max_batch_size=rows, num_blocks=1 + rows * per_row, block_size=16, cuda_graphs=False,
+                    kv_cache_dtype=kv_cache_dtype)
+    correct, trace_exact, per_kind, failures, generations = 0, 0, {}, [], []
     t0 = time.perf_counter()
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
         requests = [Request(ids, params, stop_token_ids=stop) for ids in prompts[i:i + batch_size]]
         for p, g in zip(chunk, engine.generate(requests)):
+            generations.append(g.tokens)
             text = tokenizer.decode(g.tokens, skip_special=True)
             ok = extract_boxed(text) == p.answer
             correct += ok
@@ -191,7 +196,7 @@ def heldout_accuracy(model: nn.Module, tokenizer: Tokenizer, problems: Sequence[
     n = max(1, len(problems))
     return {"n": len(problems), "accuracy": correct / n, "trace_exact": trace_exact / n,
             "per_kind": {k: right / cnt for k, (right, cnt) in sorted(per_kind.items())},
-            "seconds": round(time.perf_counter() - t0, 2), "failures": failures}
+            "seconds": round(time.perf_counter() - t0, 2), "failures": failures, "generations": generations}
 
 
 def generation_config(tokenizer: Tokenizer, max_new_tokens: int = 512) -> dict[str, Any]:
@@ -236,6 +241,7 @@ def train_on_curriculum(
     def heldout(step: int) -> dict[str, Any]:
         result = heldout_accuracy(model, tokenizer, eval_set, max_new_tokens=cfg.eval_max_new_tokens)
         result.pop("failures")
+        result.pop("generations")
         kinds = " ".join(f"{k} {v:.0%}" for k, v in result["per_kind"].items())
         tqdm.write(f"step {step}: held-out greedy accuracy {result['accuracy']:.1%} ({kinds}), "
                    f"trace exact {result['trace_exact']:.1%}")

@@ -3,6 +3,7 @@
     sambay ask "What is 347 * 28?" [--model PATH] [--temperature 0.6] [--top-p 0.95] [--top-k 0]
                [--max-new-tokens N] [--seed 0] [--system TEXT] [--stop STR] [--reference ANSWER]
                [--stream/--no-stream] [--json] [--device cuda] [--dtype bfloat16]
+               [--quantize fp8] [--kv-cache-dtype fp8]
     sambay eval problems.jsonl --k 4 --out DIR [--limit N] [--progress] [model and sampling flags]
     torchrun --nproc-per-node G -m reasoning eval problems.jsonl --k 4 --out DIR   # data-parallel
     sambay serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-queue N]
@@ -31,11 +32,20 @@ class InputError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+def _add_fp8_args(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--quantize", choices=["fp8"],
+                   help="fp8: every projection and the lm_head in float8 e4m3 with per-row scales, computed at load")
+    g.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto",
+                   help="fp8: the growing K/V cache in float8 e4m3 with per-(token, head) scales (default auto: "
+                        "the model's dtype)")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", metavar="PATH", help="checkpoint folder (default: the built-in model)")
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
+    _add_fp8_args(g)
     s = p.add_argument_group("sampling (defaults: the model's generation_config.json, else the reasoning defaults)")
     s.add_argument("--temperature", type=float, help="0 is greedy (reasoning default 0.6)")
     s.add_argument("--top-p", type=float, help="nucleus mass in (0, 1] (reasoning default 0.95)")
@@ -90,6 +100,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu for the built-in model, else cuda "
                                      "when available)")
     sv.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
+    _add_fp8_args(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
@@ -127,7 +138,8 @@ def _load(args: argparse.Namespace):
 
     try:
         parse_dtype(args.dtype)
-        return api.load(args.model, device=args.device, dtype=args.dtype)
+        return api.load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                        kv_cache_dtype=args.kv_cache_dtype)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         raise InputError(str(e)) from None
 
@@ -233,7 +245,8 @@ def _serve(args: argparse.Namespace) -> int:
                if v is not None}
     try:
         parse_dtype(args.dtype)
-        engine = api.load(args.model, device=args.device, dtype=args.dtype, **options)
+        engine = api.load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                          kv_cache_dtype=args.kv_cache_dtype, **options)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         raise InputError(str(e)) from None
     name = args.served_model_name or ("sambay-builtin" if args.model is None else Path(args.model).resolve().name)

@@ -43,6 +43,14 @@ def test_cli_ask_on_the_default_model(capsys):
     assert "134" in out
 
 
+def test_cli_ask_with_fp8_weights_and_fp8_kv_cache(capsys):
+    """The CLI's fp8 flags reach the model and the engine: the built-in model, quantized both
+    ways, still answers."""
+    assert cli(["ask", "What is 56 + 78?", "--no-stream", "--device", "cpu", "--quantize", "fp8",
+                "--kv-cache-dtype", "fp8"]) in (0, None)
+    assert "answer: 134" in capsys.readouterr().out
+
+
 def test_stream_trace_shows_problems_the_model_was_trained_for(engine, monkeypatch, capsys):
     """examples/stream_trace.py by default: one held-out problem of each curriculum kind, each
     answered right by the built-in model, with the check against the reference printed."""
