@@ -45,6 +45,16 @@ for stage in $STAGES; do
   case "$stage" in
     tests) timeout ${TESTS_LIMIT:-330} python3 -m pytest -q -rs -m gpu tests/ -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
            tail -3 "$OUT/pytest_gpu.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.txt" | head -20 ;;
+    tests-rest)  # the GPU test files after test_gpu.py (when a first run stopped there)
+           timeout ${TESTS_LIMIT:-200} python3 -m pytest -q -rs -m gpu tests/test_gpu_fp8.py tests/test_paged_kernels.py \
+             tests/test_train_gpu.py -p no:cacheprovider > "$OUT/pytest_gpu_rest.txt" 2>&1
+           tail -3 "$OUT/pytest_gpu_rest.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu_rest.txt" | head -20 ;;
+    profile)
+      for m in sambay dense; do
+        timeout 90 python3 examples/profile_decode.py --out "$OUT/profile" --models $m --no-compile \
+          > "$OUT/profile_$m.txt" 2>&1 || echo "[profile $m: exit $?]"
+        grep -vE "^(attention|paged|linear|rope|mamba)" "$OUT/profile_$m.txt" | tail -8
+      done ;;
     quick) timeout 240 python3 -m pytest -q -rs -m gpu tests/test_paged_kernels.py tests/test_engine.py \
              tests/test_gpu_fp8.py tests/test_gpu.py -k "rotary or dense or engine or ladder or paged or fp8" \
              -p no:cacheprovider > "$OUT/pytest_quick.txt" 2>&1
@@ -55,7 +65,7 @@ for stage in $STAGES; do
       TAIL=16 bench 110 latency_fp8w --quantize fp8 "${common[@]}"
       TAIL=16 bench 110 latency_fp8wkv --quantize fp8 --kv-cache-dtype fp8 "${common[@]}" ;;
     capacity-dense|capacity-sambay)  # bf16 K/V without the check (the latency stage has it), then fp8 K/V
-      common=(--contexts 2048,32768 --prompt-lengths 2048 --decode-steps 8 --throughput-points 3)
+      common=(--contexts 2048,32768 --prompt-lengths 2048 --decode-steps 6 --throughput-points 2)
       if [ "$stage" = capacity-dense ]; then
         bench 80 capacity_dense_bf16 --models dense --batch-sizes 16,24,32 --no-check "${common[@]}"
         bench 100 capacity_dense_fp8kv --models dense --batch-sizes 32,48,64 --kv-cache-dtype fp8 "${common[@]}"
@@ -66,7 +76,7 @@ for stage in $STAGES; do
     workload)
       for w in lognormal uniform fixed; do
         TAIL=10 bench ${WORKLOAD_LIMIT:-100} workload_$w --models dense,sambay --workload $w --requests 1024 \
-          --steady-steps ${STEADY_STEPS:-120} --max-batch-size 512
+          --steady-steps ${STEADY_STEPS:-120} --max-batch-size ${WORKLOAD_BATCH:-256}
       done ;;
     memory)
       TAIL=8 bench 100 workload_memory --models dense,sambay --workload lognormal --requests 256 --steady-steps 100 \

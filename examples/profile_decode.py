@@ -45,13 +45,14 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=2048, help="tokens in the cache before the profiled step")
     ap.add_argument("--capacity", type=int, default=34816, help="tokens the K/V pool holds (the block table width)")
     ap.add_argument("--models", default="dense,sambay")
+    ap.add_argument("--no-compile", action="store_true", help="CUDA graphs only (no torch.compile of the step)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device("cuda")
     for kind in args.models.split(","):
         model = build(kind, "official", "cuda", torch.bfloat16)
-        engine = engine_for(model, 1, args.capacity, compile=True)
+        engine = engine_for(model, 1, args.capacity, compile=not args.no_compile)
         step = decode_step(engine, engine.place([args.context]))  # the cache placed at --context tokens
         step()
         median_ms = 1e3 * statistics.median(timed(step, dev, 50))
