@@ -18,6 +18,7 @@ and OUT/throughput.png, and prints a table. See sambay/bench.py for what each nu
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import time
@@ -105,6 +106,7 @@ def workload(args: argparse.Namespace, s: BenchSettings, out: Path) -> None:
                 print(f"    steady state vs end to end (saturated phase): {v['steady_vs_saturated_end_to_end']:.2f}x")
             del model
             torch._dynamo.reset()
+            gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     results.setdefault("workload", {}).update(section)

@@ -49,6 +49,9 @@ for stage in $STAGES; do
            timeout ${TESTS_LIMIT:-200} python3 -m pytest -q -rs -m gpu tests/test_gpu_fp8.py tests/test_paged_kernels.py \
              tests/test_train_gpu.py -p no:cacheprovider > "$OUT/pytest_gpu_rest.txt" 2>&1
            tail -3 "$OUT/pytest_gpu_rest.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu_rest.txt" | head -20 ;;
+    one)  # one test or file, stopping at the first failure: ONE="tests/test_x.py::test_y"
+           timeout ${TESTS_LIMIT:-120} python3 -m pytest -q -x --tb=short -m gpu $ONE -p no:cacheprovider \
+             > "$OUT/pytest_one.txt" 2>&1; tail -30 "$OUT/pytest_one.txt" ;;
     profile)
       for m in sambay dense; do
         timeout 90 python3 examples/profile_decode.py --out "$OUT/profile" --models $m --no-compile \
