@@ -90,7 +90,7 @@ class EngineStats:
     prefill_tokens: int = 0
     preemptions: int = 0
     steps: int = 0
-    seconds: float = 0.0  # wall time inside step()
+    seconds: float = 0.0  # wall time inside step(), over steps that only decode (no prefill chunk)
     wait_seconds: float = 0.0  # of which waiting for the device's results (the one device-to-host copy)
 
     @property
@@ -101,7 +101,8 @@ class EngineStats:
     @property
     def host_share(self) -> float | None:
         """Share of step time the host spent not waiting for the device (scheduling, inputs, sampling
-        parameters, launches, bookkeeping): on a GPU, about the time the device sat idle."""
+        parameters, launches, bookkeeping), over decode-only steps (a prefill chunk runs eagerly and
+        may synchronize inside): on a GPU, about the share of time the device sat idle."""
         return 1 - self.wait_seconds / self.seconds if self.seconds > 0 else None
 
 
@@ -300,7 +301,7 @@ class Engine:
                 results.append(out)
         t_wait = time.perf_counter()
         rows = torch.cat(results).tolist() if results else []  # the step's one device-to-host copy
-        self.stats.wait_seconds += time.perf_counter() - t_wait
+        waited = time.perf_counter() - t_wait
         sampled = plan.decode + ([prefill] if plan.prefill_samples else [])
         if prefill is not None and not plan.prefill_samples:
             self.scheduler.prefilled(prefill, plan.prefill_end)
@@ -328,7 +329,9 @@ class Engine:
             if seq is prefill:
                 self.scheduler.join(seq)
             outputs.append(StepOutput(seq.request_id, [token], False))
-        self.stats.seconds += time.perf_counter() - t0
+        if prefill is None and plan.decode:
+            self.stats.seconds += time.perf_counter() - t0
+            self.stats.wait_seconds += waited
         return outputs
 
     # ----- benchmarks

@@ -11,12 +11,17 @@ generation forced to the drawn length (no stop tokens: vLLM's ``ignore_eos``):
 Two ways to measure, per (model, policy):
 
 * **end to end** (:func:`run_end_to_end`): every request from its admission to its last token;
-* **steady state** (:func:`run_steady_state`), for jobs too long to run to completion: the running
-  set starts at the stationary mix of context lengths (each running request's length drawn
-  length-biased, its progress uniform in it: what a long-running continuous engine holds at a
-  random moment), placed without computing it (``Engine.place``), then real admissions and
-  completions run for ``steps`` steps. Validated against an end-to-end run at a small scale
+* **steady state**, for jobs too long to run to completion. Continuous (:func:`run_steady_state`):
+  the running set starts at the stationary mix of context lengths (each running request's length
+  drawn length-biased, its progress uniform in it: what a long-running continuous engine holds
+  at a random moment), placed without computing it (``Engine.place``), then real admissions and
+  completions run for ``steps`` steps; validated against an end-to-end run at a small scale
   (:func:`validate_steady_state`), whose saturated phase (while requests wait) it should match.
+  Static (:func:`run_static_life`): one static batch's whole life, simulated step by step (who
+  runs, pool-limited preemption), its step time timed at five moments from the full batch to
+  its last rows and fitted (affine in rows and K/V read), plus its prefill; checked against a
+  real static run on the CPU. A single moment of a static batch is no estimate of it: early
+  moments read little K/V with every row running, late ones run a few rows.
 
 Reported: tokens/s (generated tokens per wall second, prefill included), mean running batch,
 preemptions, peak memory, the bytes-model throughput at the measured occupancy and context mix
@@ -185,18 +190,12 @@ def run_end_to_end(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth
 
 @torch.no_grad()
 def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth: float) -> dict[str, Any]:
-    """The running set placed at the stationary mix (continuous) or as a fresh batch at a random
-    moment of its life (static: all started together, progress uniform in the longest), then
-    ``steady_steps`` real steps with admissions and completions."""
+    """Continuous: the running set placed at the stationary mix, then ``steady_steps`` real steps
+    with admissions and completions. Static: :func:`run_static_life` (a static batch's whole life)."""
+    if policy == "static":
+        return run_static_life(model, s, bandwidth)
     engine = _engine(model, s, policy)
-    rng = random.Random(s.seed + 1)
-    n = engine.max_batch_size
-    if policy == "continuous":
-        mix = stationary_mix(s, n, s.seed + 2)
-    else:
-        lengths = draw_lengths(s, n, s.seed + 2)
-        done = rng.randint(1, max(lengths) - 1)
-        mix = [(L, done) for L in lengths if L > done] or [(max(lengths), done)]
+    mix = stationary_mix(s, engine.max_batch_size, s.seed + 2)
     room = (engine.num_blocks - 1) * engine.block_size
     placed, used = [], 0
     for L, g in mix:  # as many as the pool holds
@@ -221,6 +220,111 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
     return {"method": "steady_state", "placed": len(placed),
             **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, s.steady_steps or 0,
                       time.process_time() - c0)}
+
+
+def static_life(lengths: list[int], prompt: int, pool_blocks: int, block_size: int) -> tuple[list[int], list[bool]]:
+    """How a static batch (requests admitted together, in order, decoded until the last ends) lives
+    in a pool of ``pool_blocks``: the running count at each step t = 0 .. max(lengths) - 1 (rows
+    at context prompt + t + 1), preempting the newest when the pool runs dry, as the engine does;
+    and which requests complete in this batch (a preempted one is recomputed in a later batch)."""
+    n = len(lengths)
+    done_at = sorted(range(n), key=lambda i: lengths[i])
+    preempted = [False] * n
+    finished = 0  # rows (in done_at order) whose length has been reached
+    alive = n
+    newest = n - 1
+    running = []
+    for t in range(max(lengths, default=0)):
+        while finished < n and lengths[done_at[finished]] <= t:
+            if not preempted[done_at[finished]]:
+                alive -= 1
+            finished += 1
+        blocks = -(-(prompt + t + 1) // block_size)
+        while alive * blocks > pool_blocks:
+            while preempted[newest] or lengths[newest] <= t:
+                newest -= 1
+            preempted[newest] = True
+            alive -= 1
+        running.append(alive)
+    return running, [not p for p in preempted]
+
+
+@torch.no_grad()
+def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, points: int = 5,
+                    steps_per_point: int = 8) -> dict[str, Any]:
+    """A static batch's whole life, for jobs too long to run: the batch (``max_batch_size``
+    requests of the workload) is simulated step by step (:func:`static_life`: who runs at each
+    step, pool-limited preemption); real decode steps are timed at ``points`` moments of that life
+    (the running rows placed at that context, ``Engine.place``), from the full batch down to its
+    last row; a fit ``seconds = a + b * rows + c * rows * context`` of those steps (decode time
+    is affine in rows and in the K/V they read) is summed over every step of the life, plus the
+    time to prefill the batch (one chunk timed, times the chunks). tokens/s = tokens of the
+    requests that complete in this batch / that time."""
+    engine = _engine(model, s, "static")
+    bs = engine.block_size
+    lengths = draw_lengths(s, engine.max_batch_size, s.seed + 2)
+    running, completes = static_life(lengths, s.prompt, engine.num_blocks - 1, bs)
+    horizon = len(running)
+    # moments of the life at which 100%, ..., 1 row(s) of the batch still run
+    targets = [max(1, round(running[0] * (1 - j / (points - 1)))) for j in range(points)]
+    # the last moment whose rows still run (and stay within their lengths) for the timed steps
+    last = max(0, min(max(t for t in range(horizon) if running[t] > 0), horizon - steps_per_point - 3))
+    moments = sorted({next((t for t in range(last + 1) if running[t] <= target), last) for target in targets})
+    meter = _Meter(model, engine, bandwidth)
+    samples = []  # (rows, context, seconds per step)
+    pool_blocks = engine.num_blocks - 1
+    for t in moments:
+        ctx = s.prompt + t + 1  # rows that still fit once the timed steps have grown them
+        rows = min(running[t], pool_blocks // -(-(ctx + steps_per_point + 2) // bs))
+        seqs = engine.place([ctx] * rows, SamplingParams(temperature=0.0, max_new_tokens=t + steps_per_point + 3),
+                            [t + 1] * rows)
+        engine.step()  # warm
+        t0 = time.perf_counter()
+        for _ in range(steps_per_point):
+            engine.step()
+        samples.append((rows, ctx + 1 + steps_per_point // 2, (time.perf_counter() - t0) / steps_per_point))
+        for seq in seqs:
+            engine.abort(seq.request_id)
+        engine.step()
+    # least squares for (a, b, c) in seconds = a + b * rows + c * rows * context
+    X = torch.tensor([[1.0, r, r * c] for r, c, _ in samples], dtype=torch.float64)
+    y = torch.tensor([sec for _, _, sec in samples], dtype=torch.float64)
+    coef = torch.linalg.lstsq(X, y[:, None]).solution[:, 0] if len(samples) >= 3 else torch.tensor([y.mean(), 0, 0])
+    a, b, c = (float(v) for v in coef)
+    decode_s = sum(a + b * n + c * n * (s.prompt + t + 1) for t, n in enumerate(running))
+    floor_s = sum((meter.weights + n * meter.per_row + n * (s.prompt + t + 1) * meter.per_token) / bandwidth
+                  for t, n in enumerate(running))
+    prefill_s = _prefill_seconds(model, engine, s) * -(-running[0] * s.prompt // engine.prefill_chunk)
+    tokens = sum(L for L, ok in zip(lengths, completes) if ok)
+    seconds = decode_s + prefill_s
+    pool_tokens = (engine.num_blocks - 1) * bs
+    reserved = min(engine.max_batch_size, pool_tokens // (s.prompt + s.max_len))
+    mean_batch = sum(running) / horizon
+    return {"method": "static_batch_life", "tokens": tokens, "seconds": seconds,
+            "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": None, "steps": horizon,
+            "mean_batch": mean_batch, "max_running": running[0], "preemptions": completes.count(False),
+            "prefill_seconds": prefill_s, "fit_seconds": {"a": a, "b_per_row": b, "c_per_row_token": c},
+            "samples": [{"rows": r, "context": ctx, "step_s": sec} for r, ctx, sec in samples],
+            "fit_max_rel_err": max(abs(a + b * r + c * r * ctx - sec) / sec for r, ctx, sec in samples),
+            "bytes_model_tokens_per_s": sum(running) / floor_s, "host_share": None,
+            "pool_blocks": engine.num_blocks, "block_size": bs, "max_batch_size": engine.max_batch_size,
+            "reservation_concurrency": reserved,
+            "concurrency_vs_reservation": mean_batch / reserved if reserved else None,
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(model.device) if model.device.type == "cuda" else None}
+
+
+def _prefill_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings) -> float:
+    """Seconds of one prefill chunk of the workload's prompt (up to ``prefill_chunk`` tokens), timed
+    through the engine after a warm-up."""
+    g = torch.Generator().manual_seed(s.seed)
+    prompt = torch.randint(0, model.config.vocab_size, (min(s.prompt, engine.prefill_chunk),), generator=g).tolist()
+    req = Request(prompt, SamplingParams(temperature=0.0, max_new_tokens=1))
+    engine.generate([req])
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    t0 = time.perf_counter()
+    engine.generate([req])
+    return time.perf_counter() - t0
 
 
 def _release() -> None:
@@ -248,7 +352,8 @@ def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
         log(f"    {policy}: {r['tokens_per_s']:.1f} tok/s, mean batch {r['mean_batch']:.1f}, "
             f"preemptions {r['preemptions']}")
     out["continuous_vs_static"] = out["continuous"]["tokens_per_s"] / out["static"]["tokens_per_s"]
-    out["continuous_vs_static_cpu_time"] = out["continuous"]["tokens_per_cpu_s"] / out["static"]["tokens_per_cpu_s"]
+    cpu = out["static"]["tokens_per_cpu_s"]
+    out["continuous_vs_static_cpu_time"] = out["continuous"]["tokens_per_cpu_s"] / cpu if cpu else None
     return out
 
 
@@ -278,8 +383,9 @@ def table(section: dict[str, Any]) -> str:
                 lines.append(f"{w:>10} {kind:>7} {policy:>11} {x['tokens_per_s']:>9.1f} "
                              f"{'-' if bm is None else f'{bm:.0f}':>12} {x['mean_batch']:>11.1f} {x['preemptions']:>8} "
                              f"{'-' if vs is None else f'{vs:.2f}x':>11} {'-' if host is None else f'{host:.1%}':>6}")
-            lines.append(f"{'':>10} {kind:>7} continuous / static: {r['continuous_vs_static']:.2f}x "
-                         f"({r['continuous_vs_static_cpu_time']:.2f}x in process CPU time)")
+            cpu = r["continuous_vs_static_cpu_time"]
+            lines.append(f"{'':>10} {kind:>7} continuous / static: {r['continuous_vs_static']:.2f}x"
+                         + (f" ({cpu:.2f}x in process CPU time)" if cpu else ""))
         if {"sambay", "dense"} <= set(models):
             s, d = models["sambay"], models["dense"]
             lines.append(f"{'':>10} sambay / dense: continuous {s['continuous']['tokens_per_s'] / d['continuous']['tokens_per_s']:.2f}x, "

@@ -56,6 +56,29 @@ def test_steady_state_and_end_to_end_runs(kind):
     assert steady["mean_batch"] > 2 and math.isfinite(steady["tokens_per_s"])
 
 
+def test_static_life_counts_rows_and_preempts_the_newest():
+    """Lengths 3, 1, 5, 5 after a 2-token prompt in a pool of 6 blocks of 2 tokens: at step 0 four
+    rows need 8 blocks, so the newest is preempted (recomputed in a later batch); then rows end."""
+    running, completes = wl.static_life([3, 1, 5, 5], prompt=2, pool_blocks=6, block_size=2)
+    assert running == [3, 2, 2, 1, 1] and completes == [True, True, True, False]
+    running, completes = wl.static_life([4, 2], prompt=1, pool_blocks=100, block_size=4)
+    assert running == [2, 2, 1, 1] and completes == [True, True]
+
+
+def test_static_life_estimate_is_near_a_real_static_run():
+    """The batch-life estimate of the static engine (simulated life, timed steps at five moments,
+    an affine fit) lands near what static batching really does end to end on the CPU."""
+    model = build("sambay", "tiny", "cpu", torch.float32)
+    s = wl.WorkloadSettings.tiny("lognormal")
+    s.requests = 16 * 6
+    e2e = wl.run_end_to_end(model, s, "static", 1e12)
+    life = wl.run_static_life(model, s, 1e12)
+    assert life["method"] == "static_batch_life" and len(life["samples"]) == 5
+    assert life["samples"][0]["rows"] == 16 and life["samples"][-1]["rows"] <= 4
+    assert 0.7 < life["tokens_per_s"] / e2e["tokens_per_s"] < 1.5, (life["tokens_per_s"], e2e["tokens_per_s"])
+    assert life["mean_batch"] == pytest.approx(e2e["mean_batch"], rel=0.25)
+
+
 def test_tiny_lognormal_workload_continuous_needs_fewer_steps(tmp_path):
     """The benchmark's CPU run works and what makes continuous batching faster holds: the same
     tokens in at least 1.5x fewer decode steps than the static engine (a fuller running batch),
