@@ -126,8 +126,9 @@ class ModelRunner:
             pos.append(p)
             slots.append(seq.blocks[p // self.block_size] * self.block_size + p % self.block_size)
             sp = seq.params
+            # greedy rows never read their uniform number: skip its hash (a few us a row)
             sampling.append((float(sp.temperature), float(sp.top_p), float(sp.top_k), float(seq.long_rope),
-                             uniform(sp.seed, len(seq.tokens))))
+                             uniform(sp.seed, len(seq.tokens)) if sp.temperature > 0 else 0.0))
             if self._owner[i] != (seq, seq.admitted):  # a new occupant of slot i (or readmitted)
                 self._owner[i], self._filled[i] = (seq, seq.admitted), 0
             new = range(self._filled[i], len(seq.blocks))
