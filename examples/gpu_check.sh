@@ -50,7 +50,7 @@ for stage in $STAGES; do
              tests/test_train_gpu.py -p no:cacheprovider > "$OUT/pytest_gpu_rest.txt" 2>&1
            tail -3 "$OUT/pytest_gpu_rest.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu_rest.txt" | head -20 ;;
     one)  # one test or file, stopping at the first failure: ONE="tests/test_x.py::test_y"
-           timeout ${TESTS_LIMIT:-120} python3 -m pytest -q -x --tb=short -m gpu $ONE -p no:cacheprovider \
+           timeout ${TESTS_LIMIT:-120} python3 -m pytest -q --tb=short -m gpu $ONE -p no:cacheprovider \
              > "$OUT/pytest_one.txt" 2>&1; tail -30 "$OUT/pytest_one.txt" ;;
     profile)
       for m in sambay dense; do
@@ -86,7 +86,7 @@ for stage in $STAGES; do
         --max-batch-size 256 --num-blocks 35001 ;;
     serve)
       for m in sambay dense; do
-        timeout 150 python3 examples/serve_vs_engine.py --model $m --shape official --max-tokens ${SERVE_TOKENS:-256} \
+        timeout ${SERVE_LIMIT:-150} python3 examples/serve_vs_engine.py --model $m --shape official --max-tokens ${SERVE_TOKENS:-256} \
           --concurrency 1,16,256 --out "$OUT/serve_$m" > "$OUT/serve_$m.txt" 2>&1 || echo "[serve $m: exit $?]"
         tail -8 "$OUT/serve_$m.txt"
       done ;;
