@@ -304,6 +304,25 @@ def test_non_finite_logits_end_the_request_with_an_error(kind):
     assert engine.free_blocks == engine.num_blocks - 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_dropped_engine_frees_its_pool_without_a_garbage_collection(kind):
+    """No reference cycle keeps an engine (and its K/V pool) alive once the last reference goes:
+    a second engine then sizes its pool from memory the first no longer holds."""
+    import gc
+    import weakref
+
+    model = tiny(kind)
+    gc.disable()
+    try:
+        engine = Engine(model, max_batch_size=4)
+        engine.generate([Request(prompts(model, [5])[0], SamplingParams(temperature=0.0, max_new_tokens=4))])
+        pool, ref = weakref.ref(next(iter(engine.cache.k_pool.values()))), weakref.ref(engine)
+        del engine
+        assert ref() is None and pool() is None
+    finally:
+        gc.enable()
+
+
 def test_graph_ladder():
     assert graph_ladder(1) == [1]
     assert graph_ladder(8) == [1, 2, 4, 8]

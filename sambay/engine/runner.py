@@ -36,6 +36,20 @@ def sample_with_flag(logits: torch.Tensor, temperature: torch.Tensor, top_p: tor
     return torch.stack([sample(logits, temperature, top_p, top_k, u), bad.long()], dim=1)
 
 
+def decode_step_fn(model: nn.Module, cache: PagedCache, ids: torch.Tensor, positions: torch.Tensor,
+                   write_slots: torch.Tensor, block_table: torch.Tensor, long: torch.Tensor, temperature: torch.Tensor,
+                   top_p: torch.Tensor, top_k: torch.Tensor, u: torch.Tensor, keep_logits: bool
+                   ) -> Callable[[int, int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+    """The decode step of rows 0..n-1 over the static input buffers (reading ``width`` block-table
+    columns): the function a CUDA graph captures."""
+    def step(n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        batch = CacheBatch(0, block_table[:n, :width], positions[:n], write_slots[:n], long[:n])
+        logits = model.run(ids[:n], cache, batch)[:, -1]
+        out = sample_with_flag(logits, temperature[:n], top_p[:n], top_k[:n], u[:n])
+        return (out, logits) if keep_logits else out
+    return step
+
+
 class ModelRunner:
     """The model, its paged cache and the decode step over it.
 
@@ -75,23 +89,22 @@ class ModelRunner:
         self._owner: list[tuple[Sequence, int] | None] = [None] * B
         self._filled = [0] * B
         self.compiled = compile
-        self._step: Callable[[int, int], torch.Tensor] = self._decode
+        # The step is a closure over the model, cache and buffers, not a bound method: a runner that
+        # held itself (through self._step) would outlive its engine until a garbage collection,
+        # with the whole K/V pool; the next engine would then size its pool from what is left.
+        step = decode_step_fn(model, cache, self.ids, self.positions, self.write_slots, self.block_table, self.long,
+                              self.temperature, self.top_p, self.top_k, self.u, keep_logits)
         if compile:
             # One static graph per batch size. Inductor rounds between fused ops where eager rounds
             # (emulate_precision_casts), so compiled numerics are eager's; no matmul padding search.
-            self._step = torch.compile(self._decode, fullgraph=True, dynamic=False,
-                                       options={"emulate_precision_casts": True, "shape_padding": False})
+            step = torch.compile(step, fullgraph=True, dynamic=False,
+                                 options={"emulate_precision_casts": True, "shape_padding": False})
+        self._step: Callable[[int, int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]] = step
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         if cuda_graphs:
             self._capture()
 
     # ----- the decode step
-    def _decode(self, n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        batch = CacheBatch(0, self.block_table[:n, :width], self.positions[:n], self.write_slots[:n], self.long[:n])
-        logits = self.model.run(self.ids[:n], self.cache, batch)[:, -1]
-        out = sample_with_flag(logits, self.temperature[:n], self.top_p[:n], self.top_k[:n], self.u[:n])
-        return (out, logits) if self.keep_logits else out
-
     def _capture(self) -> None:
         """One graph per ladder size, largest first, sharing one memory pool. The warm-up runs
         write only into free slots and the scratch block (every row is a padding row)."""
