@@ -31,7 +31,6 @@ reserving ``prompt + max_len`` per request would allow in the same pool.
 
 from __future__ import annotations
 
-import gc
 import math
 import random
 import time
@@ -327,14 +326,6 @@ def _prefill_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings) -> f
     return time.perf_counter() - t0
 
 
-def _release() -> None:
-    """Free a finished run's engine before the next one sizes its pool from free memory: a runner
-    holds itself through its (compiled) step, a cycle only the collector breaks."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
                  log: Any = print) -> dict[str, Any]:
     """Static and continuous for one model: end to end, or the steady-state method when
@@ -344,7 +335,6 @@ def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
     for _ in range(s.repeats):
         for policy in ("static", "continuous"):
             r = run(model, s, policy, bandwidth)
-            _release()
             if policy not in out or r["tokens_per_s"] > out[policy]["tokens_per_s"]:
                 out[policy] = r
     for policy in ("static", "continuous"):
@@ -361,7 +351,6 @@ def validate_steady_state(model: nn.Module, s: WorkloadSettings, bandwidth: floa
     """The steady-state method against a complete end-to-end run of the same (small) workload:
     its tokens/s beside the end-to-end run's over its saturated phase (while requests waited)."""
     e2e = run_end_to_end(model, s, "continuous", bandwidth)
-    _release()
     steps = max(50, e2e["steps"] // 3)
     steady = run_steady_state(model, WorkloadSettings(**{**asdict(s), "steady_steps": steps}), "continuous", bandwidth)
     sat = e2e["saturated_tokens_per_s"]
