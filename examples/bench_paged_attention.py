@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from layers.attention import DiffAttnCore, quantize_fp8
+from layers.attention import DiffAttnCore, quantize_kv_fp8
 from layers.gemv_triton import graph_seconds  # the same CUDA-graph timing as the GEMV benchmark
 from layers.attention_triton import (
     decode_attention_triton,
@@ -45,7 +45,7 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device) -> dict:
     v_pool = torch.empty_like(k_pool)
     k_pool[table.long()] = k.view(B, ctx // page, page, Hk, D)
     v_pool[table.long()] = v.view(B, ctx // page, page, Hk, D)
-    (k8, ks), (v8, vs) = quantize_fp8(k_pool), quantize_fp8(v_pool)
+    (k8, ks), (v8, vs) = quantize_kv_fp8(k_pool), quantize_kv_fp8(v_pool)
     mixed_pos = torch.randint(0, ctx, (B,), device=dev)
     core = DiffAttnCore(D, layer_idx=17).to(dev, bf16)
     lam = (core.lambda_q1, core.lambda_k1, core.lambda_q2, core.lambda_k2, core.lambda_init, core.subln.weight, 1e-5)

@@ -184,8 +184,9 @@ FP8_MAX = 448.0  # the largest finite float8_e4m3fn
 FP8_INV_MAX = 1.0 / FP8_MAX
 
 
-def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (..., D) -> (float8_e4m3fn values (..., D), float32 scales (...)): one scale per vector,
+def quantize_kv_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K/V vectors x (..., D) -> (float8_e4m3fn values (..., D), float32 scales (...)): one scale per vector
+    (weights have their own quantizer, :func:`layers.quant.quantize_fp8`: per-row scales in the layer's dtype),
     ``amax over D / 448``, so the largest element maps to e4m3's largest; ``values * scale``
     is x to e4m3's 3 mantissa bits (relative error <= 2**-4 per element). A zero vector gets scale 1."""
     amax = x.float().abs().amax(-1)
@@ -199,7 +200,7 @@ def _store(x: torch.Tensor, pool: torch.Tensor, slots: torch.Tensor, scale: torc
     if (scale is not None) != (pool.dtype == torch.float8_e4m3fn):
         raise ValueError(f"a {pool.dtype} pool takes {'no scales' if scale is not None else 'scales'}")
     if scale is not None:
-        x, s = quantize_fp8(x)
+        x, s = quantize_kv_fp8(x)
         scale.view(-1, G).index_copy_(0, slots, s)
     if pool.dtype == torch.float8_e4m3fn:  # index_copy_ has no float8 kernels: copy the bytes
         pool, x = pool.view(torch.uint8), x.view(torch.uint8)
@@ -211,7 +212,7 @@ def paged_store(k: torch.Tensor, v: torch.Tensor, k_pool: torch.Tensor, v_pool: 
     """Write tokens k, v (..., G, D) at flat ``slots`` (int64, their leading shape, e.g. (B,) for a
     decode step or (B, T) for a prefill chunk) of the pools (num_blocks, block_size, G, D) viewed as
     (num_blocks * block_size, G, D). float8_e4m3fn pools need ``k_scale``, ``v_scale``
-    (num_blocks, block_size, G) float32: each (token, head) is quantized by :func:`quantize_fp8`.
+    (num_blocks, block_size, G) float32: each (token, head) is quantized by :func:`quantize_kv_fp8`.
     Every slot must lie in the pool (a batch's unused rows write to a scratch slot)."""
     _store(k, k_pool, slots, k_scale)
     _store(v, v_pool, slots, v_scale)

@@ -33,7 +33,7 @@ def _round_e4m3(x):
 
 @triton.jit
 def _write(dst, x, SC, d, inv_max, D: tl.constexpr, FP8: tl.constexpr):
-    """Store one head vector; into a float8 pool as ``quantize_fp8`` does: scale = amax * (1/448)
+    """Store one head vector; into a float8 pool as ``layers.attention.quantize_kv_fp8`` does: scale = amax * (1/448)
     (written to SC), values x / scale, correctly rounded as torch's division is."""
     if FP8:
         xf = x.to(tl.float32)

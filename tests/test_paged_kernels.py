@@ -29,7 +29,7 @@ from layers.attention import (
     paged_attend,
     paged_attention_ref,
     paged_store,
-    quantize_fp8,
+    quantize_kv_fp8,
 )
 from layers.rope import apply_rotary, rotary_store, rotary_store_ref
 from layers.rope_triton import _round_e4m3
@@ -255,7 +255,7 @@ def test_fp8_quantization_is_within_e4m3_precision():
     seed = fresh_seed()
     x = torch.randn(50, 4, 64) * torch.rand(50, 4, 1) * 10
     x[3, 1] = 0.0  # an all-zero vector
-    x8, scale = quantize_fp8(x)
+    x8, scale = quantize_kv_fp8(x)
     assert x8.dtype == torch.float8_e4m3fn and scale.dtype == torch.float32 and scale.shape == (50, 4)
     amax = x.abs().amax(-1)
     assert torch.allclose(scale[amax > 0], amax[amax > 0] / FP8_MAX, rtol=2**-23) and scale[3, 1] == 1
@@ -276,21 +276,21 @@ def test_fp8_paged_store_and_rotary_store_write_scales():
         paged_store(k, v, *pools, slots)
     paged_store(k, v, *pools, slots, *scales)
     for x, pool, scale in ((k, pools[0], scales[0]), (v, pools[1], scales[1])):
-        x8, s = quantize_fp8(x[:, 0])
+        x8, s = quantize_kv_fp8(x[:, 0])
         got = pool.view(-1, G, D)[slots]
         assert torch.equal(got.view(torch.uint8), x8.view(torch.uint8)) and torch.equal(scale.view(-1, G)[slots], s)
     q = torch.randn(B, 1, 4, D, dtype=torch.bfloat16)
     angle = torch.randn(B, 1, D)
     cos, sin = angle.cos().to(torch.bfloat16), angle.sin().to(torch.bfloat16)
     rotary_store_ref(q, k, v, cos, sin, *pools, slots, *scales)
-    k8, ks = quantize_fp8(apply_rotary(k, cos, sin)[:, 0])
+    k8, ks = quantize_kv_fp8(apply_rotary(k, cos, sin)[:, 0])
     assert torch.equal(pools[0].view(-1, G, D)[slots].view(torch.uint8), k8.view(torch.uint8)), seed
     assert torch.equal(scales[0].view(-1, G)[slots], ks)
 
 
 def fp8_pools(k_pool, v_pool):
     """Quantize whole pools as paged_store would have written them."""
-    (k8, ks), (v8, vs) = quantize_fp8(k_pool), quantize_fp8(v_pool)
+    (k8, ks), (v8, vs) = quantize_kv_fp8(k_pool), quantize_kv_fp8(v_pool)
     return k8, v8, ks, vs
 
 
