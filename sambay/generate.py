@@ -117,7 +117,10 @@ class Engine:
         block_size: tokens per K/V block.
         cuda_graphs: decode steps replay graphs captured for a ladder of batch sizes (default: on
             for CUDA models). ``compile``: the step through ``torch.compile`` first.
-        prefill_chunk: prompt tokens computed per step (running requests decode in every step).
+        prefill_chunk: prompt tokens computed per step (running requests decode in every step),
+            shared by the requests being prefilled in admission order: a long prompt goes in over
+            several steps, many short ones in one.
+        max_prefills: requests prefilled at once (each in a prefill slot of its own state).
         policy: ``"continuous"`` (admit as memory allows) or ``"static"`` (admit only into an empty
             batch: the baseline).
         keep_logits: every step also keeps its logits (``runner.last_logits``), for checks.
@@ -141,7 +144,7 @@ class Engine:
                  memory_fraction: float = 0.9, block_size: int = 16, cuda_graphs: bool | None = None,
                  compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous",
                  keep_logits: bool = False, graph_sizes: Seq[int] | None = None,
-                 kv_cache_dtype: str | None = None) -> None:
+                 kv_cache_dtype: str | None = None, max_prefills: int = 16) -> None:
         self.model = model.eval()
         self.device = model.device
         cuda = self.device.type == "cuda"
@@ -150,7 +153,8 @@ class Engine:
             raise ValueError("cuda_graphs needs a model on a CUDA device")
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
-        for name, value in (("prefill_chunk", prefill_chunk), ("block_size", block_size)):
+        for name, value in (("prefill_chunk", prefill_chunk), ("block_size", block_size),
+                            ("max_prefills", max_prefills)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not 0 < memory_fraction <= 1:
@@ -159,6 +163,7 @@ class Engine:
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         self.block_size, self.prefill_chunk, self.policy = block_size, prefill_chunk, policy
+        self.max_prefills = max_prefills
         kv_pool_dtype(kv_cache_dtype, model.dtype)  # an unknown name fails before any memory is taken
         self.kv_cache_dtype = kv_cache_dtype or "auto"
         if num_blocks is None:
@@ -166,10 +171,10 @@ class Engine:
                 1 + self.max_batch_size * -(-self.max_context // block_size)
         if num_blocks < 2:
             raise ValueError(f"num_blocks must be >= 2 (block 0 is scratch), got {num_blocks}")
-        cache = model.make_cache(num_blocks, block_size, self.max_batch_size + 1,  # + the prefill slot
+        cache = model.make_cache(num_blocks, block_size, self.max_batch_size + max_prefills,  # + prefill slots
                                  kv_cache_dtype=self.kv_cache_dtype)
         self.blocks = BlockManager(num_blocks, block_size)
-        self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy)
+        self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy, max_prefills)
         self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
                                   keep_logits, list(graph_sizes) if graph_sizes else None)
         self.stats = EngineStats()
@@ -208,7 +213,7 @@ class Engine:
         cfg = self.model.config
         activations = (self.prefill_chunk * cfg.hidden_size * 4 * 48
                        + self.max_batch_size * cfg.vocab_size * 4 * 8)
-        room = free * fraction - (self.max_batch_size + 1) * probe.slot_bytes() - activations
+        room = free * fraction - (self.max_batch_size + self.max_prefills) * probe.slot_bytes() - activations
         blocks = int(room // probe.block_bytes())
         if blocks < 2:
             raise ValueError(f"no room for a K/V pool in {free / 2**30:.1f} GiB free: lower max_batch_size "
@@ -291,25 +296,25 @@ class Engine:
             results.append(self.runner.decode(plan.decode))
             self.stats.decode_steps += 1
             self.stats.decode_rows += len(plan.decode)
-        prefill = plan.prefill
-        if prefill is not None:
-            if prefill.prefill_start is None:
-                prefill.prefill_start = time.perf_counter()
-            out = self.runner.prefill(prefill, plan.prefill_end, plan.prefill_samples)
-            self.stats.prefill_tokens += plan.prefill_end - prefill.num_cached
-            if out is not None:
+        sampled_prefills: dict[int, int] = {}  # id(seq) -> end, for the chunks that sample a token
+        for seq, end in plan.prefills:
+            if seq.prefill_start is None:
+                seq.prefill_start = time.perf_counter()
+            samples = plan.samples(seq, end)
+            out = self.runner.prefill(seq, end, samples)
+            self.stats.prefill_tokens += end - seq.num_cached
+            if samples:
                 results.append(out)
+                sampled_prefills[id(seq)] = end
+            else:
+                self.scheduler.prefilled(seq, end)
         t_wait = time.perf_counter()
         rows = torch.cat(results).tolist() if results else []  # the step's one device-to-host copy
         waited = time.perf_counter() - t_wait
-        sampled = plan.decode + ([prefill] if plan.prefill_samples else [])
-        if prefill is not None and not plan.prefill_samples:
-            self.scheduler.prefilled(prefill, plan.prefill_end)
+        sampled = plan.decode + [seq for seq, end in plan.prefills if id(seq) in sampled_prefills]
         for seq, (token, bad) in zip(sampled, rows):
-            if seq is prefill:
-                seq.num_cached = plan.prefill_end
-            else:
-                seq.num_cached += 1
+            joining = id(seq) in sampled_prefills
+            seq.num_cached = sampled_prefills[id(seq)] if joining else seq.num_cached + 1
             if bad:
                 gen = self._finish(seq, "error", NON_FINITE)
                 outputs.append(StepOutput(seq.request_id, [], True, "error", NON_FINITE, gen))
@@ -326,10 +331,10 @@ class Engine:
                 gen = self._finish(seq, reason)
                 outputs.append(StepOutput(seq.request_id, [token], True, reason, None, gen))
                 continue
-            if seq is prefill:
+            if joining:
                 self.scheduler.join(seq)
             outputs.append(StepOutput(seq.request_id, [token], False))
-        if prefill is None and plan.decode:
+        if not plan.prefills and plan.decode:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.wait_seconds += waited
         return outputs

@@ -191,7 +191,7 @@ def test_static_policy_admits_only_into_an_empty_batch():
     seen = []
     while engine.has_unfinished():
         engine.step()
-        seen.append((len(engine.scheduler.running), engine.scheduler.prefilling is not None))
+        seen.append((len(engine.scheduler.running), bool(engine.scheduler.prefilling)))
     # the third request waits until both of the first batch are done, though a slot frees early
     first_done = next(i for i, (n, _) in enumerate(seen) if n == 1)
     assert not any(p for _, p in seen[first_done:first_done + 5])
@@ -269,9 +269,36 @@ def test_stats_count_steps_prefill_tokens_and_the_mean_batch():
     engine.generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=6)) for p in ps])
     s = engine.stats
     assert s.prefill_tokens == 21 and s.preemptions == 0
-    # request i joins after i + 1 prefill steps; 5 decode steps each after its first token
-    assert s.decode_rows == 15 and s.decode_steps == 7
-    assert s.mean_batch == pytest.approx(15 / 7)
+    # all three prompts fit one step's prefill budget: they join together, then 5 decode steps of 3
+    assert s.decode_rows == 15 and s.decode_steps == 5 and s.steps == 6
+    assert s.mean_batch == pytest.approx(3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prefill_budget_is_shared_in_admission_order(kind):
+    """prefill_chunk=8 over prompts of 5, 7 and 9 tokens: each step computes at most 8 prompt
+    tokens, the oldest prompt first, a new one admitted with what is left; max_prefills caps how
+    many go in at once. The tokens are what each request gives alone."""
+    model = tiny(kind)
+    ps = prompts(model, [5, 7, 9])
+    params = SamplingParams(temperature=0.0, max_new_tokens=6)
+    alone = [Engine(model, max_batch_size=1).generate([Request(p, params)])[0].tokens for p in ps]
+    for max_prefills in (16, 1):
+        engine = Engine(model, max_batch_size=4, prefill_chunk=8, max_prefills=max_prefills)
+        ids = [engine.add(Request(p, params)) for p in ps]
+        got: dict[str, list[int]] = {i: [] for i in ids}
+        per_step = []
+        while engine.has_unfinished():
+            before = engine.stats.prefill_tokens
+            for out in engine.step():
+                got[out.request_id] += out.new_tokens
+            per_step.append(engine.stats.prefill_tokens - before)
+            assert len(engine.scheduler.prefilling) <= max_prefills
+        assert [got[i] for i in ids] == alone
+        # 16 slots: 5 + 3 of 7, then 4 + 4 of 9, then 5; one slot: 5, then 7, then 8 + 1
+        assert per_step[:4] == ([8, 8, 5, 0] if max_prefills == 16 else [5, 7, 8, 1])
+    with pytest.raises(ValueError, match="max_prefills"):
+        Engine(model, max_prefills=0)
 
 
 def test_bad_requests_are_refused_early():

@@ -115,7 +115,7 @@ class _Server:
         KV pool's free and usable blocks (block 0 is the engine's scratch block, never handed out)."""
         core = self.engine.engine
         scheduler = core.scheduler
-        running = len(scheduler.running) + (scheduler.prefilling is not None)
+        running = len(scheduler.running) + len(scheduler.prefilling)
         return {"running": running, "waiting": max(0, self.loop.in_flight - running), "free_blocks": core.free_blocks,
                 "num_blocks": core.num_blocks - 1, "preemptions": core.stats.preemptions}
 

@@ -3,13 +3,17 @@ out, and slot packing. Plain Python, no tensors.
 
 Slots: running sequences occupy per-slot state 0..n-1 in their decode-batch order, so a decode
 step of n rows reads the slots' state as one slice (no gather). A sequence that leaves at slot i is
-replaced by the last one (its state moved into slot i); a prefill runs in slot ``max_batch_size``
-and moves into slot n when it joins. Moves are recorded here and carried out by the runner at the
-start of the next step, in order.
+replaced by the last one (its state moved into slot i); a prefill runs in one of ``max_prefills``
+prefill slots after ``max_batch_size`` and moves into slot n when it joins. Moves are recorded here
+and carried out by the runner at the start of the next step, in order.
 
-Policies: ``continuous`` admits whenever a slot and the blocks for the prompt are free, one prefill
-chunk per step beside the decode of every running request; ``static`` (the comparison baseline)
-admits only into an empty batch: it fills the batch, then decodes it until the last request ends.
+Prefill budget: a step computes at most ``prefill_chunk`` prompt tokens, given to the requests
+being prefilled in admission order (a long prompt takes several steps, many short ones go in
+together), beside the decode of every running request.
+
+Policies: ``continuous`` admits whenever a slot and the blocks for the prompt are free;
+``static`` (the comparison baseline) admits only into an empty batch: it fills the batch, then
+decodes it until the last request ends.
 """
 
 from __future__ import annotations
@@ -29,25 +33,25 @@ class Plan:
 
     moves: list[tuple[int, int]] = field(default_factory=list)  # (src slot, dst slot), in order
     decode: list[Sequence] = field(default_factory=list)  # row i is slot i
-    prefill: Sequence | None = None
-    prefill_end: int = 0  # compute the prefill sequence's tokens num_cached..prefill_end
+    prefills: list[tuple[Sequence, int]] = field(default_factory=list)  # compute tokens num_cached..end
     preempted: list[Sequence] = field(default_factory=list)
 
-    @property
-    def prefill_samples(self) -> bool:
-        """The prefill chunk is the sequence's last: its logits give the next token."""
-        return self.prefill is not None and self.prefill_end == self.prefill.num_tokens
+    @staticmethod
+    def samples(seq: Sequence, end: int) -> bool:
+        """A prefill chunk that is the sequence's last: its logits give the next token."""
+        return end == seq.num_tokens
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_batch_size: int, prefill_chunk: int, policy: str = "continuous") -> None:
+    def __init__(self, blocks: BlockManager, max_batch_size: int, prefill_chunk: int, policy: str = "continuous",
+                 max_prefills: int = 1) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose from {POLICIES}")
         self.blocks, self.max_batch_size, self.prefill_chunk, self.policy = blocks, max_batch_size, prefill_chunk, policy
-        self.prefill_slot = max_batch_size
+        self._free_prefill_slots = list(range(max_batch_size + max_prefills - 1, max_batch_size - 1, -1))
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # index = slot
-        self.prefilling: Sequence | None = None
+        self.prefilling: list[Sequence] = []  # in admission order, each in its prefill slot
         self.preemptions = 0
         self._admissions = 0
         self._moves: list[tuple[int, int]] = []
@@ -74,8 +78,7 @@ class Scheduler:
         if seq.status is Status.RUNNING:
             self._leave_slot(seq)
         elif seq.status is Status.PREFILLING:
-            self.prefilling = None
-            seq.slot = None
+            self._end_prefill(seq)
         elif seq.status is Status.WAITING and seq in self.waiting:
             self.waiting.remove(seq)
         self.blocks.free(seq)
@@ -86,12 +89,17 @@ class Scheduler:
         if seq.status is Status.RUNNING:
             self._leave_slot(seq)
         else:
-            self.prefilling, seq.slot = None, None
+            self._end_prefill(seq)
         self.blocks.free(seq)
         seq.num_cached, seq.status = 0, Status.WAITING
         self.waiting.appendleft(seq)
         self.preemptions += 1
         plan.preempted.append(seq)
+
+    def _end_prefill(self, seq: Sequence) -> None:
+        self.prefilling.remove(seq)
+        self._free_prefill_slots.append(seq.slot)
+        seq.slot = None
 
     # ----- one step
     def schedule(self) -> Plan:
@@ -101,28 +109,37 @@ class Scheduler:
             if seq.status is not Status.RUNNING:
                 continue  # preempted in this loop
             while not self.blocks.can_grow(seq, seq.num_tokens):
-                victims = self.running + ([self.prefilling] if self.prefilling is not None else [])
+                victims = self.running + self.prefilling
                 victim = max(victims, key=lambda s: s.admitted)
                 self._preempt(victim, plan)
                 if victim is seq:
                     break
             if seq.status is Status.RUNNING:
                 self.blocks.grow(seq, seq.num_tokens)
-        if self.policy == "static" and not self.running and self.prefilling is None:
+        if self.policy == "static" and not self.running and not self.prefilling:
             self._filling = bool(self.waiting)
-        if self.prefilling is None and self._may_admit():
-            self._admit(self.waiting.popleft())
-        if self.prefilling is not None:
-            seq = self.prefilling
-            plan.prefill = seq
-            plan.prefill_end = min(seq.num_tokens, seq.num_cached + self.prefill_chunk)
+        budget = self.prefill_chunk
+        for seq in self.prefilling:  # chunks of the prompts already going in, oldest first
+            if budget == 0:
+                break
+            end = min(seq.num_tokens, seq.num_cached + budget)
+            plan.prefills.append((seq, end))
+            budget -= end - seq.num_cached
+        while budget > 0 and self._may_admit():  # then new admissions, while the budget lasts
+            seq = self.waiting.popleft()
+            self._admit(seq)
+            end = min(seq.num_tokens, seq.num_cached + budget)
+            plan.prefills.append((seq, end))
+            budget -= end - seq.num_cached
         if self.policy == "continuous" or not self._filling:
             plan.decode = list(self.running)
         plan.moves, self._moves = self._moves, []
         return plan
 
     def _may_admit(self) -> bool:
-        if not self.waiting or len(self.running) >= self.max_batch_size:
+        if not self._free_prefill_slots:
+            return False
+        if not self.waiting or len(self.running) + len(self.prefilling) >= self.max_batch_size:
             if self.policy == "static":
                 self._filling = False
             return False
@@ -136,9 +153,9 @@ class Scheduler:
 
     def _admit(self, seq: Sequence) -> None:
         self.blocks.grow(seq, seq.num_tokens)
-        seq.status, seq.slot = Status.PREFILLING, self.prefill_slot
+        seq.status, seq.slot = Status.PREFILLING, self._free_prefill_slots.pop()
         seq.admitted, self._admissions = self._admissions, self._admissions + 1
-        self.prefilling = seq
+        self.prefilling.append(seq)
 
     def place(self, seq: Sequence) -> None:
         """Benchmarks: put ``seq`` straight into the running set (its blocks already given)."""
@@ -154,8 +171,9 @@ class Scheduler:
 
     def join(self, seq: Sequence) -> None:
         """``seq``'s prefill is done and its next token sampled: it joins the running set (its state
-        moves from the prefill slot into the next packed slot)."""
-        self.prefilling = None
+        moves from its prefill slot into the next packed slot)."""
+        src = seq.slot
+        self._end_prefill(seq)
         seq.status, seq.slot = Status.RUNNING, len(self.running)
         self.running.append(seq)
-        self._moves.append((self.prefill_slot, seq.slot))
+        self._moves.append((src, seq.slot))
