@@ -32,7 +32,7 @@ from fractions import Fraction
 from .grading import Grader, default_grader
 
 __all__ = ["answers_match", "extract_boxed", "grade", "maj_at_k", "majority_vote", "pass_at_1", "pass_at_k",
-           "split_reasoning"]
+           "split_reasoning", "THINK_OPEN", "THINK_CLOSE"]
 
 
 # ---------------------------------------------------------------------------
@@ -142,8 +142,10 @@ def _unwrap_whole_box(s: str) -> str:
 # split_reasoning
 # ---------------------------------------------------------------------------
 
-_THINK_OPEN = "<think>"
-_THINK_CLOSE = "</think>"
+# The chain-of-thought tags of the official model's output format (one definition for the package:
+# the curriculum writes them, the server's reasoning parser and split_reasoning read them).
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
 _PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t\r]*\n")
 
 
@@ -153,7 +155,8 @@ def split_reasoning(text: str) -> tuple[str, str]:
     The rule, applied to the generation as a whole:
 
     1. If the text contains ``</think>``, the reasoning is everything before
-       the *last* ``</think>`` and the answer part everything after it.  A
+       the *first* ``</think>`` and the answer part everything after it (as
+       vLLM's ``deepseek_r1`` parser and ``sambay serve`` split it).  A
        leading ``<think>`` tag is removed from the reasoning; the tags are part
        of neither piece.
     2. Otherwise the text is cut into paragraphs at blank lines.  The answer
@@ -168,12 +171,12 @@ def split_reasoning(text: str) -> tuple[str, str]:
     """
     if not isinstance(text, str):
         return "", ""
-    close = text.rfind(_THINK_CLOSE)
+    close = text.find(THINK_CLOSE)
     if close != -1:
         reasoning = text[:close].strip()
-        if reasoning.startswith(_THINK_OPEN):
-            reasoning = reasoning[len(_THINK_OPEN) :].strip()
-        return reasoning, text[close + len(_THINK_CLOSE) :].strip()
+        if reasoning.startswith(THINK_OPEN):
+            reasoning = reasoning[len(THINK_OPEN) :].strip()
+        return reasoning, text[close + len(THINK_CLOSE) :].strip()
 
     body = text.rstrip()
     boxes = list(_BOX_RE.finditer(body))

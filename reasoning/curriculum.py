@@ -69,6 +69,8 @@ import string
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, Union
 
+from .answers import THINK_CLOSE, THINK_OPEN
+
 __all__ = [
     "KINDS",
     "SPLITS",
@@ -106,8 +108,6 @@ SYSTEM_TAG = "<|system|>"
 USER_TAG = "<|user|>"
 ASSISTANT_TAG = "<|assistant|>"
 END_TAG = "<|end|>"
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 
 _MAX_ATTEMPTS_PER_PROBLEM = 2000
 

@@ -443,6 +443,7 @@ def test_extract_boxed(text: str, expected: str | None) -> None:
         ),
         ("No opening tag</think>Answer: 4", "No opening tag", "Answer: 4"),
         ("<think>only thinking</think>", "only thinking", ""),
+        ("a</think>b</think>c", "a", "b</think>c"),  # the first </think> ends the reasoning, as the server splits
         (
             "Step 1.\n\nStep 2.\n\nTherefore the answer is\n\\boxed{4}.\n\nI hope that helps.",
             "Step 1.\n\nStep 2.",

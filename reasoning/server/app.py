@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sambay.generate import SamplingParams
 
+from ..answers import THINK_CLOSE
 from ..engine import Prompt, ReasoningEngine, Result
 from ..tokenizer import StreamDecoder
 from .engine_loop import EngineLoop, QueueFull
@@ -46,7 +47,7 @@ from .protocol import (
     CompletionChoice, CompletionRequest, CompletionTokensDetails, Delta, ErrorBody, ErrorResponse, ModelCard, ModelList,
     Usage, unsupported_fields,
 )
-from .reasoning_parser import THINK_CLOSE, ReasoningParser, parse_reasoning
+from .reasoning_parser import ReasoningParser, parse_reasoning
 
 __all__ = ["APIError", "build_app", "serve"]
 

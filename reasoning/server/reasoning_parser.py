@@ -12,10 +12,9 @@ deltas it hands out concatenate to exactly what :func:`parse_reasoning` gives fo
 
 from __future__ import annotations
 
-__all__ = ["THINK_CLOSE", "THINK_OPEN", "ReasoningParser", "parse_reasoning"]
+from ..answers import THINK_CLOSE, THINK_OPEN
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+__all__ = ["ReasoningParser", "parse_reasoning"]
 
 
 def _partial_suffix(text: str, tag: str) -> int:
