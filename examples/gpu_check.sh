@@ -4,7 +4,7 @@
 # see ../shared/GPU.md) and uses .gpu/o200k_base.tiktoken (the Phi-4 tokenizer, built offline), then
 # runs the stages named in STAGES, each bounded by its own time limit (a slow stage still leaves the
 # others' results under $OUT):
-#   tests     pytest -m gpu over every GPU test file (about 5 minutes on the H200)
+#   tests     pytest -m gpu over every GPU test file (about 7 minutes on the H200: a call of its own)
 #   quick     the GPU tests of the paged kernels, the engine and fp8 only (about 2 minutes)
 #   latency   batch-1 decode latency of both models at 2K and 32K: bf16, fp8 weights, fp8 weights + K/V
 #   capacity-dense, capacity-sambay
@@ -43,7 +43,7 @@ bench() {  # bench SECONDS NAME ARGS...: one compare_latency run, its log under 
 for stage in $STAGES; do
   echo "=== $stage ($(date +%T))"
   case "$stage" in
-    tests) timeout ${TESTS_LIMIT:-330} python3 -m pytest -q -rs -m gpu tests/ -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
+    tests) timeout ${TESTS_LIMIT:-480} python3 -m pytest -q -rs -m gpu tests/ -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
            tail -3 "$OUT/pytest_gpu.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.txt" | head -20 ;;
     tests-rest)  # the GPU test files after test_gpu.py (when a first run stopped there)
            timeout ${TESTS_LIMIT:-200} python3 -m pytest -q -rs -m gpu tests/test_gpu_fp8.py tests/test_paged_kernels.py \
@@ -74,11 +74,11 @@ for stage in $STAGES; do
         bench 100 capacity_dense_fp8kv --models dense --batch-sizes 32,48,64 --kv-cache-dtype fp8 "${common[@]}"
       else
         bench 100 capacity_sambay_bf16 --models sambay --batch-sizes 512,768 --no-check "${common[@]}"
-        bench 120 capacity_sambay_fp8kv --models sambay --batch-sizes 1024,1536 --kv-cache-dtype fp8 "${common[@]}"
+        bench 120 capacity_sambay_fp8kv --models sambay --batch-sizes 768,1024,1536 --kv-cache-dtype fp8 "${common[@]}"
       fi ;;
     workload)
       for w in lognormal uniform fixed; do
-        TAIL=10 bench ${WORKLOAD_LIMIT:-100} workload_$w --models dense,sambay --workload $w --requests 1024 \
+        TAIL=10 bench ${WORKLOAD_LIMIT:-150} workload_$w --models dense,sambay --workload $w --requests 1024 \
           --steady-steps ${STEADY_STEPS:-120} --max-batch-size ${WORKLOAD_BATCH:-256}
       done ;;
     memory)
