@@ -5,7 +5,10 @@
 # runs the stages named in STAGES, each bounded by its own time limit (a slow stage still leaves the
 # others' results under $OUT):
 #   tests     pytest -m gpu over every GPU test file (about 7 minutes on the H200: a call of its own)
+#   tests-rest  the GPU test files after test_gpu.py (when a first run stopped there)
+#   one       the tests named in ONE ("tests/test_x.py::test_y ..."), every failure reported
 #   quick     the GPU tests of the paged kernels, the engine and fp8 only (about 2 minutes)
+#   profile   examples/profile_decode.py --no-compile, one model per process (batch-1 kernel timeline)
 #   latency   batch-1 decode latency of both models at 2K and 32K: bf16, fp8 weights, fp8 weights + K/V
 #   capacity-dense, capacity-sambay
 #             the largest batch of the 2K + 32K throughput run, bf16 K/V then fp8 K/V
@@ -97,6 +100,6 @@ for stage in $STAGES; do
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
         || echo "[quality: exit $?]"
       tail -7 "$OUT/quality.txt" ;;
-    *) echo "unknown stage '$stage' (tests, quick, latency, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, profile, latency, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
   esac
 done

@@ -336,8 +336,9 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> tu
     reference with the same numerics (same weights, same K/V dtype: the kernels compute the
     reference's function). On CUDA also "fp32": the same on an fp32 copy of the weights;
     "reference_bf16_vs_fp32": the error bf16 itself brings on these weights (the yardstick); and
-    for fp8 modes "vs_fp32_reference" / "vs_bf16_reference": the fast fp8 path against the
-    unquantized references (what quantizing costs, beside that yardstick).
+    for fp8 modes "vs_unquantized_reference" (in the model's dtype: bf16 on a GPU) and
+    "vs_fp32_reference": the fast fp8 path against the unquantized references (what quantizing
+    costs, beside that yardstick).
     """
     n = s.check_prompt
     gen = torch.Generator().manual_seed(1)
@@ -372,7 +373,7 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> tu
     got = fast(model, s.compile and cuda)
     out[mode] = _errors(got, reference(model, kv) if quantized else ref)
     if quantized:
-        out["vs_bf16_reference"] = _errors(got, ref)
+        out["vs_unquantized_reference"] = _errors(got, ref)
         if ref32 is not None:
             out["vs_fp32_reference"] = _errors(got, ref32)
     return out, model

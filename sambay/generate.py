@@ -1,9 +1,9 @@
 """The token-level generation engine shared by both models: continuous batching over paged caches.
 
 Requests wait in a queue; each :meth:`Engine.step` decodes every running request (one token
-each, per-row positions) and prefills a chunk of the next admitted one; a request that finishes
-(stop token, stop condition, its ``max_new_tokens``, an abort, non-finite logits) leaves at once
-and frees its memory. The pieces live in ``sambay/engine/`` (one concern per file). Token-level
+each, per-row positions) and prefills up to ``prefill_chunk`` prompt tokens of the requests being
+admitted, oldest first; a request that finishes (stop token, stop condition, its
+``max_new_tokens``, an abort, non-finite logits) leaves at once and frees its memory. The pieces live in ``sambay/engine/`` (one concern per file). Token-level
 only; text, chat prompts, stop strings and answers live in ``reasoning/``.
 
     engine = Engine(model)
@@ -120,10 +120,12 @@ class Engine:
         prefill_chunk: prompt tokens computed per step (running requests decode in every step),
             shared by the requests being prefilled in admission order: a long prompt goes in over
             several steps, many short ones in one.
-        max_prefills: requests prefilled at once (each in a prefill slot of its own state).
+        max_prefills: requests prefilled at once (each in a prefill slot of its own state; at most
+            ``max_batch_size``).
         policy: ``"continuous"`` (admit as memory allows) or ``"static"`` (admit only into an empty
             batch: the baseline).
-        keep_logits: every step also keeps its logits (``runner.last_logits``), for checks.
+        keep_logits: every step also keeps the logits of its last computation (``runner.last_logits``:
+            the last prefill chunk's, else the decode step's), for checks.
         kv_cache_dtype: ``"fp8"`` stores the paged K/V in float8 e4m3 with a scale per (token,
             head): about half the bytes per token, so about twice the tokens in the same memory and
             half the cache a decode step reads (``"auto"`` / None: the model's dtype).
@@ -163,7 +165,7 @@ class Engine:
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         self.block_size, self.prefill_chunk, self.policy = block_size, prefill_chunk, policy
-        self.max_prefills = max_prefills
+        self.max_prefills = min(max_prefills, self.max_batch_size)  # more could never be admitted at once
         kv_pool_dtype(kv_cache_dtype, model.dtype)  # an unknown name fails before any memory is taken
         self.kv_cache_dtype = kv_cache_dtype or "auto"
         if num_blocks is None:
@@ -171,10 +173,10 @@ class Engine:
                 1 + self.max_batch_size * -(-self.max_context // block_size)
         if num_blocks < 2:
             raise ValueError(f"num_blocks must be >= 2 (block 0 is scratch), got {num_blocks}")
-        cache = model.make_cache(num_blocks, block_size, self.max_batch_size + max_prefills,  # + prefill slots
+        cache = model.make_cache(num_blocks, block_size, self.max_batch_size + self.max_prefills,  # + prefill slots
                                  kv_cache_dtype=self.kv_cache_dtype)
         self.blocks = BlockManager(num_blocks, block_size)
-        self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy, max_prefills)
+        self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy, self.max_prefills)
         self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
                                   keep_logits, list(graph_sizes) if graph_sizes else None)
         self.stats = EngineStats()
@@ -269,8 +271,9 @@ class Engine:
 
     @torch.no_grad()
     def step(self) -> list[StepOutput]:
-        """One scheduler iteration: aborts, admission, a prefill chunk, one decode step of the
-        running set, then the new tokens (one device-to-host copy) and who finished."""
+        """One scheduler iteration: aborts, admission, the prefill chunks sharing ``prefill_chunk``
+        tokens, one decode step of the running set, then the new tokens (one device-to-host copy)
+        and who finished."""
         t0 = time.perf_counter()
         with self._lock:
             incoming, self._incoming = self._incoming, []

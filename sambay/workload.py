@@ -223,24 +223,26 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
 
 def static_life(lengths: list[int], prompt: int, pool_blocks: int, block_size: int) -> tuple[list[int], list[bool]]:
     """How a static batch (requests admitted together, in order, decoded until the last ends) lives
-    in a pool of ``pool_blocks``: the running count at each step t = 0 .. max(lengths) - 1 (rows
-    at context prompt + t + 1), preempting the newest when the pool runs dry, as the engine does;
-    and which requests complete in this batch (a preempted one is recomputed in a later batch)."""
+    in a pool of ``pool_blocks``: the running count at each decode step t = 0 .. max(lengths) - 2
+    (a request of L tokens gets its first from the prefill, then decodes L - 1 steps; at step t
+    a row holds prompt + t + 1 tokens), preempting the newest when the pool runs dry, as the
+    engine does; and which requests complete in this batch (a preempted one is recomputed in a
+    later batch)."""
     n = len(lengths)
     done_at = sorted(range(n), key=lambda i: lengths[i])
     preempted = [False] * n
-    finished = 0  # rows (in done_at order) whose length has been reached
+    finished = 0  # rows (in done_at order) that have all their tokens
     alive = n
     newest = n - 1
     running = []
-    for t in range(max(lengths, default=0)):
-        while finished < n and lengths[done_at[finished]] <= t:
+    for t in range(max(lengths, default=1) - 1):
+        while finished < n and lengths[done_at[finished]] <= t + 1:
             if not preempted[done_at[finished]]:
                 alive -= 1
             finished += 1
         blocks = -(-(prompt + t + 1) // block_size)
         while alive * blocks > pool_blocks:
-            while preempted[newest] or lengths[newest] <= t:
+            while preempted[newest] or lengths[newest] <= t + 1:
                 newest -= 1
             preempted[newest] = True
             alive -= 1
@@ -259,15 +261,21 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
     is affine in rows and in the K/V they read) is summed over every step of the life, plus the
     time to prefill the batch (one chunk timed, times the chunks). tokens/s = tokens of the
     requests that complete in this batch / that time."""
+    if points < 2:
+        raise ValueError(f"a static batch's life needs points >= 2 timed moments, got {points}")
     engine = _engine(model, s, "static")
     bs = engine.block_size
     lengths = draw_lengths(s, engine.max_batch_size, s.seed + 2)
     running, completes = static_life(lengths, s.prompt, engine.num_blocks - 1, bs)
     horizon = len(running)
+    if not any(running):
+        raise ValueError(f"no decode step to time: every output of the batch is at most 1 token, or the pool "
+                         f"({engine.num_blocks - 1} blocks) holds no request of {s.prompt} prompt tokens")
     # moments of the life at which 100%, ..., 1 row(s) of the batch still run
     targets = [max(1, round(running[0] * (1 - j / (points - 1)))) for j in range(points)]
     # the last moment whose rows still run (and stay within their lengths) for the timed steps
     last = max(0, min(max(t for t in range(horizon) if running[t] > 0), horizon - steps_per_point - 3))
+    # (placed rows have t + 1 tokens and room for the timed steps: max_new_tokens below)
     moments = sorted({next((t for t in range(last + 1) if running[t] <= target), last) for target in targets})
     meter = _Meter(model, engine, bandwidth)
     samples = []  # (rows, context, seconds per step)
@@ -293,7 +301,7 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
     decode_s = sum(a + b * n + c * n * (s.prompt + t + 1) for t, n in enumerate(running))
     floor_s = sum((meter.weights + n * meter.per_row + n * (s.prompt + t + 1) * meter.per_token) / bandwidth
                   for t, n in enumerate(running))
-    prefill_s = _prefill_seconds(model, engine, s) * -(-running[0] * s.prompt // engine.prefill_chunk)
+    prefill_s = _prefill_seconds(model, engine, s, len(lengths))
     tokens = sum(L for L, ok in zip(lengths, completes) if ok)
     seconds = decode_s + prefill_s
     pool_tokens = (engine.num_blocks - 1) * bs
@@ -312,18 +320,20 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
             "peak_memory_bytes": torch.cuda.max_memory_allocated(model.device) if model.device.type == "cuda" else None}
 
 
-def _prefill_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings) -> float:
-    """Seconds of one prefill chunk of the workload's prompt (up to ``prefill_chunk`` tokens), timed
-    through the engine after a warm-up."""
+def _prefill_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings, rows: int) -> float:
+    """Seconds to prefill ``rows`` prompts of the workload as the engine does: prompts that fit
+    ``prefill_chunk`` together go in together (one step timed for such a group, times the groups),
+    a longer prompt over several steps (one timed, times the rows). Timed after a warm-up."""
     g = torch.Generator().manual_seed(s.seed)
-    prompt = torch.randint(0, model.config.vocab_size, (min(s.prompt, engine.prefill_chunk),), generator=g).tolist()
-    req = Request(prompt, SamplingParams(temperature=0.0, max_new_tokens=1))
-    engine.generate([req])
+    group = max(1, min(rows, engine.prefill_chunk // s.prompt, engine.max_prefills))
+    reqs = [Request(torch.randint(0, model.config.vocab_size, (s.prompt,), generator=g).tolist(),
+                    SamplingParams(temperature=0.0, max_new_tokens=1)) for _ in range(group)]
+    engine.generate(reqs)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     t0 = time.perf_counter()
-    engine.generate([req])
-    return time.perf_counter() - t0
+    engine.generate(reqs)
+    return (time.perf_counter() - t0) * -(-rows // group)
 
 
 def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,

@@ -297,6 +297,8 @@ def test_prefill_budget_is_shared_in_admission_order(kind):
         assert [got[i] for i in ids] == alone
         # 16 slots: 5 + 3 of 7, then 4 + 4 of 9, then 5; one slot: 5, then 7, then 8 + 1
         assert per_step[:4] == ([8, 8, 5, 0] if max_prefills == 16 else [5, 7, 8, 1])
+    single = Engine(model, max_batch_size=1)  # no more prefill slots than requests that could use them
+    assert single.max_prefills == 1 and single.cache.num_slots == 2
     with pytest.raises(ValueError, match="max_prefills"):
         Engine(model, max_prefills=0)
 

@@ -57,12 +57,13 @@ def test_steady_state_and_end_to_end_runs(kind):
 
 
 def test_static_life_counts_rows_and_preempts_the_newest():
-    """Lengths 3, 1, 5, 5 after a 2-token prompt in a pool of 6 blocks of 2 tokens: at step 0 four
-    rows need 8 blocks, so the newest is preempted (recomputed in a later batch); then rows end."""
-    running, completes = wl.static_life([3, 1, 5, 5], prompt=2, pool_blocks=6, block_size=2)
-    assert running == [3, 2, 2, 1, 1] and completes == [True, True, True, False]
+    """Lengths 3, 1, 5, 5 after a 2-token prompt in a pool of 5 blocks of 2 tokens: the 1-token
+    request is done by its prefill; at decode step 0 three rows of 3 tokens need 6 blocks, so the
+    newest is preempted (recomputed in a later batch); a request of L tokens decodes L - 1 steps."""
+    running, completes = wl.static_life([3, 1, 5, 5], prompt=2, pool_blocks=5, block_size=2)
+    assert running == [2, 2, 1, 1] and completes == [True, True, True, False]
     running, completes = wl.static_life([4, 2], prompt=1, pool_blocks=100, block_size=4)
-    assert running == [2, 2, 1, 1] and completes == [True, True]
+    assert running == [2, 1, 1] and completes == [True, True]
 
 
 def test_static_life_estimate_is_near_a_real_static_run():

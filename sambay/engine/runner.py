@@ -1,10 +1,10 @@
-"""Runs the model over the cache for what the scheduler planned: batch tensors, a prefill chunk,
+"""Runs the model over the cache for what the scheduler planned: batch tensors, prefill chunks,
 the decode step of the running set (a CUDA graph per batch size of a ladder), sampling on the
 device. No policy: which requests run, and where their state lives, is the scheduler's.
 
 A decode step returns a (B, 2) int64 device tensor per row: the sampled token and a flag set when
 the row's logits are not all finite (NaN weights, overflow). The engine copies it to the host once
-per step, together with a finished prefill's (1, 2).
+per step, together with each finished prefill's (1, 2).
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class ModelRunner:
     # ----- prefill
     @torch.no_grad()
     def prefill(self, seq: Sequence, end: int, sample_next: bool) -> torch.Tensor | None:
-        """Compute ``seq``'s tokens num_cached..end-1 in the prefill slot (batch 1); when
+        """Compute ``seq``'s tokens num_cached..end-1 in its prefill slot ``seq.slot`` (batch 1); when
         ``sample_next``, sample its next token -> (1, 2) on the device."""
         start, dev, bs = seq.num_cached, self.device, self.block_size
         ids = torch.tensor([seq.tokens_between(start, end)], device=dev)
