@@ -155,7 +155,12 @@ def load_pretrained(cls: Any, folder: str | os.PathLike, dtype: torch.dtype | No
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
     """Write ``config.json`` (with ``torch_dtype`` set to the weights' dtype) and the weights,
-    in one file or in shards of at most ``max_shard_size`` bytes (a lone larger tensor gets its own)."""
+    in one file or in shards of at most ``max_shard_size`` bytes (a lone larger tensor gets its own).
+    A model with fp8 weights is refused: the official layout holds full-precision weights, and
+    ``quantize="fp8"`` at load quantizes them again."""
+    if any(p.dtype == torch.float8_e4m3fn for p in model.parameters()):
+        raise ValueError("this model's weights are fp8 (quantized at load), which the official checkpoint layout "
+                         "does not hold: save the model before quantizing it, and load it with quantize='fp8'")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     limit = parse_size(max_shard_size)

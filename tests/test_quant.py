@@ -185,6 +185,10 @@ def test_load_paths_take_quantize(tmp_path):
             assert torch.equal(loaded(ids).logits, quantize_model(copy.deepcopy(m), "fp8")(ids).logits)
     with pytest.raises(ValueError, match="unknown quantize mode 'fp4'"):
         load_model(tmp_path / "s", quantize="fp4")
+    # an fp8 model is not saved into a checkpoint that could not be loaded back
+    with pytest.raises(ValueError, match="save the model before quantizing it"):
+        loaded.save_pretrained(tmp_path / "fp8")
+    assert not (tmp_path / "fp8").exists()
 
 
 def test_reasoning_load_quantizes_the_built_in_model():
