@@ -7,11 +7,10 @@ its splits, the sliding window, and mamba-ssm's 2048-step scan chunks.
 import pytest
 import torch
 
-from helpers import fresh_seed, rel
+from helpers import cached_logits, fresh_seed, rel, small_models
 import layers.backends as backends
 from layers.attention import attention_ref, attention_sdpa
 from layers.mamba import KERNELS
-from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM
 from sambay.generate import Engine, Request, SamplingParams
 
 pytestmark = pytest.mark.gpu
@@ -292,17 +291,6 @@ def test_mamba_step_kernels_match_reference(dtype):
 # ----------------------------------------------------------------------------- whole models
 
 
-def small_models(dtype):
-    sambay = SambaYConfig.tiny(hidden_size=256, intermediate_size=512, num_attention_heads=8,
-                               num_key_value_heads=4, sliding_window=64, vocab_size=1000, mamba_d_state=16)
-    dense = Phi4MiniConfig.tiny(vocab_size=1000)
-    out = []
-    for cls, cfg in ((SambaYForCausalLM, sambay), (Phi4MiniForCausalLM, dense)):
-        torch.manual_seed(0)
-        out.append(cls(cfg).to(CUDA, dtype).eval())
-    return out
-
-
 @pytest.mark.parametrize("batch", [1, 2])  # batch 1 decodes through the fused GEMVs
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
 def test_fast_model_matches_reference_after_prefill_and_64_steps(which, batch):
@@ -310,17 +298,10 @@ def test_fast_model_matches_reference_after_prefill_and_64_steps(which, batch):
     model = small_models(torch.bfloat16)[which]
     ids = torch.randint(0, 1000, (batch, 300 + 64), device=CUDA)
 
-    def run():
-        cache = model.allocate_cache(batch, ids.shape[1])
-        with torch.no_grad():
-            logits = [model(ids[:, :300], cache=cache).logits]
-            logits += [model(ids[:, t:t + 1], cache=cache).logits for t in range(300, ids.shape[1])]
-        return torch.cat(logits, 1)
-
     with backends.use(attention="ref", mamba="ref", linear="torch"):
-        ref = run()
+        ref = cached_logits(model, ids, 300)
     backends._announced.clear()
-    fast = run()
+    fast = cached_logits(model, ids, 300)
     if batch == 1:
         assert ("linear (one row)", "triton gemv") in backends._announced
     assert rel(fast[:, :300], ref[:, :300]) < 1e-2, seed

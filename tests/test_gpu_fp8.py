@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from helpers import fresh_seed, rel
+from helpers import cached_logits, fresh_seed, rel, small_models
 import layers.backends as backends
 import layers.gemv_triton as gt
 from layers.linear import linear, linear_chain, linear_chain_ref, linear_ref, quantize_model
-from layers.norm import RMSNorm, fused_norm_args
+from layers.norm import RMSNorm
 from layers.quant import dequantize, quantize_fp8
-from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM
+from sambay import SambaYConfig, SambaYForCausalLM
 from sambay.generate import Engine, Request, SamplingParams
 
 pytestmark = pytest.mark.gpu
@@ -136,35 +136,17 @@ def test_fp8_several_rows_dequant_and_scaled_mm(rows):
     assert rel(fast - res, exact - res.double()) < 0.06, seed
 
 
-def small_models(dtype):
-    sambay = SambaYConfig.tiny(hidden_size=256, intermediate_size=512, num_attention_heads=8,
-                               num_key_value_heads=4, sliding_window=64, vocab_size=1000, mamba_d_state=16)
-    dense = Phi4MiniConfig.tiny(vocab_size=1000)
-    out = []
-    for cls, cfg in ((SambaYForCausalLM, sambay), (Phi4MiniForCausalLM, dense)):
-        torch.manual_seed(0)
-        out.append(quantize_model(cls(cfg).to(CUDA, dtype).eval(), "fp8"))
-    return out
-
-
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
 def test_fp8_model_fast_matches_reference_after_prefill_and_64_steps(which, batch):
     seed = fresh_seed()
-    model = small_models(torch.bfloat16)[which]
+    model = small_models(torch.bfloat16, "fp8")[which]
     ids = torch.randint(0, 1000, (batch, 200 + 64), device=CUDA)
 
-    def run():
-        cache = model.allocate_cache(batch, ids.shape[1])
-        with torch.no_grad():
-            logits = [model(ids[:, :200], cache=cache).logits]
-            logits += [model(ids[:, t:t + 1], cache=cache).logits for t in range(200, ids.shape[1])]
-        return torch.cat(logits, 1)
-
     with backends.use(attention="ref", mamba="ref", linear="torch"):
-        ref = run()
+        ref = cached_logits(model, ids, 200)
     backends._announced.clear()
-    fast = run()
+    fast = cached_logits(model, ids, 200)
     if batch == 1:
         assert ("linear (one row)", "triton gemv fp8") in backends._announced
         if which == 0:
@@ -177,7 +159,7 @@ def test_fp8_model_fast_matches_reference_after_prefill_and_64_steps(which, batc
 def test_fp8_fp32_greedy_tokens_identical_with_cuda_graphs(which):
     """fp8 weights in an fp32 model: the graphed fast path picks the reference's tokens."""
     fresh_seed()
-    model = small_models(torch.float32)[which]
+    model = small_models(torch.float32, "fp8")[which]
     prompts = [torch.randint(0, 1000, (n,)).tolist() for n in (90, 33)]
     for batch in ([prompts[0]], prompts):
         reqs = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=96)) for p in batch]
@@ -188,36 +170,18 @@ def test_fp8_fp32_greedy_tokens_identical_with_cuda_graphs(which):
             assert f.tokens == r.tokens
 
 
-def small_bf16_models(dtype: torch.dtype) -> list:
-    """The shapes of :func:`small_models`, weights left in ``dtype``."""
-    sambay = SambaYConfig.tiny(hidden_size=256, intermediate_size=512, num_attention_heads=8,
-                               num_key_value_heads=4, sliding_window=64, vocab_size=1000, mamba_d_state=16)
-    out = []
-    for cls, cfg in ((SambaYForCausalLM, sambay), (Phi4MiniForCausalLM, Phi4MiniConfig.tiny(vocab_size=1000))):
-        torch.manual_seed(0)
-        out.append(cls(cfg).to(CUDA, dtype).eval())
-    return out
-
-
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
 def test_fp8_kv_cache_fast_matches_reference_after_prefill_and_64_steps(which):
     """fp8 K/V (the Triton RoPE + quantized store and paged attention on e4m3 pools) against the
     reference store and attention on the same fp8 pools: bf16 logits of a 200-token prefill
     (crossing blocks) and 64 decode steps of 2 rows within 1e-2."""
     seed = fresh_seed()
-    model = small_bf16_models(torch.bfloat16)[which]
+    model = small_models(torch.bfloat16)[which]
     ids = torch.randint(0, 1000, (2, 200 + 64), device=CUDA)
 
-    def run():
-        cache = model.allocate_cache(2, ids.shape[1], kv_cache_dtype="fp8")
-        with torch.no_grad():
-            logits = [model(ids[:, :200], cache=cache).logits]
-            logits += [model(ids[:, t:t + 1], cache=cache).logits for t in range(200, ids.shape[1])]
-        return torch.cat(logits, 1)
-
     with backends.use(attention="ref", mamba="ref", linear="torch"):
-        ref = run()
-    fast = run()
+        ref = cached_logits(model, ids, 200, kv_cache_dtype="fp8")
+    fast = cached_logits(model, ids, 200, kv_cache_dtype="fp8")
     assert rel(fast[:, :200], ref[:, :200]) < 1e-2, seed
     assert rel(fast[:, 200:], ref[:, 200:]) < 1e-2, seed
 
@@ -227,7 +191,7 @@ def test_fp8_kv_cache_fp32_greedy_tokens_identical_with_cuda_graphs(which):
     """fp8 K/V in an fp32 model: the graphed engine picks the reference engine's tokens, alone and
     in a batch."""
     fresh_seed()
-    model = small_bf16_models(torch.float32)[which]
+    model = small_models(torch.float32)[which]
     prompts = [torch.randint(0, 1000, (n,)).tolist() for n in (90, 33)]
     for batch in ([prompts[0]], prompts):
         reqs = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=96)) for p in batch]
