@@ -381,12 +381,12 @@ def fast_vs_reference(model: nn.Module, s: BenchSettings, steps: int = 64) -> tu
 
 def mode_name(dtype: torch.dtype, quantize: str | None, kv_cache_dtype: str | None) -> str:
     """"bf16", "fp8 weights", "fp8 kv", "fp8 weights + kv" (or the dtype's name for others)."""
-    parts = [f"{quantize} weights"] if quantize else []
-    if kv_cache_dtype not in (None, "auto"):
-        parts.append(f"{kv_cache_dtype} kv")
-    if len(parts) == 2:
-        return f"{quantize} weights + kv"
-    return parts[0] if parts else ("bf16" if dtype == torch.bfloat16 else str(dtype).removeprefix("torch."))
+    kv = kv_cache_dtype not in (None, "auto")
+    if quantize:
+        return f"{quantize} weights + kv" if kv else f"{quantize} weights"
+    if kv:
+        return f"{kv_cache_dtype} kv"
+    return "bf16" if dtype == torch.bfloat16 else str(dtype).removeprefix("torch.")
 
 
 def environment(device: torch.device, choice: backends.Backends) -> dict[str, Any]:
