@@ -3,8 +3,9 @@
 Requests wait in a queue; each :meth:`Engine.step` decodes every running request (one token
 each, per-row positions) and prefills up to ``prefill_chunk`` prompt tokens of the requests being
 admitted, oldest first; a request that finishes (stop token, stop condition, its
-``max_new_tokens``, an abort, non-finite logits) leaves at once and frees its memory. The pieces live in ``sambay/engine/`` (one concern per file). Token-level
-only; text, chat prompts, stop strings and answers live in ``reasoning/``.
+``max_new_tokens``, an abort, non-finite logits) leaves at once and frees its memory. The pieces
+live in ``sambay/engine/`` (one concern per file). Token-level only; text, chat prompts, stop
+strings and answers live in ``reasoning/``.
 
     engine = Engine(model)
     outs = engine.generate([Request([1, 2, 3], SamplingParams(temperature=0.0, max_new_tokens=32))])
