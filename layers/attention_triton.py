@@ -6,8 +6,9 @@ Its reference twins are :func:`layers.attention.attention_ref` with T = 1 and
 the keys a query may see are read: with ``k_pos=None`` slot s holds position s and the scan
 stops at the row's query position, with ``k_pos`` (a ring buffer's slot positions, shared or
 per row) every slot is read and masked by its position. Paged: row b's slot s is at
-``block_table[b, s // block_size]`` of the pool, offset ``s % block_size``; float8 pools are
-dequantized in registers with their per-(slot, head) scales.
+``block_table[b, s // block_size]`` of the pool, offset ``s % block_size``; float8 pools go into
+the dots as they are (e4m3 converts exactly) and their per-(slot, head) scales multiply the
+scores and the probabilities, which are small tiles, rather than the K and V tiles.
 
 The key range is split over ``num_splits`` programs per (row, KV head); a second kernel
 merges their partial softmax sums.
@@ -43,25 +44,25 @@ def _visible_splits(QPOS, START, b, sqp, S, window, HAS_KPOS: tl.constexpr, HAS_
 
 
 @triton.jit
-def _dequantize(x, SC, at, h, valid, SUB: tl.constexpr, HKO: tl.constexpr, D: tl.constexpr):
-    """fp8 tile x (BLOCK, D) of kernel head h times its per-(slot, head) scales, in fp32: SUB
-    consecutive heads of the pool form one kernel head (2: differential attention's pair heads)."""
+def _key_scales(SC, at, h, valid, SUB: tl.constexpr, HKO: tl.constexpr):
+    """The per-(slot, head) scales of kernel head h's keys, (BLOCK,) each: SUB consecutive heads of
+    the pool form one kernel head (2: differential attention's pair heads, whose halves have their
+    own scales; with SUB == 1 the second is the first)."""
     base = at * HKO + h * SUB  # at: flat slot index of each key
     s0 = tl.load(SC + base, mask=valid, other=0.0)
     if SUB == 1:
-        return x.to(tl.float32) * s0[:, None]
-    s1 = tl.load(SC + base + 1, mask=valid, other=0.0)
-    second = (tl.arange(0, D) >= D // 2)[None, :]
-    return x.to(tl.float32) * tl.where(second, s1[:, None], s0[:, None])
+        return s0, s0
+    return s0, tl.load(SC + base + 1, mask=valid, other=0.0)
 
 
 @triton.jit
-def _block(s0, q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
            scale, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
            PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
            h, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
     """Online-softmax update with the keys of slots s0 .. s0 + BLOCK. Paged: slot s of the row is
-    pool slot ``block_table[s // PAGE] * PAGE + s % PAGE``."""
+    pool slot ``block_table[s // PAGE] * PAGE + s % PAGE``. ``second_q`` (rows,): query rows that
+    read the second half of a differential pair head (whose keys have the second scale)."""
     offs = s0 + tl.arange(0, BLOCK)
     valid = offs < s_hi
     if HAS_KPOS:
@@ -77,23 +78,37 @@ def _block(s0, q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, b
         at = offs
     kt = tl.load(K + kbase + at[:, None] * sks + tl.arange(0, DK)[None, :], mask=valid[:, None], other=0.0)
     vt = tl.load(V + vbase + at[:, None] * svs + tl.arange(0, DV)[None, :], mask=valid[:, None], other=0.0)
-    if FP8:  # dequantized in registers, then as the queries' dtype into the dots
-        kt = _dequantize(kt, KS, at, h, valid, SUB, HKO, DK).to(q.dtype)
-        vt = _dequantize(vt, VS, at, h, valid, SUB, HKO, DV).to(q.dtype)
+    if FP8:  # e4m3 -> the queries' dtype is exact; the scales apply to the dots' results (fp32)
+        kt = kt.to(q.dtype)
+        vt = vt.to(q.dtype)
     if IEEE:
         sc = tl.dot(q, tl.trans(kt), input_precision="ieee")
     else:
         sc = tl.dot(q, tl.trans(kt))
+    if FP8:  # q . (k8 s) = (q . k8) s; a differential query row reads one half of its pair head
+        ks0, ks1 = _key_scales(KS, at, h, valid, SUB, HKO)
+        sc = sc * tl.where(second_q[:, None], ks1[None, :], ks0[None, :])
     sc = tl.where(valid[None, :], sc * scale, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(sc, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     p = tl.exp(sc - m_safe[:, None])
     alpha = tl.exp(m_i - m_safe)
-    if IEEE:
-        pv = tl.dot(p, vt.to(tl.float32), input_precision="ieee")
+    if FP8:  # sum_j p_j (v8_j s_j) = sum_j (p_j s_j) v8_j, per half of a pair head's columns
+        vs0, vs1 = _key_scales(VS, at, h, valid, SUB, HKO)
+        pv = _pv(p * vs0[None, :], vt, IEEE)
+        if SUB == 2:
+            pv = tl.where((tl.arange(0, DV) >= DV // 2)[None, :], _pv(p * vs1[None, :], vt, IEEE), pv)
     else:
-        pv = tl.dot(p.to(vt.dtype), vt)
+        pv = _pv(p, vt, IEEE)
     return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + pv
+
+
+@triton.jit
+def _pv(p, vt, IEEE: tl.constexpr):
+    """p (rows, BLOCK) fp32 @ vt (BLOCK, DV) -> fp32: in fp32 for fp32 models, else in vt's dtype."""
+    if IEEE:
+        return tl.dot(p, vt.to(tl.float32), input_precision="ieee")
+    return tl.dot(p.to(vt.dtype), vt)
 
 
 @triton.jit
@@ -128,9 +143,11 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
         c = tl.arange(0, DK)[None, :]
         q = tl.load(Q + b * sqb + head[:, None] * sqh + c - stripe[:, None] * half,
                     mask=(rows < R)[:, None] & (c // half == stripe[:, None]), other=0.0)
+        second_q = stripe == 1
     else:
         q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + tl.arange(0, DK)[None, :],
                     mask=(rows < R)[:, None], other=0.0)
+        second_q = rows < 0
     m_i = tl.full((RP,), float("-inf"), tl.float32)
     l_i = tl.zeros((RP,), tl.float32)
     acc = tl.zeros((RP, DV), tl.float32)
@@ -141,13 +158,13 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
     kpbase, btbase = b * skpb, b * sbt
     if PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
         for s0 in range(s_lo, s_hi, BLOCK):
-            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
                                    svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
                                    FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
     else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
         s0 = s_lo
         while s0 < s_hi:
-            m_i, l_i, acc = _block(s0, q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
                                    svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
                                    FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
             s0 += BLOCK
@@ -254,6 +271,7 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
         assert k_scale.shape[:2] == k.shape[:2] and k_scale.dtype == v_scale.dtype == torch.float32
     assert q_pos.numel() in (1, B) and (k_pos is None or k_pos.stride(-1) == 1)
     hko = k_scale.shape[-1] if fp8 else HK
+    assert hko == HK * (2 if fp8 and diff else 1)  # two scales per key only for a pair head's halves
     R = q.shape[2] // HK  # query rows per KV head (with diff: r heads of each stripe per pair head)
     RP = max(16, triton.next_power_of_2(R))
     block, warps, stages = launch_config(B, HK)
@@ -316,7 +334,7 @@ def paged_attention_triton(
     """q (B, 1, Hq, D), pools (num_blocks, block_size, Hk, D) (dense blocks, unit last stride),
     block_table (B, max_blocks) int32, q_pos (B,) -> (B, 1, Hq, Dv): what
     :func:`layers.attention.paged_attention_ref` computes. Only the blocks holding visible
-    positions are read; float8 pools are dequantized in registers."""
+    positions are read; float8 pools are read with their scales."""
     assert q.shape[1] == 1 and q.stride(-1) == 1 and k_pool.stride(-1) == v_pool.stride(-1) == 1
     return _decode(q, k_pool, v_pool, q_pos, None, None, window, scale if scale is not None else q.shape[-1] ** -0.5,
                    None, block_table, k_scale, v_scale)
