@@ -4,11 +4,12 @@
 # see ../shared/GPU.md) and uses .gpu/o200k_base.tiktoken (the Phi-4 tokenizer, built offline), then
 # runs the stages named in STAGES, each bounded by its own time limit (a slow stage still leaves the
 # others' results under $OUT):
-#   tests     pytest -m gpu over every GPU test file (181 of 240 ran in 285 s on the H200: give it
-#             a call of its own, about 8 minutes)
+#   tests     pytest -m gpu over every GPU test file, in TESTS_WORKERS (8) pytest-xdist processes
+#             sharing the GPU (one process: about 7 minutes on the H200)
 #   tests-rest  the GPU test files after test_gpu.py (when a first run stopped there)
 #   one       the tests named in ONE ("tests/test_x.py::test_y ..."), every failure reported
 #   quick     the GPU tests of the paged kernels, the engine and fp8 only (about 2 minutes)
+#   attention examples/bench_paged_attention.py (decode attention kernels, bf16 and fp8 K/V)
 #   profile   examples/profile_decode.py --no-compile, one model per process (batch-1 kernel timeline)
 #   latency   batch-1 decode latency of both models at 2K and 32K: bf16, fp8 weights, fp8 weights + K/V
 #   capacity-dense, capacity-sambay
@@ -47,7 +48,8 @@ bench() {  # bench SECONDS NAME ARGS...: one compare_latency run, its log under 
 for stage in $STAGES; do
   echo "=== $stage ($(date +%T))"
   case "$stage" in
-    tests) timeout ${TESTS_LIMIT:-480} python3 -m pytest -q -rs -m gpu tests/ -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
+    tests) timeout ${TESTS_LIMIT:-480} python3 -m pytest -q -rs -m gpu -n ${TESTS_WORKERS:-8} tests/ -p no:cacheprovider \
+             > "$OUT/pytest_gpu.txt" 2>&1
            tail -3 "$OUT/pytest_gpu.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.txt" | head -20 ;;
     tests-rest)  # the GPU test files after test_gpu.py (when a first run stopped there)
            timeout ${TESTS_LIMIT:-200} python3 -m pytest -q -rs -m gpu tests/test_gpu_fp8.py tests/test_paged_kernels.py \
@@ -56,6 +58,10 @@ for stage in $STAGES; do
     one)  # one test or file, stopping at the first failure: ONE="tests/test_x.py::test_y"
            timeout ${TESTS_LIMIT:-120} python3 -m pytest -q --tb=short -m gpu $ONE -p no:cacheprovider \
              > "$OUT/pytest_one.txt" 2>&1; tail -30 "$OUT/pytest_one.txt" ;;
+    attention)
+      timeout 120 python3 examples/bench_paged_attention.py --out "$OUT/attention" > "$OUT/attention.txt" 2>&1 \
+        || echo "[attention: exit $?]"
+      cat "$OUT/attention.txt" | tail -14 ;;
     profile)
       for m in sambay dense; do
         timeout 90 python3 examples/profile_decode.py --out "$OUT/profile" --models $m --no-compile \
@@ -101,6 +107,6 @@ for stage in $STAGES; do
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
         || echo "[quality: exit $?]"
       tail -7 "$OUT/quality.txt" ;;
-    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, profile, latency, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, profile, latency, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
   esac
 done

@@ -9,6 +9,19 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist on one GPU (`pytest -n 8 -m gpu`), each worker sees an equal share of the GPU's
+# memory as free: an engine sizes its block pool from free memory, and the first to start would
+# otherwise take nearly all of it from the others.
+if torch.cuda.is_available() and os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _mem_get_info = torch.cuda.mem_get_info
+
+    def _worker_share(device=None):
+        free, total = _mem_get_info(device)
+        return max(0, min(free, total // _workers - torch.cuda.memory_reserved(device))), total
+
+    torch.cuda.mem_get_info = _worker_share
+
 # On CI (the CI variable set, as CI services and .ci/run do) a skip is a failure, except for tests
 # marked ``gpu``: a test that skips itself there hides that it never ran.
 ON_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")

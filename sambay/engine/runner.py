@@ -36,16 +36,19 @@ def sample_with_flag(logits: torch.Tensor, temperature: torch.Tensor, top_p: tor
     return torch.stack([sample(logits, temperature, top_p, top_k, u), bad.long()], dim=1)
 
 
-def decode_step_fn(model: nn.Module, cache: PagedCache, ids: torch.Tensor, positions: torch.Tensor,
-                   write_slots: torch.Tensor, block_table: torch.Tensor, long: torch.Tensor, temperature: torch.Tensor,
-                   top_p: torch.Tensor, top_k: torch.Tensor, u: torch.Tensor, keep_logits: bool
+def decode_step_fn(model: nn.Module, cache: PagedCache, ints: torch.Tensor, floats: torch.Tensor,
+                   block_table: torch.Tensor, keep_logits: bool
                    ) -> Callable[[int, int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     """The decode step of rows 0..n-1 over the static input buffers (reading ``width`` block-table
-    columns): the function a CUDA graph captures."""
+    columns): the function a CUDA graph captures. ``ints`` (5, B) holds each row's token, position,
+    write slot, top-k and LongRoPE flag, ``floats`` (3, B) its temperature, top-p and uniform
+    number: two buffers, so a step's inputs go to the device in two copies."""
     def step(n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        batch = CacheBatch(0, block_table[:n, :width], positions[:n], write_slots[:n], long[:n])
-        logits = model.run(ids[:n], cache, batch)[:, -1]
-        out = sample_with_flag(logits, temperature[:n], top_p[:n], top_k[:n], u[:n])
+        ids, positions, write_slots, top_k, long = ints[:, :n]
+        temperature, top_p, u = floats[:, :n]
+        batch = CacheBatch(0, block_table[:n, :width], positions, write_slots, long != 0)
+        logits = model.run(ids[:, None], cache, batch)[:, -1]
+        out = sample_with_flag(logits, temperature, top_p, top_k, u)
         return (out, logits) if keep_logits else out
     return step
 
@@ -74,16 +77,15 @@ class ModelRunner:
         self.keep_logits = keep_logits  # checks: the last step's logits in last_logits (costs a (B, V) copy)
         self.last_logits: torch.Tensor | None = None
         B, dev = max_batch_size, self.device
-        # Static inputs of the decode step (a captured graph reads these buffers).
-        self.ids = torch.zeros(B, 1, dtype=torch.long, device=dev)
-        self.positions = torch.zeros(B, dtype=torch.long, device=dev)
-        self.write_slots = torch.zeros(B, dtype=torch.long, device=dev)
+        # Static inputs of the decode step (a captured graph reads these buffers), written from
+        # pinned host buffers of the same layout: two asynchronous copies a step.
+        self.ints = torch.zeros(5, B, dtype=torch.long, device=dev)
+        self.floats = torch.zeros(3, B, dtype=torch.float32, device=dev)
         self.block_table = torch.zeros(B, self.max_blocks, dtype=torch.int32, device=dev)
-        self.long = torch.zeros(B, dtype=torch.bool, device=dev)
-        self.temperature = torch.zeros(B, device=dev)
-        self.top_p = torch.ones(B, device=dev)
-        self.top_k = torch.zeros(B, dtype=torch.long, device=dev)
-        self.u = torch.zeros(B, device=dev)
+        pin = dev.type == "cuda"
+        self._host_ints = torch.zeros(5, B, dtype=torch.long, pin_memory=pin)
+        self._host_floats = torch.zeros(3, B, dtype=torch.float32, pin_memory=pin)
+        self._copied = torch.cuda.Event() if pin else None  # the host buffers are free again once it is done
         # Who holds each row of the block table, and how many of its blocks are written there: a
         # step sends only the entries that changed.
         self._owner: list[tuple[Sequence, int] | None] = [None] * B
@@ -92,8 +94,7 @@ class ModelRunner:
         # The step is a closure over the model, cache and buffers, not a bound method: a runner that
         # held itself (through self._step) would outlive its engine until a garbage collection,
         # with the whole K/V pool; the next engine would then size its pool from what is left.
-        step = decode_step_fn(model, cache, self.ids, self.positions, self.write_slots, self.block_table, self.long,
-                              self.temperature, self.top_p, self.top_k, self.u, keep_logits)
+        step = decode_step_fn(model, cache, self.ints, self.floats, self.block_table, keep_logits)
         if compile:
             # One static graph per batch size. Inductor rounds between fused ops where eager rounds
             # (emulate_precision_casts), so compiled numerics are eager's; no matmul padding search.
@@ -131,7 +132,7 @@ class ModelRunner:
         """One token for every running sequence (row i = slot i) -> (n, 2) on the device."""
         n = len(seqs)
         size = next(b for b in self.ladder if b >= n) if self.cuda_graphs else n
-        ids, pos, slots, sampling = [], [], [], []
+        ids, pos, slots, top_k, long, temperature, top_p, u = ([] for _ in range(8))
         rows, cols, blocks = [], [], []  # block-table entries that changed since the last step
         for i, seq in enumerate(seqs):
             p = seq.num_tokens - 1  # the last sampled token goes in at its position
@@ -139,9 +140,12 @@ class ModelRunner:
             pos.append(p)
             slots.append(seq.blocks[p // self.block_size] * self.block_size + p % self.block_size)
             sp = seq.params
+            top_k.append(sp.top_k)
+            long.append(seq.long_rope)
+            temperature.append(sp.temperature)
+            top_p.append(sp.top_p)
             # greedy rows never read their uniform number: skip its hash (a few us a row)
-            sampling.append((float(sp.temperature), float(sp.top_p), float(sp.top_k), float(seq.long_rope),
-                             uniform(sp.seed, len(seq.tokens)) if sp.temperature > 0 else 0.0))
+            u.append(uniform(sp.seed, len(seq.tokens)) if sp.temperature > 0 else 0.0)
             if self._owner[i] != (seq, seq.admitted):  # a new occupant of slot i (or readmitted)
                 self._owner[i], self._filled[i] = (seq, seq.admitted), 0
             new = range(self._filled[i], len(seq.blocks))
@@ -149,30 +153,33 @@ class ModelRunner:
             cols += new
             blocks += seq.blocks[self._filled[i]:]
             self._filled[i] = len(seq.blocks)
-        for i in range(n, size):  # padding rows: position 0 of the scratch block
-            ids.append(0)
-            pos.append(0)
-            slots.append(SCRATCH_BLOCK * self.block_size)
-            sampling.append((0.0, 1.0, 0.0, 0.0, 0.0))
+        pad = size - n  # padding rows: position 0 of the scratch block, greedy
+        ids += [0] * pad
+        pos += [0] * pad
+        slots += [SCRATCH_BLOCK * self.block_size] * pad
+        top_k += [0] * pad
+        long += [False] * pad
+        temperature += [0.0] * pad
+        top_p += [1.0] * pad
+        u += [0.0] * pad
+        for i in range(n, size):
             if self._owner[i] is not None:
                 self._owner[i] = None
                 rows.append(i)
                 cols.append(0)
                 blocks.append(SCRATCH_BLOCK)
         w = self._width(seqs)
-        ints = torch.tensor([ids, pos, slots], dtype=torch.long)
-        floats = torch.tensor(sampling, dtype=torch.float32).T
-        self.ids[:size, 0].copy_(ints[0], non_blocking=True)
-        self.positions[:size].copy_(ints[1], non_blocking=True)
-        self.write_slots[:size].copy_(ints[2], non_blocking=True)
+        if self._copied is not None:
+            self._copied.synchronize()  # the last step's copies have read the host buffers
+        self._host_ints[:, :size] = torch.tensor([ids, pos, slots, top_k, long], dtype=torch.long)
+        self._host_floats[:, :size] = torch.tensor([temperature, top_p, u], dtype=torch.float32)
+        self.ints.copy_(self._host_ints, non_blocking=True)
+        self.floats.copy_(self._host_floats, non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
         if rows:  # a few entries a step: a new block every block_size tokens per row
             entries = torch.tensor([rows, cols, blocks], dtype=torch.long).to(self.device, non_blocking=True)
             self.block_table.index_put_((entries[0], entries[1]), entries[2].int())
-        self.temperature[:size].copy_(floats[0], non_blocking=True)
-        self.top_p[:size].copy_(floats[1], non_blocking=True)
-        self.top_k[:size].copy_(floats[2].long(), non_blocking=True)
-        self.long[:size].copy_(floats[3].bool(), non_blocking=True)
-        self.u[:size].copy_(floats[4], non_blocking=True)
         if self.cuda_graphs:
             graph, out = self.graphs[size]
             graph.replay()  # the next replay overwrites the static output: clone what is kept
