@@ -9,16 +9,21 @@ float8 pools with their scales, and ``mixed`` paged rows of lengths drawn unifor
 1..context (bytes counted over the keys each row really has: blocks past a row's end are not
 read). SambaY's shape is its differential attention (the layer-17 / cross-attention decode);
 the dense one plain GQA. Each is timed as a CUDA graph replay (the median of 20).
+
+``--sweep-fp8`` also times the fp8 kernel under other launch configs (keys per block, warps,
+pipeline stages) than ``layers.attention_triton.launch_config`` picks, to choose its table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from unittest import mock
 from pathlib import Path
 
 import torch
 
+import layers.attention_triton as at
 from layers.attention import DiffAttnCore, quantize_kv_fp8
 from layers.gemv_triton import graph_seconds  # the same CUDA-graph timing as the GEMV benchmark
 from layers.attention_triton import (
@@ -28,10 +33,11 @@ from layers.attention_triton import (
     paged_diff_attention_triton,
 )
 
+SWEEP = ((64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (128, 8, 3), (256, 8, 2))  # (keys, warps, stages)
 MODELS = {"dense": (24, 8, 128, False), "sambay": (40, 20, 64, True)}  # query heads, KV heads, head dim, differential
 
 
-def run(model: str, B: int, ctx: int, page: int, dev: torch.device) -> dict:
+def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple = ()) -> dict:
     Hq, Hk, D, diff = MODELS[model]
     bf16 = torch.bfloat16
     q = torch.randn(B, 1, Hq, D, device=dev, dtype=bf16)
@@ -72,6 +78,11 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device) -> dict:
         seconds = graph_seconds([fn])
         out[name] = {"ms": seconds * 1e3, "TB/s": tokens[name] * per_token[name] / seconds / 1e12,
                      "tokens": tokens[name]}
+    for cfg in sweep:
+        with mock.patch.object(at, "launch_config", lambda *_, c=cfg: c):
+            seconds = graph_seconds([fns["paged fp8"]])
+        out[f"paged fp8 {cfg}"] = {"ms": seconds * 1e3, "TB/s": B * ctx * per_token["paged fp8"] / seconds / 1e12,
+                                   "tokens": B * ctx}
     return out
 
 
@@ -81,6 +92,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8,64")
     ap.add_argument("--contexts", default="2048,32768")
     ap.add_argument("--page", type=int, default=16, help="slots per block")
+    ap.add_argument("--sweep-fp8", action="store_true", help="time the fp8 kernel under other launch configs too")
     args = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -91,10 +103,13 @@ def main() -> None:
         for B in (int(x) for x in args.batch_sizes.split(",")):
             for ctx in (int(x) for x in args.contexts.split(",")):
                 with torch.no_grad():
-                    r = run(model, B, ctx, args.page, dev)
+                    r = run(model, B, ctx, args.page, dev, SWEEP if args.sweep_fp8 else ())
                 results.append({"model": model, "batch": B, "context": ctx, "page": args.page, **r})
-                cells = "  ".join(f"{r[n]['ms']:7.3f} ms {r[n]['TB/s']:4.2f} TB/s" for n in r)
+                cells = "  ".join(f"{r[n]['ms']:7.3f} ms {r[n]['TB/s']:4.2f} TB/s" for n in names)
                 print(f"{model:8} {B:5d} {ctx:7d}  {cells}", flush=True)
+                for n in r:
+                    if n not in names:
+                        print(f"{'':24}{n}: {r[n]['ms']:7.3f} ms {r[n]['TB/s']:4.2f} TB/s", flush=True)
                 torch.cuda.empty_cache()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -59,9 +59,9 @@ for stage in $STAGES; do
            timeout ${TESTS_LIMIT:-120} python3 -m pytest -q --tb=short -m gpu $ONE -p no:cacheprovider \
              > "$OUT/pytest_one.txt" 2>&1; tail -30 "$OUT/pytest_one.txt" ;;
     attention)
-      timeout 120 python3 examples/bench_paged_attention.py --out "$OUT/attention" > "$OUT/attention.txt" 2>&1 \
+      timeout 150 python3 examples/bench_paged_attention.py --out "$OUT/attention" ${ATTN_ARGS:-} > "$OUT/attention.txt" 2>&1 \
         || echo "[attention: exit $?]"
-      cat "$OUT/attention.txt" | tail -14 ;;
+      tail -${TAIL:-14} "$OUT/attention.txt" ;;
     profile)
       for m in sambay dense; do
         timeout 90 python3 examples/profile_decode.py --out "$OUT/profile" --models $m --no-compile \
