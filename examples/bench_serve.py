@@ -11,6 +11,11 @@ delta) / (tokens - 1)) and the end-to-end latency, in milliseconds; printed and 
 JSON (``--out``). Prompts: the held-out arithmetic questions of the curriculum (cycled), or
 ``--prompt TEXT`` (repeatable). ``--max-tokens`` forces a budget (a model with random weights
 runs to it: forced output lengths).
+
+The clients run in ``--processes`` processes (default: one per 32 clients), each an asyncio loop
+of its share of the clients and requests: one Python process parsing every stream with the
+``openai`` client tops out at a few thousand chunks a second, which a GPU server at high
+concurrency exceeds, and the benchmark would measure itself.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -83,32 +89,69 @@ def summary(values: list[float]) -> dict[str, float | None]:
     return {"mean": statistics.fmean(values) * 1e3, "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99)}
 
 
-async def run(args: argparse.Namespace) -> dict:
-    base = args.url.rstrip("/")
-    base = base if base.endswith("/v1") else base + "/v1"
-    client = openai.AsyncOpenAI(base_url=base, api_key=args.api_key or "none", max_retries=0, timeout=args.timeout)
-    model = args.model or (await client.models.list()).data[0].id
+async def clients(args: argparse.Namespace, first: int, count: int, concurrency: int, start: float
+                  ) -> list[Sample]:
+    """Requests first .. first + count - 1, sent by ``concurrency`` clients of one event loop, from
+    the moment ``start`` (perf_counter; shared by the processes of a run)."""
+    client = openai.AsyncOpenAI(base_url=args.base, api_key=args.api_key or "none", max_retries=0,
+                                timeout=args.timeout)
     prompts = args.prompt or [p.question for p in default_test_set()]
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(args.requests):
+    for i in range(first, first + count):
         queue.put_nowait(i)
     samples: list[Sample] = []
 
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
-            samples.append(await one_request(client, model, prompts[i % len(prompts)], args))
+            samples.append(await one_request(client, args.model, prompts[i % len(prompts)], args))
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    duration = time.perf_counter() - t0
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     await client.close()
+    return samples
+
+
+def _process(args: argparse.Namespace, first: int, count: int, concurrency: int, start: float,
+             results: multiprocessing.Queue) -> None:
+    results.put([asdict(s) for s in asyncio.run(clients(args, first, count, concurrency, start))])
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split in ``parts`` near-equal whole shares."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    base = args.url.rstrip("/")
+    args.base = base if base.endswith("/v1") else base + "/v1"
+    if args.model is None:
+        args.model = openai.OpenAI(base_url=args.base, api_key=args.api_key or "none").models.list().data[0].id
+    procs = args.processes or max(1, args.concurrency // 32)
+    procs = min(procs, args.concurrency)
+    counts, conc = shares(args.requests, procs), shares(args.concurrency, procs)
+    firsts = [sum(counts[:i]) for i in range(procs)]
+    if procs == 1:
+        t0 = time.perf_counter()
+        samples = asyncio.run(clients(args, 0, args.requests, args.concurrency, t0))
+    else:  # the processes start their clients together, a moment after all are up
+        ctx = multiprocessing.get_context("spawn")
+        results: multiprocessing.Queue = ctx.Queue()
+        t0 = time.perf_counter() + 2.0 + 0.2 * procs
+        workers = [ctx.Process(target=_process, args=(args, f, c, k, t0, results), daemon=True)
+                   for f, c, k in zip(firsts, counts, conc)]
+        for w in workers:
+            w.start()
+        samples = [Sample(**s) for _ in workers for s in results.get()]
+        for w in workers:
+            w.join()
+    duration = time.perf_counter() - t0
     ok = [s for s in samples if s.ok]
     tokens = sum(s.output_tokens for s in ok)
     tpot = [(s.e2e - s.ttft) / (s.output_tokens - 1) for s in ok if s.ttft is not None and s.output_tokens > 1]
     return {
-        "url": base, "model": model, "concurrency": args.concurrency, "requests": args.requests,
-        "completed": len(ok), "failed": len(samples) - len(ok),
+        "url": args.base, "model": args.model, "concurrency": args.concurrency, "requests": args.requests,
+        "client_processes": procs, "completed": len(ok), "failed": len(samples) - len(ok),
         "errors": sorted({s.error for s in samples if s.error})[:5],
         "max_tokens": args.max_tokens, "temperature": args.temperature,
         "duration_s": duration, "requests_per_s": len(ok) / duration, "output_tokens": tokens,
@@ -131,14 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", action="append", help="a prompt (repeatable; default: held-out arithmetic questions)")
     ap.add_argument("--model", help="model name (default: the server's first)")
     ap.add_argument("--api-key", help="the server's --api-key")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="client processes (default: one per 32 clients); each runs its share of clients and requests")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     ap.add_argument("--out", help="write the report here as JSON")
     args = ap.parse_args(argv)
-    for name in ("concurrency", "requests"):
-        if getattr(args, name) < 1:
+    for name in ("concurrency", "requests", "processes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"bench_serve: error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
-    report = asyncio.run(run(args))
+    report = run(args)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -18,6 +18,7 @@ token, so every request runs to ``--max-tokens`` (forced output lengths); the co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import socket
 import subprocess
@@ -56,12 +57,17 @@ def build_engine(args: argparse.Namespace, max_batch: int) -> ReasoningEngine:
 def engine_alone(engine: ReasoningEngine, prompts: list[str], max_tokens: int) -> dict:
     params = engine.sampling(max_new_tokens=max_tokens)
     engine.run([(p, engine.sampling(max_new_tokens=4)) for p in prompts])  # warm-up: graphs, kernels
+    before = dataclasses.replace(engine.engine.stats)
     t0 = time.perf_counter()
     results = engine.run([(p, params) for p in prompts])
     seconds = time.perf_counter() - t0
+    after = engine.engine.stats
     tokens = sum(r.stats.generated_tokens for r in results)
+    secs, wait = after.seconds - before.seconds, after.wait_seconds - before.wait_seconds
     return {"requests": len(prompts), "seconds": seconds, "output_tokens": tokens, "output_tokens_per_s": tokens / seconds,
-            "finish_reasons": sorted({r.stats.finish_reason for r in results}), "preemptions": engine.engine.stats.preemptions}
+            "decode_tokens_per_step_second": (after.decode_rows - before.decode_rows) / secs if secs > 0 else None,
+            "host_share": 1 - wait / secs if secs > 0 else None,
+            "finish_reasons": sorted({r.stats.finish_reason for r in results}), "preemptions": after.preemptions}
 
 
 def main() -> int:
@@ -109,8 +115,10 @@ def main() -> int:
         except httpx.HTTPError:
             time.sleep(0.2)
     try:
+        stats = engine.engine.stats
         for c in levels:
             path = out / f"bench_c{c}.json"
+            before, t_before = dataclasses.replace(stats), time.perf_counter()
             proc = subprocess.run([sys.executable, str(HERE / "bench_serve.py"), "--url", url, "--concurrency", str(c),
                                    "--requests", str(counts[c]), "--max-tokens", str(args.max_tokens),
                                    "--out", str(path)], capture_output=True, text=True)
@@ -118,8 +126,19 @@ def main() -> int:
                 print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
             report["server"][str(c)] = json.loads(path.read_text())
             r = report["server"][str(c)]
-            print(f"C={c}: {r['output_tokens_per_s']:.1f} tok/s, TTFT p50 {r['ttft_ms']['p50']} ms, "
-                  f"ITL p50 {r['itl_ms']['p50']} ms", flush=True)
+            after, t_after = dataclasses.replace(stats), time.perf_counter()
+            # the engine's side of the same window: decode tokens/s and the host share of its steps
+            rows, secs = after.decode_rows - before.decode_rows, after.seconds - before.seconds
+            wait = after.wait_seconds - before.wait_seconds
+            r["engine_while_serving"] = {"decode_tokens_per_s": rows / (t_after - t_before),
+                                         "decode_tokens_per_step_second": rows / secs if secs > 0 else None,
+                                         "mean_batch": rows / max(1, after.decode_steps - before.decode_steps),
+                                         "host_share": 1 - wait / secs if secs > 0 else None}
+            e = r["engine_while_serving"]
+            print(f"C={c}: {r['output_tokens_per_s']:.1f} tok/s, TTFT p50 {r['ttft_ms']['p50']:.1f} ms, "
+                  f"ITL p50 {r['itl_ms']['p50']:.2f} ms; engine meanwhile {e['decode_tokens_per_step_second'] or 0:.0f} "
+                  f"tok/s inside decode-only steps, "
+                  f"mean batch {e['mean_batch']:.0f}, host share {e['host_share'] or 0:.2f}", flush=True)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
