@@ -3,7 +3,7 @@
 # engine, on a SambaY with random bf16 weights in the official shapes (every sample runs to the
 # limit or to a random <|end|>), with `sambay eval`, one device call.
 #
-#   bash examples/eval_gpu.sh                      # 1 GPU; OUT, MAX_NEW_TOKENS, NPROC, PROBLEMS, K, SHAPE override
+#   bash examples/eval_gpu.sh                      # 1 GPU; OUT, MODEL_DIR, MAX_NEW_TOKENS, NPROC, PROBLEMS, K, SHAPE override
 #   NPROC=8 bash examples/eval_gpu.sh               # torchrun over 8 GPUs of the host
 #   SHAPE=tiny DEVICE=cpu MAX_NEW_TOKENS=8 PROBLEMS=4 K=2 bash examples/eval_gpu.sh   # CPU smoke run
 #
@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/eval_gpu}
+MODEL_DIR=${MODEL_DIR:-$OUT/model}  # e.g. /dev/shm/...: writing 7.7 GB of weights to disk took a minute
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-2048}
 NPROC=${NPROC:-1}
 PROBLEMS=${PROBLEMS:-64}
@@ -29,7 +30,7 @@ export SAMBAY_O200K_BPE=${SAMBAY_O200K_BPE:-$PWD/.gpu/o200k_base.tiktoken}
 mkdir -p "$OUT"
 
 # The model folder: config.json + safetensors, no tokenizer.json (so the Phi-4 tokenizer of o200k is used).
-$PY - "$OUT/model" "$SHAPE" "$DEVICE" <<'EOF'
+$PY - "$MODEL_DIR" "$SHAPE" "$DEVICE" <<'EOF'
 import sys, time, torch
 from sambay import SambaYConfig, SambaYForCausalLM
 folder, shape, device = sys.argv[1:]
@@ -49,7 +50,7 @@ from reasoning.curriculum import generate_problems, write_jsonl
 write_jsonl(generate_problems(int(sys.argv[2]), seed=0, split="test"), sys.argv[1])
 EOF
 
-ARGS=(eval "$OUT/problems.jsonl" --model "$OUT/model" --k "$K" --out "$OUT/eval" --max-new-tokens "$MAX_NEW_TOKENS"
+ARGS=(eval "$OUT/problems.jsonl" --model "$MODEL_DIR" --k "$K" --out "$OUT/eval" --max-new-tokens "$MAX_NEW_TOKENS"
       --temperature 0.6 --top-p 0.95 --device "$DEVICE")
 if [ "$NPROC" -gt 1 ]; then
     $PY -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m reasoning "${ARGS[@]}"

@@ -101,7 +101,7 @@ for stage in $STAGES; do
         tail -8 "$OUT/serve_$m.txt"
       done ;;
     eval)
-      OUT="$OUT/eval" MAX_NEW_TOKENS=${EVAL_TOKENS:-1024} timeout ${EVAL_LIMIT:-200} bash examples/eval_gpu.sh > "$OUT/eval.txt" 2>&1 || echo "[eval: exit $?]"
+      OUT="$OUT/eval" MODEL_DIR=${MODEL_DIR:-/dev/shm/sambay_eval_model} MAX_NEW_TOKENS=${EVAL_TOKENS:-1024} timeout ${EVAL_LIMIT:-200} bash examples/eval_gpu.sh > "$OUT/eval.txt" 2>&1 || echo "[eval: exit $?]"
       tail -25 "$OUT/eval.txt" ;;
     quality)
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
