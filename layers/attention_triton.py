@@ -167,35 +167,43 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
     else:
         kbase, vbase = b * skb + h * skh, b * svb + h * svh
     kpbase, btbase = b * skpb, b * sbt
-    tile_args = (K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi, window,
-                 HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
     if FP8:
         # Float8 tiles are widened in registers, which takes them off the compiler's pipelined
         # global-to-shared copies: the next block's tiles are requested before this block's math.
-        kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(s_lo, *tile_args)
+        kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(
+            s_lo, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+            window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
         if PIPELINE:
             for s0 in range(s_lo, s_hi, BLOCK):
-                nk, nv, nvalid, nks0, nks1, nvs0, nvs1 = _tiles(s0 + BLOCK, *tile_args)
+                nk, nv, nvalid, nks0, nks1, nvs0, nvs1 = _tiles(
+                    s0 + BLOCK, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+                    window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
                 m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
                                         FP8, SUB, DV, IEEE)
                 kt, vt, valid, ks0, ks1, vs0, vs1 = nk, nv, nvalid, nks0, nks1, nvs0, nvs1
         else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
             s0 = s_lo
             while s0 < s_hi:
-                nk, nv, nvalid, nks0, nks1, nvs0, nvs1 = _tiles(s0 + BLOCK, *tile_args)
+                nk, nv, nvalid, nks0, nks1, nvs0, nvs1 = _tiles(
+                    s0 + BLOCK, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+                    window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
                 m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
                                         FP8, SUB, DV, IEEE)
                 kt, vt, valid, ks0, ks1, vs0, vs1 = nk, nv, nvalid, nks0, nks1, nvs0, nvs1
                 s0 += BLOCK
     elif PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
         for s0 in range(s_lo, s_hi, BLOCK):
-            kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(s0, *tile_args)
+            kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(
+                s0, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+                window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
             m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
                                     FP8, SUB, DV, IEEE)
     else:
         s0 = s_lo
         while s0 < s_hi:
-            kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(s0, *tile_args)
+            kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(
+                s0, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+                window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
             m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
                                     FP8, SUB, DV, IEEE)
             s0 += BLOCK
