@@ -56,13 +56,13 @@ def _key_scales(SC, at, h, valid, SUB: tl.constexpr, HKO: tl.constexpr):
 
 
 @triton.jit
-def _tiles(s0, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi, window,
-           HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr, PAGED: tl.constexpr,
-           PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr, h,
-           DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr):
-    """The keys of slots s0 .. s0 + BLOCK: K and V tiles, which of them are visible and, for
-    float8 pools, their scales (K's first and second, V's first and second; 1.0 otherwise).
-    Paged: slot s of the row is pool slot ``block_table[s // PAGE] * PAGE + s % PAGE``."""
+def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+           scale, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
+           PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
+           h, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
+    """Online-softmax update with the keys of slots s0 .. s0 + BLOCK. Paged: slot s of the row is
+    pool slot ``block_table[s // PAGE] * PAGE + s % PAGE``. ``second_q`` (rows,): query rows that
+    read the second half of a differential pair head (whose keys have the second scale)."""
     offs = s0 + tl.arange(0, BLOCK)
     valid = offs < s_hi
     if HAS_KPOS:
@@ -78,19 +78,6 @@ def _tiles(s0, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, q
         at = offs
     kt = tl.load(K + kbase + at[:, None] * sks + tl.arange(0, DK)[None, :], mask=valid[:, None], other=0.0)
     vt = tl.load(V + vbase + at[:, None] * svs + tl.arange(0, DV)[None, :], mask=valid[:, None], other=0.0)
-    if FP8:
-        ks0, ks1 = _key_scales(KS, at, h, valid, SUB, HKO)
-        vs0, vs1 = _key_scales(VS, at, h, valid, SUB, HKO)
-    else:
-        ks0, ks1, vs0, vs1 = 1.0, 1.0, 1.0, 1.0
-    return kt, vt, valid, ks0, ks1, vs0, vs1
-
-
-@triton.jit
-def _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale, FP8: tl.constexpr,
-            SUB: tl.constexpr, DV: tl.constexpr, IEEE: tl.constexpr):
-    """Online-softmax update with one block of keys (:func:`_tiles`). ``second_q`` (rows,): query
-    rows that read the second half of a differential pair head (whose keys have the second scale)."""
     if FP8:  # e4m3 -> the queries' dtype is exact; the scales apply to the dots' results (fp32)
         kt = kt.to(q.dtype)
         vt = vt.to(q.dtype)
@@ -99,6 +86,7 @@ def _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale
     else:
         sc = tl.dot(q, tl.trans(kt))
     if FP8:  # q . (k8 s) = (q . k8) s; a differential query row reads one half of its pair head
+        ks0, ks1 = _key_scales(KS, at, h, valid, SUB, HKO)
         sc = sc * tl.where(second_q[:, None], ks1[None, :], ks0[None, :])
     sc = tl.where(valid[None, :], sc * scale, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(sc, 1))
@@ -106,6 +94,7 @@ def _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale
     p = tl.exp(sc - m_safe[:, None])
     alpha = tl.exp(m_i - m_safe)
     if FP8:  # sum_j p_j (v8_j s_j) = sum_j (p_j s_j) v8_j, per half of a pair head's columns
+        vs0, vs1 = _key_scales(VS, at, h, valid, SUB, HKO)
         pv = _pv(p * vs0[None, :], vt, IEEE)
         if SUB == 2:
             pv = tl.where((tl.arange(0, DV) >= DV // 2)[None, :], _pv(p * vs1[None, :], vt, IEEE), pv)
@@ -167,45 +156,17 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
     else:
         kbase, vbase = b * skb + h * skh, b * svb + h * svh
     kpbase, btbase = b * skpb, b * sbt
-    if FP8:
-        # Float8 tiles are widened in registers, which takes them off the compiler's pipelined
-        # global-to-shared copies: the next block's tiles are requested before this block's math.
-        kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(
-            s_lo, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
-            window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
-        if PIPELINE:
-            for s0 in range(s_lo, s_hi, BLOCK):
-                nk, nv, nvalid, nks0, nks1, nvs0, nvs1 = _tiles(
-                    s0 + BLOCK, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
-                    window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
-                m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
-                                        FP8, SUB, DV, IEEE)
-                kt, vt, valid, ks0, ks1, vs0, vs1 = nk, nv, nvalid, nks0, nks1, nvs0, nvs1
-        else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
-            s0 = s_lo
-            while s0 < s_hi:
-                nk, nv, nvalid, nks0, nks1, nvs0, nvs1 = _tiles(
-                    s0 + BLOCK, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
-                    window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
-                m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
-                                        FP8, SUB, DV, IEEE)
-                kt, vt, valid, ks0, ks1, vs0, vs1 = nk, nv, nvalid, nks0, nks1, nvs0, nvs1
-                s0 += BLOCK
-    elif PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
+    if PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
         for s0 in range(s_lo, s_hi, BLOCK):
-            kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(
-                s0, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
-                window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
-            m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
-                                    FP8, SUB, DV, IEEE)
-    else:
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
+                                   svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
+                                   FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
+    else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
         s0 = s_lo
         while s0 < s_hi:
-            kt, vt, valid, ks0, ks1, vs0, vs1 = _tiles(
-                s0, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
-                window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK)
-            m_i, l_i, acc = _update(q, second_q, m_i, l_i, acc, kt, vt, valid, ks0, ks1, vs0, vs1, scale,
-                                    FP8, SUB, DV, IEEE)
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
+                                   svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
+                                   FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
             s0 += BLOCK
     base = (pid * SPLITS + split) * RP
     dv = tl.arange(0, DV)
