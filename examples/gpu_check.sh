@@ -11,6 +11,8 @@
 #   quick     the GPU tests of the paged kernels, the engine and fp8 only (about 2 minutes)
 #   attention examples/bench_paged_attention.py (decode attention kernels, bf16 and fp8 K/V)
 #   profile   examples/profile_decode.py --no-compile, one model per process (batch-1 kernel timeline)
+#   prefill   examples/time_prefill.py: time to the first token by prompt length, a prefill's profile
+#   latency-bf16  the latency stage's bf16 run only
 #   latency   batch-1 decode latency of both models at 2K and 32K: bf16, fp8 weights, fp8 weights + K/V
 #   capacity-dense, capacity-sambay
 #             the largest batch of the 2K + 32K throughput run, bf16 K/V then fp8 K/V
@@ -72,9 +74,13 @@ for stage in $STAGES; do
              tests/test_gpu_fp8.py tests/test_gpu.py -k "rotary or dense or engine or ladder or paged or fp8" \
              -p no:cacheprovider > "$OUT/pytest_quick.txt" 2>&1
            tail -3 "$OUT/pytest_quick.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_quick.txt" | head -20 ;;
-    latency)
+    prefill)
+      timeout 120 python3 examples/time_prefill.py --out "$OUT/prefill" > "$OUT/prefill.txt" 2>&1 || echo "[prefill: exit $?]"
+      grep -E "^(sambay|dense|tokenizer)" "$OUT/prefill.txt" ;;
+    latency|latency-bf16)
       common=(--models dense,sambay --contexts 2048,32768 --prompt-lengths 2048 --batch-sizes 1 --decode-steps 16)
       TAIL=16 bench 110 latency_bf16 "${common[@]}"
+      [ "$stage" = latency-bf16 ] && continue
       TAIL=16 bench 110 latency_fp8w --quantize fp8 "${common[@]}"
       TAIL=16 bench 110 latency_fp8wkv --quantize fp8 --kv-cache-dtype fp8 "${common[@]}" ;;
     capacity-dense|capacity-sambay)  # bf16 K/V without the check (the latency stage has it), then fp8 K/V
@@ -87,7 +93,7 @@ for stage in $STAGES; do
         bench 120 capacity_sambay_fp8kv --models sambay --batch-sizes 768,1024,1536 --kv-cache-dtype fp8 "${common[@]}"
       fi ;;
     workload)
-      for w in lognormal uniform fixed; do
+      for w in ${WORKLOADS:-lognormal uniform fixed}; do
         TAIL=10 bench ${WORKLOAD_LIMIT:-150} workload_$w --models dense,sambay --workload $w --requests 1024 \
           --steady-steps ${STEADY_STEPS:-120} --max-batch-size ${WORKLOAD_BATCH:-256}
       done ;;
@@ -107,6 +113,6 @@ for stage in $STAGES; do
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
         || echo "[quality: exit $?]"
       tail -7 "$OUT/quality.txt" ;;
-    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, profile, latency, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, prefill, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
   esac
 done
