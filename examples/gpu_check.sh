@@ -103,7 +103,7 @@ for stage in $STAGES; do
     serve)
       for m in sambay dense; do
         timeout ${SERVE_LIMIT:-150} python3 examples/serve_vs_engine.py --model $m --shape official --max-tokens ${SERVE_TOKENS:-256} \
-          --concurrency 1,16,256 --out "$OUT/serve_$m" > "$OUT/serve_$m.txt" 2>&1 || echo "[serve $m: exit $?]"
+          --concurrency 1,16,256 --requests-per-client ${SERVE_RPC:-2} --out "$OUT/serve_$m" > "$OUT/serve_$m.txt" 2>&1 || echo "[serve $m: exit $?]"
         tail -8 "$OUT/serve_$m.txt"
       done ;;
     eval)

@@ -6,11 +6,12 @@
 
 A model with random weights in the chosen shape (``sambay.bench``'s shapes; the official ones with
 Phi-4's tokenizer, built offline from o200k_base: ``--o200k PATH`` or ``$SAMBAY_O200K_BPE``) runs
-in one :class:`~reasoning.engine.ReasoningEngine`. First the engine alone: the requests of the
-highest concurrency, all queued at once (``ReasoningEngine.run``), output tokens/s. Then the same
-engine behind ``sambay serve``'s app (uvicorn in this process, as ``sambay serve`` runs it) and, per
-concurrency C, ``examples/bench_serve.py`` in its own process with C clients (requests/s, output
-tokens/s, TTFT, inter-token latency, TPOT percentiles). Random weights almost never sample a stop
+in one :class:`~reasoning.engine.ReasoningEngine`. First the engine alone, in this process: the
+requests of the highest concurrency, all queued at once (``ReasoningEngine.run``), output tokens/s.
+Then the same engine (built again, in the engine process that ``sambay serve`` starts) behind
+``sambay serve``'s app (uvicorn in this process, as ``sambay serve`` runs it) and, per concurrency
+C, ``examples/bench_serve.py`` in processes of its own with C clients (requests/s, output tokens/s,
+TTFT, inter-token latency, TPOT percentiles). Random weights almost never sample a stop
 token, so every request runs to ``--max-tokens`` (forced output lengths); the counts are measured
 (``usage``), not assumed. Writes ``serve_vs_engine.json`` (and one JSON per concurrency) to ``--out``.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import gc
 import json
 import socket
 import subprocess
@@ -35,7 +38,7 @@ import uvicorn  # noqa: E402
 
 from reasoning.curriculum import default_test_set  # noqa: E402
 from reasoning.engine import ReasoningEngine, parse_dtype  # noqa: E402
-from reasoning.server import build_app  # noqa: E402
+from reasoning.server import EngineProcess, build_app  # noqa: E402
 from reasoning.small_tokenizer import build_small_tokenizer  # noqa: E402
 from reasoning.tokenizer import Tokenizer  # noqa: E402
 from sambay import Phi4MiniConfig, Phi4MiniForCausalLM, SambaYConfig, SambaYForCausalLM  # noqa: E402
@@ -89,22 +92,23 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    engine = build_engine(args, max(levels))
     top = max(levels)
+    engine = build_engine(args, top)
     prompts = [questions[i % len(questions)] for i in range(counts[top])]
-    alone: list[dict] = []  # measured in a thread of its own, as the server steps the engine
-    worker = threading.Thread(target=lambda: alone.append(engine_alone(engine, prompts, args.max_tokens)))
-    worker.start()
-    worker.join()
     report = {"model": args.model, "shape": args.shape, "device": str(engine.model.device), "dtype": args.dtype,
-              "max_tokens": args.max_tokens, "engine_alone": alone[0], "server": {}}
+              "max_tokens": args.max_tokens, "engine_alone": engine_alone(engine, prompts, args.max_tokens),
+              "server": {}}
     print(json.dumps(report["engine_alone"]), flush=True)
-
+    del engine  # the server's engine process builds its own, in the memory this one held
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    engine = EngineProcess(functools.partial(build_engine, args, top), max_queue=max(1024, 2 * top))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(engine, model_name=args.model, max_queue=max(1024, 2 * top)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(build_app(engine, model_name=args.model), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -114,31 +118,35 @@ def main() -> int:
                 break
         except httpx.HTTPError:
             time.sleep(0.2)
+
+    def bench(c: int, requests: int, max_tokens: int, path: Path) -> None:
+        proc = subprocess.run([sys.executable, str(HERE / "bench_serve.py"), "--url", url, "--concurrency", str(c),
+                               "--requests", str(requests), "--max-tokens", str(max_tokens), "--out", str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+
     try:
-        stats = engine.engine.stats
+        bench(16, 32, 4, out / "warm_up.json")  # as the engine alone had one: kernels compile on first use
         for c in levels:
             path = out / f"bench_c{c}.json"
-            before, t_before = dataclasses.replace(stats), time.perf_counter()
-            proc = subprocess.run([sys.executable, str(HERE / "bench_serve.py"), "--url", url, "--concurrency", str(c),
-                                   "--requests", str(counts[c]), "--max-tokens", str(args.max_tokens),
-                                   "--out", str(path)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+            before, t_before = engine.state(), time.perf_counter()
+            bench(c, counts[c], args.max_tokens, path)
             report["server"][str(c)] = json.loads(path.read_text())
             r = report["server"][str(c)]
-            after, t_after = dataclasses.replace(stats), time.perf_counter()
+            after, t_after = engine.state(), time.perf_counter()
             # the engine's side of the same window: decode tokens/s and the host share of its steps
-            rows, secs = after.decode_rows - before.decode_rows, after.seconds - before.seconds
-            wait = after.wait_seconds - before.wait_seconds
-            r["engine_while_serving"] = {"decode_tokens_per_s": rows / (t_after - t_before),
-                                         "decode_tokens_per_step_second": rows / secs if secs > 0 else None,
-                                         "mean_batch": rows / max(1, after.decode_steps - before.decode_steps),
-                                         "host_share": 1 - wait / secs if secs > 0 else None}
+            d = {k: after[k] - before[k] for k in ("decode_rows", "decode_steps", "step_seconds", "wait_seconds")}
+            secs = d["step_seconds"]
+            r["engine_while_serving"] = {"decode_tokens_per_s": d["decode_rows"] / (t_after - t_before),
+                                         "decode_tokens_per_step_second": d["decode_rows"] / secs if secs > 0 else None,
+                                         "mean_batch": d["decode_rows"] / max(1, d["decode_steps"]),
+                                         "host_share": 1 - d["wait_seconds"] / secs if secs > 0 else None}
             e = r["engine_while_serving"]
             print(f"C={c}: {r['output_tokens_per_s']:.1f} tok/s, TTFT p50 {r['ttft_ms']['p50']:.1f} ms, "
                   f"ITL p50 {r['itl_ms']['p50']:.2f} ms; engine meanwhile {e['decode_tokens_per_step_second'] or 0:.0f} "
-                  f"tok/s inside decode-only steps, "
-                  f"mean batch {e['mean_batch']:.0f}, host share {e['host_share'] or 0:.2f}", flush=True)
+                  f"tok/s inside decode-only steps, mean batch {e['mean_batch']:.0f}, "
+                  f"host share {e['host_share'] or 0:.2f}", flush=True)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -226,12 +226,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import functools
     import logging
     from pathlib import Path
 
     from . import api
     from .engine import DEFAULT_MODEL_DIR, parse_dtype
-    from .server import build_app, serve
+    from .server import EngineProcess, build_app, serve
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in 0..65535, got {args.port}")
@@ -245,19 +246,21 @@ def _serve(args: argparse.Namespace) -> int:
                if v is not None}
     try:
         parse_dtype(args.dtype)
-        engine = api.load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
-                          kv_cache_dtype=args.kv_cache_dtype, **options)
+        # the engine is built in its own process (see reasoning.server.engine_process); its errors come back here
+        engine = EngineProcess(functools.partial(api.load, args.model, device=args.device, dtype=args.dtype,
+                                                 quantize=args.quantize, kv_cache_dtype=args.kv_cache_dtype,
+                                                 **options), max_queue=args.max_queue)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         raise InputError(str(e)) from None
     name = args.served_model_name or ("sambay-builtin" if args.model is None else Path(args.model).resolve().name)
-    app = build_app(engine, model_name=name, api_key=args.api_key, max_queue=args.max_queue,
-                    reasoning_parser=args.reasoning_parser, max_body_bytes=args.max_body_bytes)
+    app = build_app(engine, model_name=name, api_key=args.api_key, reasoning_parser=args.reasoning_parser,
+                    max_body_bytes=args.max_body_bytes)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     host = f"[{args.host}]" if ":" in args.host else args.host
+    info = engine.info
     logging.getLogger("sambay.server").info(
         "serving model '%s' (%s, %s on %s, %s) at http://%s:%d/v1", name, args.model or DEFAULT_MODEL_DIR,
-        type(engine.model).__name__, engine.model.device, str(engine.model.dtype).removeprefix("torch."), host,
-        args.port)
+        info.model, info.device, info.dtype, host, args.port)
     serve(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
     return 0
 

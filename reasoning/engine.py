@@ -42,7 +42,7 @@ from .answers import answers_match, extract_boxed, split_reasoning
 from .tokenizer import StreamDecoder, Tokenizer, load_tokenizer
 
 __all__ = ["DEFAULT_MODEL_DIR", "Prompt", "ReasoningEngine", "Result", "Stats", "TextStream", "parse_dtype",
-           "read_generation_config"]
+           "read_generation_config", "sampling_with"]
 
 #: Where the built-in default model lives inside the installed package.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -77,6 +77,15 @@ def check_prompt(prompt: Any, *, chat: bool = True) -> None:
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def sampling_with(defaults: SamplingParams, **overrides: Any) -> SamplingParams:
+    """``overrides`` (None values ignored) over ``defaults``. Raises ValueError for a bad value,
+    TypeError for an unknown name."""
+    unknown = set(overrides) - set(SAMPLING_KEYS)
+    if unknown:
+        raise TypeError(f"unknown sampling setting(s) {sorted(unknown)}; expected {list(SAMPLING_KEYS)}")
+    return replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -373,11 +382,8 @@ class ReasoningEngine:
 
     def sampling(self, **overrides: Any) -> SamplingParams:
         """The sampling settings of a call: ``overrides`` (None values ignored) over this
-        engine's defaults. Raises ValueError for a bad value or an unknown name."""
-        unknown = set(overrides) - set(SAMPLING_KEYS)
-        if unknown:
-            raise TypeError(f"unknown sampling setting(s) {sorted(unknown)}; expected {list(SAMPLING_KEYS)}")
-        return replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
+        engine's defaults. Raises ValueError for a bad value, TypeError for an unknown name."""
+        return sampling_with(self.defaults, **overrides)
 
     def prompt_text(self, prompt: Prompt, system: str | None = None, *, chat: bool = True) -> str:
         """The text the model continues: a question wrapped in the chat template (with an optional

@@ -6,6 +6,7 @@ that disconnect mid-stream; the serving benchmark; and the reasoning parser on i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -25,7 +26,7 @@ import reasoning
 from reasoning.answers import extract_boxed
 from reasoning.cli import main
 from reasoning.curriculum import make_problem
-from reasoning.server import build_app
+from reasoning.server import EngineProcess, build_app
 from reasoning.server.protocol import ChatCompletionRequest, unsupported_fields
 from reasoning.server.reasoning_parser import ReasoningParser, parse_reasoning
 
@@ -429,9 +430,9 @@ def test_cli_rejects_bad_serve_arguments(capsys) -> None:
 
 
 class _Uvicorn:
-    """The app of an engine in this process, on uvicorn in a thread (to reach inside the engine)."""
+    """The app of an engine process started from this one, on uvicorn in a thread."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: EngineProcess) -> None:
         import uvicorn
 
         self.port = free_port()
@@ -450,22 +451,28 @@ class _Uvicorn:
         self.thread.join(timeout=30)
 
 
-def test_500_for_a_failure_inside_the_engine_which_keeps_serving(monkeypatch) -> None:
+def failing_engine(flag: str) -> reasoning.ReasoningEngine:
+    """The built-in engine, whose steps raise while the file ``flag`` exists (built in the engine
+    process: the test switches the fault on and off from its own)."""
     engine = reasoning.load(device="cpu")
     core = engine.engine
     real_step = core.step
-    failing = {"on": False}
 
     def step(*args, **kwargs):
-        if failing["on"]:
+        if os.path.exists(flag):
             raise RuntimeError("simulated device fault")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(core, "step", step)
-    with _Uvicorn(engine) as url:
+    core.step = step
+    return engine
+
+
+def test_500_for_a_failure_inside_the_engine_which_keeps_serving(tmp_path) -> None:
+    flag = tmp_path / "fail"
+    with _Uvicorn(EngineProcess(functools.partial(failing_engine, str(flag)))) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         messages = [{"role": "user", "content": "What is 2 + 3?"}]
-        failing["on"] = True
+        flag.touch()
         with pytest.raises(openai.InternalServerError) as info:
             c.chat.completions.create(model=MODEL, messages=messages)
         assert info.value.status_code == 500
@@ -474,9 +481,29 @@ def test_500_for_a_failure_inside_the_engine_which_keeps_serving(monkeypatch) ->
         with pytest.raises(openai.APIError, match="simulated device fault"):  # streaming: an error event
             for _ in c.chat.completions.create(model=MODEL, messages=messages, stream=True):
                 pass
-        failing["on"] = False
+        flag.unlink()
         r = c.chat.completions.create(model=MODEL, messages=messages)
         assert extract_boxed((r.choices[0].message.reasoning_content or "") + (r.choices[0].message.content or "")) == "5"
+
+
+def test_engine_process_reports_a_failed_start_and_a_death() -> None:
+    """The factory's error comes back with its type and message; an engine process that dies
+    fails the requests in flight (500) and /health says so."""
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        EngineProcess(functools.partial(reasoning.load, "/no/such/folder"))
+    engine = EngineProcess(functools.partial(reasoning.load, device="cpu"))
+    with _Uvicorn(engine) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        stream = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                           stream=True, max_tokens=400)
+        next(iter(stream))
+        engine._process.kill()
+        with pytest.raises(openai.APIError, match="engine process exited"):
+            for _ in stream:
+                pass
+        assert httpx.get(url + "/health", timeout=10).status_code == 503
+        with pytest.raises(openai.InternalServerError, match="not running"):
+            c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """The OpenAI-compatible HTTP API over a :class:`~reasoning.engine.ReasoningEngine` (FastAPI).
 
+    engine = EngineProcess(functools.partial(reasoning.load, device="cpu"))
     app = build_app(engine, model_name="sambay-builtin")
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both streaming as
 server-sent events ending ``data: [DONE]``, or not), ``GET /v1/models``, ``GET /health``,
-``GET /metrics``. Handlers only validate, queue engine requests (:class:`EngineLoop`) and relay
-what comes back; the engine steps in its own thread. Every error is an OpenAI error object
+``GET /metrics``. Handlers only validate, queue engine requests (:class:`EngineProcess`) and
+relay what comes back; the engine steps in a process of its own. Every error is an OpenAI error object
 ``{"error": {"message", "type", "param", "code"}}``:
 
 * 400 a body that is not JSON, a missing or bad field (named in ``param``), a field this server
@@ -38,9 +39,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sambay.generate import SamplingParams
 
 from ..answers import THINK_CLOSE
-from ..engine import Prompt, ReasoningEngine, Result
+from ..engine import Prompt, Result
 from ..tokenizer import StreamDecoder
-from .engine_loop import EngineLoop, QueueFull
+from .engine_process import EngineError, EngineProcess, QueueFull
 from .metrics import CONTENT_TYPE, Metrics
 from .protocol import (
     ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ChunkChoice, Completion,
@@ -95,30 +96,21 @@ def _validation_message(e: ValidationError) -> tuple[str, str | None]:
 
 
 class _Server:
-    """What the handlers share: the engine loop, the metrics and the settings."""
+    """What the handlers share: the engine process, the metrics and the settings."""
 
-    def __init__(self, engine: ReasoningEngine, *, model_name: str, api_key: str | None, max_queue: int,
-                 reasoning_parser: bool, max_body_bytes: int) -> None:
+    def __init__(self, engine: EngineProcess, *, model_name: str, api_key: str | None, reasoning_parser: bool,
+                 max_body_bytes: int) -> None:
         self.engine = engine
         self.model_name = model_name
         self.api_key = api_key
         self.reasoning_parser = reasoning_parser
         self.max_body_bytes = max_body_bytes
         self.created = int(time.time())
-        self.metrics = Metrics(self.engine_state)
-        self.loop = EngineLoop(engine, max_queue=max_queue, on_finished=self._finished)
+        self.metrics = Metrics(engine.state)
+        engine.on_finished = self._finished
 
     def _finished(self, result: Result, arrived: float, first_text: float | None) -> None:
         self.metrics.observe(result, arrived, first_text, time.perf_counter())
-
-    def engine_state(self) -> dict[str, int]:
-        """Running (decoding or in prefill) and waiting (everything else in flight) requests; the
-        KV pool's free and usable blocks (block 0 is the engine's scratch block, never handed out)."""
-        core = self.engine.engine
-        scheduler = core.scheduler
-        running = len(scheduler.running) + len(scheduler.prefilling)
-        return {"running": running, "waiting": max(0, self.loop.in_flight - running), "free_blocks": core.free_blocks,
-                "num_blocks": core.num_blocks - 1, "preemptions": core.stats.preemptions}
 
     # -- request checks ------------------------------------------------------------------------
 
@@ -181,10 +173,12 @@ class _Server:
             raise APIError(400, str(e)) from None
         return [replace(params, seed=params.seed + j) for j in range(body.n)]
 
-    def submit(self, prompts: Sequence[tuple[Prompt, SamplingParams]], queue: asyncio.Queue, *, chat: bool,
-               stop: Sequence[str], param: str) -> list[str]:
+    async def submit(self, prompts: Sequence[tuple[Prompt, SamplingParams]], queue: asyncio.Queue, *, chat: bool,
+                     stop: Sequence[str], param: str) -> list[str]:
         try:
-            return self.loop.submit(prompts, queue, chat=chat, stop=stop)
+            return await self.engine.submit(prompts, queue, chat=chat, stop=stop)
+        except EngineError as e:
+            raise APIError(500, f"the engine is not running: {e}", type="server_error", code="engine_error") from None
         except QueueFull as e:
             raise APIError(429, str(e), type="rate_limit_error", code="rate_limit_exceeded",
                            headers={"Retry-After": "1"}) from None
@@ -220,14 +214,21 @@ class _Server:
 class _Run:
     """The engine requests of one HTTP request: their events, read until all are done."""
 
-    def __init__(self, server: _Server, request: Request, prompts: Sequence[tuple[Prompt, SamplingParams]], *,
-                 chat: bool, stop: Sequence[str], param: str) -> None:
+    def __init__(self, server: _Server, queue: asyncio.Queue, ids: list[str], request: Request) -> None:
         self.server = server
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.ids = server.submit(prompts, self.queue, chat=chat, stop=stop, param=param)
+        self.queue = queue
+        self.ids = ids
         self.pending = set(range(len(self.ids)))
         self.disconnected = False
         self.watcher = asyncio.ensure_future(self._watch(request))
+
+    @classmethod
+    async def start(cls, server: _Server, request: Request, prompts: Sequence[tuple[Prompt, SamplingParams]], *,
+                    chat: bool, stop: Sequence[str], param: str) -> _Run:
+        """Submit the engine requests of one HTTP request."""
+        queue: asyncio.Queue = asyncio.Queue()
+        ids = await server.submit(prompts, queue, chat=chat, stop=stop, param=param)
+        return cls(server, queue, ids, request)
 
     async def _watch(self, request: Request) -> None:
         """When the client goes away (the body is read already), abort its requests at once,
@@ -235,7 +236,7 @@ class _Run:
         while (await request.receive())["type"] != "http.disconnect":
             pass
         self.disconnected = True
-        self.server.loop.abort(self.ids)
+        self.server.engine.abort(self.ids)
         self.queue.put_nowait(_DISCONNECTED)
 
     async def events(self) -> AsyncIterator[list[tuple[int, str, Any]]]:
@@ -262,7 +263,7 @@ class _Run:
 
     def close(self) -> None:
         self.watcher.cancel()
-        self.server.loop.abort([self.ids[i] for i in sorted(self.pending)])
+        self.server.engine.abort([self.ids[i] for i in sorted(self.pending)])
         self.pending.clear()
 
 
@@ -271,26 +272,25 @@ def _sse(payload: BaseModel | dict[str, Any]) -> str:
     return f"data: {data}\n\n"
 
 
-def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None = None, max_queue: int = 1024,
-              reasoning_parser: bool = True, max_body_bytes: int = 1 << 20) -> FastAPI:
-    """The FastAPI application serving ``engine`` as ``model_name``.
+def build_app(engine: EngineProcess, *, model_name: str, api_key: str | None = None, reasoning_parser: bool = True,
+              max_body_bytes: int = 1 << 20) -> FastAPI:
+    """The FastAPI application serving ``engine`` (a started :class:`EngineProcess`, whose
+    ``max_queue`` bounds the requests in flight: beyond, 429 with ``Retry-After``) as ``model_name``.
+    The app closes the engine process when it shuts down.
 
     Args:
         api_key: when set, ``/v1/*`` needs ``Authorization: Bearer <api_key>``.
-        max_queue: most engine requests in flight (running + waiting; a request with ``n``
-            choices counts ``n``); beyond, 429 with ``Retry-After``.
         reasoning_parser: split chat answers at ``</think>`` into ``reasoning_content`` and
             ``content`` (vLLM's ``deepseek_r1`` parser); False leaves all in ``content``.
         max_body_bytes: larger request bodies get 413.
     """
-    server = _Server(engine, model_name=model_name, api_key=api_key, max_queue=max_queue,
-                     reasoning_parser=reasoning_parser, max_body_bytes=max_body_bytes)
+    server = _Server(engine, model_name=model_name, api_key=api_key, reasoning_parser=reasoning_parser,
+                     max_body_bytes=max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        server.loop.start()
         yield
-        server.loop.close()
+        engine.close()
 
     app = FastAPI(title="sambay", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
@@ -312,8 +312,8 @@ def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None =
 
     @app.get("/health")
     async def health() -> Response:
-        if not server.loop.alive:
-            return APIError(503, "the engine thread is not running", type="server_error").response()
+        if not engine.alive:
+            return APIError(503, "the engine process is not running", type="server_error").response()
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics")
@@ -331,8 +331,8 @@ def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None =
         body = await server.parse(request, ChatCompletionRequest)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
         params = server.sampling(body)
-        run = _Run(server, request, [(messages, p) for p in params], chat=True, stop=body.stop_strings(),
-                   param="messages")
+        run = await _Run.start(server, request, [(messages, p) for p in params], chat=True,
+                               stop=body.stop_strings(), param="messages")
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -362,8 +362,8 @@ def build_app(engine: ReasoningEngine, *, model_name: str, api_key: str | None =
             raise APIError(400, "prompt must be a string or a list of strings (token-id prompts are not supported)",
                            param="prompt")
         params = server.sampling(body)
-        run = _Run(server, request, [(p, sp) for p in prompts for sp in params], chat=False, stop=body.stop_strings(),
-                   param="prompt")
+        run = await _Run.start(server, request, [(p, sp) for p in prompts for sp in params], chat=False,
+                               stop=body.stop_strings(), param="prompt")
         rid = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if body.stream:
