@@ -3,8 +3,8 @@
 Triton's interpreter (how the other CPU tests run the kernels) executes the kernel's Python and
 accepts what the compiler refuses (a constexpr passed through a tuple, say), so a kernel can pass
 every CPU test and fail to build on the GPU. Here a subprocess without the interpreter points
-Triton's driver at an sm_90 target and calls the kernels on CPU tensors: each compiles through
-Triton's whole pipeline (to PTX and ptxas's cubin) and stops at the launch, which needs a GPU.
+Triton's driver at an sm_90 target (``layers.sm90``) and calls the kernels on CPU tensors: each
+compiles through Triton's whole pipeline and stops at the launch, which needs a GPU.
 """
 
 from __future__ import annotations
@@ -21,38 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
 import torch
-from triton.backends.compiler import GPUTarget
-from triton.backends.nvidia.driver import CudaDriver
-from triton.runtime import driver
+from layers.sm90 import compiles as _compiles, target_sm90
 
-
-class Sm90(CudaDriver):  # compiles for an H100 / H200; has no launcher (nothing runs)
-    def __init__(self):
-        pass
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_active_torch_device(self):
-        return torch.device("cpu")
-
-
-driver.set_active(Sm90())
+target_sm90()
 import layers.attention_triton as at
 from layers.attention import DiffAttnCore
 
 def compiles(name, fn):
-    try:
-        fn()
-    except AttributeError as e:  # the launch: compiled, nothing to launch it with
-        if "launcher_cls" not in str(e):
-            raise
+    _compiles(fn)
     print("compiled", name, flush=True)
 
 for dtype in (torch.bfloat16, torch.float32):
