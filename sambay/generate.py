@@ -19,6 +19,7 @@ strings and answers live in ``reasoning/``.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence as Seq
@@ -33,6 +34,8 @@ from .engine.runner import ModelRunner
 from .engine.sampling import SamplingParams, sample, uniform
 from .engine.scheduler import POLICIES, Scheduler
 from .engine.sequence import Sequence, Status, decode_tokens_per_second
+
+log = logging.getLogger("sambay.engine")
 
 __all__ = ["Engine", "EngineStats", "Generation", "Request", "SamplingParams", "StepOutput", "sample", "uniform"]
 
@@ -270,6 +273,12 @@ class Engine:
         return Generation(seq.request_id, list(seq.tokens), reason, len(seq.prompt), seq.prefill_seconds,
                           seq.decode_seconds, error)
 
+    def _fail(self, seqs: list[Sequence], message: str) -> list[StepOutput]:
+        """End ``seqs`` with ``message`` (finish reason "error"), freeing their memory."""
+        log.error("%s; ending %d request(s)", message, len(seqs))
+        return [StepOutput(seq.request_id, [], True, "error", message, self._finish(seq, "error", message))
+                for seq in seqs]
+
     @torch.no_grad()
     def step(self) -> list[StepOutput]:
         """One scheduler iteration: aborts, admission, the prefill chunks sharing ``prefill_chunk``
@@ -295,17 +304,28 @@ class Engine:
         for src, dst in plan.moves:
             self.runner.move_slot(src, dst)
         results = []
-        self.last_batch = len(plan.decode)
-        if plan.decode:
-            results.append(self.runner.decode(plan.decode))
-            self.stats.decode_steps += 1
-            self.stats.decode_rows += len(plan.decode)
+        decoded = plan.decode
+        self.last_batch = len(decoded)
+        # A failure of the runner (out of memory, say) ends the requests it was computing, with the
+        # error; the engine, its other requests and its memory go on.
+        if decoded:
+            try:
+                results.append(self.runner.decode(decoded))
+                self.stats.decode_steps += 1
+                self.stats.decode_rows += len(decoded)
+            except Exception as e:  # noqa: BLE001
+                outputs += self._fail(decoded, f"the decode step failed: {type(e).__name__}: {e}")
+                decoded = []
         sampled_prefills: dict[int, int] = {}  # id(seq) -> end, for the chunks that sample a token
         for seq, end in plan.prefills:
             if seq.prefill_start is None:
                 seq.prefill_start = time.perf_counter()
             samples = plan.samples(seq, end)
-            out = self.runner.prefill(seq, end, samples)
+            try:
+                out = self.runner.prefill(seq, end, samples)
+            except Exception as e:  # noqa: BLE001
+                outputs += self._fail([seq], f"the prefill failed: {type(e).__name__}: {e}")
+                continue
             self.stats.prefill_tokens += end - seq.num_cached
             if samples:
                 results.append(out)
@@ -315,7 +335,7 @@ class Engine:
         t_wait = time.perf_counter()
         rows = torch.cat(results).tolist() if results else []  # the step's one device-to-host copy
         waited = time.perf_counter() - t_wait
-        sampled = plan.decode + [seq for seq, end in plan.prefills if id(seq) in sampled_prefills]
+        sampled = decoded + [seq for seq, end in plan.prefills if id(seq) in sampled_prefills]
         for seq, (token, bad) in zip(sampled, rows):
             joining = id(seq) in sampled_prefills
             seq.num_cached = sampled_prefills[id(seq)] if joining else seq.num_cached + 1
@@ -338,7 +358,7 @@ class Engine:
             if joining:
                 self.scheduler.join(seq)
             outputs.append(StepOutput(seq.request_id, [token], False))
-        if not plan.prefills and plan.decode:
+        if not plan.prefills and decoded:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.wait_seconds += waited
         return outputs

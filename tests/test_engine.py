@@ -232,6 +232,38 @@ def test_a_failing_stop_check_ends_only_its_request():
     assert engine.free_blocks == engine.num_blocks - 1 and not engine.has_unfinished()
 
 
+@pytest.mark.parametrize("where", ["prefill", "decode"])
+def test_a_failing_runner_ends_the_requests_it_computed(where, monkeypatch):
+    """The runner raising (out of memory, say) inside a prefill ends that request, inside a decode
+    step the requests of that step, each with finish_reason "error" and the message; the engine
+    frees their memory and runs the rest, which give the tokens they give alone."""
+    model = tiny("sambay")
+    a, b, c = prompts(model, [7, 5, 9])
+    params = SamplingParams(temperature=0.0, max_new_tokens=6)
+    engine = Engine(model, max_batch_size=2, block_size=4)
+    alone = {i: engine.generate([Request(p, params)])[0].tokens for i, p in enumerate((a, b, c))}
+    runner = engine.runner
+    real = getattr(runner, where)
+    calls = {"n": 0}
+
+    def fail_once(*args):  # the first call: a's prefill (admitted first), or the first decode step
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.cuda.OutOfMemoryError("simulated: out of memory")
+        return real(*args)
+
+    monkeypatch.setattr(runner, where, fail_once)
+    gens = engine.generate([Request(p, params) for p in (a, b, c)])
+    failed = [g for g in gens if g.finish_reason == "error"]
+    assert failed and all("simulated: out of memory" in g.error and f"the {where}" in g.error for g in failed)
+    if where == "prefill":
+        assert [g.finish_reason for g in gens] == ["error", "length", "length"]
+    for i, g in enumerate(gens):
+        if g.finish_reason != "error":
+            assert g.tokens == alone[i]
+    assert engine.free_blocks == engine.num_blocks - 1 and not engine.has_unfinished()
+
+
 # ----------------------------------------------------------------------------- memory, abort, counters
 
 
