@@ -11,6 +11,9 @@
 #   quick     the GPU tests of the paged kernels, the engine and fp8 only (about 2 minutes)
 #   attention examples/bench_paged_attention.py (decode attention kernels, bf16 and fp8 K/V)
 #   profile   examples/profile_decode.py --no-compile, one model per process (batch-1 kernel timeline)
+#   tune      examples/bench_gemv.py --tune: sweeps the GEMV tiles of every shape (both models, bf16 and
+#             fp8) into $OUT/gemv_tiles.json, shape by shape (a cut run keeps what it swept), for
+#             layers/gemv_triton.TUNED_BY_DEVICE; TUNE_LIMIT seconds (default 400)
 #   prefill   examples/time_prefill.py: time to the first token by prompt length, a prefill's profile
 #   latency-bf16  the latency stage's bf16 run only
 #   latency   batch-1 decode latency of both models at 2K and 32K: bf16, fp8 weights, fp8 weights + K/V
@@ -74,6 +77,10 @@ for stage in $STAGES; do
              tests/test_gpu_fp8.py tests/test_gpu.py -k "rotary or dense or engine or ladder or paged or fp8" \
              -p no:cacheprovider > "$OUT/pytest_quick.txt" 2>&1
            tail -3 "$OUT/pytest_quick.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_quick.txt" | head -20 ;;
+    tune)
+      SAMBAY_GEMV_CACHE="$OUT/gemv_tiles.json" timeout ${TUNE_LIMIT:-400} python3 examples/bench_gemv.py \
+        --out "$OUT/gemv" --tune > "$OUT/gemv_tune.txt" 2>&1 || echo "[tune: exit $?]"
+      grep -E "swept|weights per decode step" "$OUT/gemv_tune.txt" | tail -8 ;;
     prefill)
       timeout 120 python3 examples/time_prefill.py --out "$OUT/prefill" > "$OUT/prefill.txt" 2>&1 || echo "[prefill: exit $?]"
       grep -E "^(sambay|dense|tokenizer)" "$OUT/prefill.txt" ;;
@@ -113,6 +120,6 @@ for stage in $STAGES; do
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
         || echo "[quality: exit $?]"
       tail -7 "$OUT/quality.txt" ;;
-    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, prefill, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, tune, prefill, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
   esac
 done
