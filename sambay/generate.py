@@ -110,6 +110,23 @@ class EngineStats:
         return 1 - self.wait_seconds / self.seconds if self.seconds > 0 else None
 
 
+def prefill_groups(prefills: list[tuple[Sequence, int]]) -> list[tuple[list[Sequence], int]]:
+    """A step's prefill chunks, in order, as groups that run as one forward call: consecutive
+    chunks with the same start and end, in consecutive prefill slots (requests admitted together
+    with prompts of one length: ``n`` samples of one prompt, an evaluation's ``k``)."""
+    groups: list[tuple[list[Sequence], int]] = []
+    for seq, end in prefills:
+        if groups:
+            group, group_end = groups[-1]
+            last = group[-1]
+            if end == group_end and seq.num_cached == last.num_cached and seq.slot == last.slot + 1 \
+                    and (end == seq.num_tokens) == (end == last.num_tokens):
+                group.append(seq)
+                continue
+        groups.append(([seq], end))
+    return groups
+
+
 class Engine:
     """Continuous batching for a model of the package (SambaY or dense).
 
@@ -317,21 +334,25 @@ class Engine:
                 outputs += self._fail(decoded, f"the decode step failed: {type(e).__name__}: {e}")
                 decoded = []
         sampled_prefills: dict[int, int] = {}  # id(seq) -> end, for the chunks that sample a token
-        for seq, end in plan.prefills:
-            if seq.prefill_start is None:
-                seq.prefill_start = time.perf_counter()
-            samples = plan.samples(seq, end)
+        for group, end in prefill_groups(plan.prefills):
+            now = time.perf_counter()
+            for seq in group:
+                if seq.prefill_start is None:
+                    seq.prefill_start = now
+            samples = plan.samples(group[0], end)
             try:
-                out = self.runner.prefill(seq, end, samples)
+                out = self.runner.prefill(group, end, samples)
             except Exception as e:  # noqa: BLE001
-                outputs += self._fail([seq], f"the prefill failed: {type(e).__name__}: {e}")
+                outputs += self._fail(group, f"the prefill failed: {type(e).__name__}: {e}")
                 continue
-            self.stats.prefill_tokens += end - seq.num_cached
+            for seq in group:
+                self.stats.prefill_tokens += end - seq.num_cached
+                if samples:
+                    sampled_prefills[id(seq)] = end
+                else:
+                    self.scheduler.prefilled(seq, end)
             if samples:
                 results.append(out)
-                sampled_prefills[id(seq)] = end
-            else:
-                self.scheduler.prefilled(seq, end)
         t_wait = time.perf_counter()
         rows = torch.cat(results).tolist() if results else []  # the step's one device-to-host copy
         waited = time.perf_counter() - t_wait

@@ -232,6 +232,33 @@ def test_a_failing_stop_check_ends_only_its_request():
     assert engine.free_blocks == engine.num_blocks - 1 and not engine.has_unfinished()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_prompts_of_one_length_admitted_together_prefill_in_one_call(kind, monkeypatch):
+    """Requests admitted in one step with prompts of one length (n samples of a prompt, an
+    evaluation's k) go through one forward call of as many rows, and each gives the tokens it
+    gives alone: greedy and seeded, different prompts of the same length too."""
+    model = tiny(kind)
+    a, b = prompts(model, [9, 9], seed=3)
+    c = prompts(model, [5], seed=4)[0]
+    reqs = [Request(a, SamplingParams(temperature=0.0, max_new_tokens=6)),
+            Request(a, SamplingParams(temperature=0.9, top_p=0.9, seed=11, max_new_tokens=6)),
+            Request(b, SamplingParams(temperature=0.9, seed=12, max_new_tokens=6)),
+            Request(c, SamplingParams(temperature=0.0, max_new_tokens=6))]
+    engine = Engine(model, max_batch_size=4, block_size=4)
+    alone = [engine.generate([r])[0].tokens for r in reqs]
+    sizes = []
+    real = engine.runner.prefill
+
+    def counted(group, *args):
+        sizes.append(len(group))
+        return real(group, *args)
+
+    monkeypatch.setattr(engine.runner, "prefill", counted)
+    together = [g.tokens for g in engine.generate(reqs)]
+    assert together == alone
+    assert sizes == [3, 1]  # a, a, b in one call; c (another length) in its own
+
+
 @pytest.mark.parametrize("where", ["prefill", "decode"])
 def test_a_failing_runner_ends_the_requests_it_computed(where, monkeypatch):
     """The runner raising (out of memory, say) inside a prefill ends that request, inside a decode

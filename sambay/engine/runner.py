@@ -193,26 +193,32 @@ class ModelRunner:
 
     # ----- prefill
     @torch.no_grad()
-    def prefill(self, seq: Sequence, end: int, sample_next: bool) -> torch.Tensor | None:
-        """Compute ``seq``'s tokens num_cached..end-1 in its prefill slot ``seq.slot`` (batch 1); when
-        ``sample_next``, sample its next token -> (1, 2) on the device."""
-        start, dev, bs = seq.num_cached, self.device, self.block_size
-        ids = torch.tensor([seq.tokens_between(start, end)], device=dev)
+    def prefill(self, seqs: list[Sequence], end: int, sample_next: bool) -> torch.Tensor | None:
+        """Compute tokens start..end-1 of each of ``seqs`` (the same ``num_cached`` = start for all,
+        their prefill slots consecutive, ``seqs[0].slot`` first) in one forward call of
+        ``len(seqs)`` rows; when ``sample_next``, sample each one's next token -> (len(seqs), 2) on
+        the device. A group costs about what one request costs: an eager prefill is host-bound."""
+        seq0, dev, bs = seqs[0], self.device, self.block_size
+        start = seq0.num_cached
+        assert all(s.num_cached == start and s.slot == seq0.slot + i for i, s in enumerate(seqs))
+        ids = torch.tensor([s.tokens_between(start, end) for s in seqs], device=dev)
         positions = torch.arange(start, end, device=dev)
         n = -(-end // bs)
-        table = torch.tensor([seq.blocks[:n]], dtype=torch.int32, device=dev)
-        write = table[0].long()[positions // bs] * bs + positions % bs
-        batch = CacheBatch(seq.slot, table, positions, write, torch.tensor([seq.long_rope], device=dev), start)
+        table = torch.tensor([s.blocks[:n] for s in seqs], dtype=torch.int32, device=dev)
+        write = (table.long()[:, positions // bs] * bs + positions % bs).reshape(-1)
+        long = torch.tensor([s.long_rope for s in seqs], device=dev)
+        batch = CacheBatch(seq0.slot, table, positions, write, long, start)
         with backends.activate(self.model.backends):
             logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
         if self.keep_logits:
             self.last_logits = logits
         if not sample_next:
             return None
-        sp = seq.params
-        f = lambda x, dtype=torch.float32: torch.tensor([x], dtype=dtype, device=dev)  # noqa: E731
-        return sample_with_flag(logits, f(float(sp.temperature)), f(float(sp.top_p)), f(sp.top_k, torch.long),
-                                f(uniform(sp.seed, len(seq.tokens))))
+        params = [s.params for s in seqs]
+        f = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype, device=dev)  # noqa: E731
+        return sample_with_flag(logits, f([float(p.temperature) for p in params]), f([float(p.top_p) for p in params]),
+                                f([p.top_k for p in params], torch.long),
+                                f([uniform(p.seed, len(s.tokens)) for p, s in zip(params, seqs)]))
 
     def move_slot(self, src: int, dst: int) -> None:
         self.cache.move_slot(src, dst)

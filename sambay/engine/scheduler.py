@@ -9,7 +9,8 @@ and carried out by the runner at the start of the next step, in order.
 
 Prefill budget: a step computes at most ``prefill_chunk`` prompt tokens, given to the requests
 being prefilled in admission order (a long prompt takes several steps, many short ones go in
-together), beside the decode of every running request.
+together), beside the decode of every running request. Prefill slots are handed out lowest
+first, so requests admitted together sit in consecutive slots.
 
 Policies: ``continuous`` admits whenever a slot and the blocks for the prompt are free;
 ``static`` (the comparison baseline) admits only into an empty batch: it fills the batch, then
@@ -99,6 +100,7 @@ class Scheduler:
     def _end_prefill(self, seq: Sequence) -> None:
         self.prefilling.remove(seq)
         self._free_prefill_slots.append(seq.slot)
+        self._free_prefill_slots.sort(reverse=True)  # the lowest is handed out first: see _admit
         seq.slot = None
 
     # ----- one step
@@ -152,6 +154,8 @@ class Scheduler:
         return True
 
     def _admit(self, seq: Sequence) -> None:
+        # The lowest free prefill slot: requests admitted together get consecutive slots, so their
+        # prefills can run as one forward call (Engine.step groups them).
         self.blocks.grow(seq, seq.num_tokens)
         seq.status, seq.slot = Status.PREFILLING, self._free_prefill_slots.pop()
         seq.admitted, self._admissions = self._admissions, self._admissions + 1
