@@ -254,12 +254,16 @@ class Mamba(nn.Module):
         fresh: bool = False,
         norm: nn.Module | None = None,
         residual: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d) -> (residual + out (B, T, d), y (B, T, E)), the mixer reading ``norm(x)``.
 
         ``state`` = (conv_state, ssm_state) continues a sequence (from zero when ``fresh``) and
         is updated in place. ``pad_mask`` (B, T), True on real tokens: left padding is zeroed
         before and after the conv so that the state after the pads is a fresh sequence's.
+        ``lengths`` (B,) (fresh rows right-padded to T): the state is each row's after its
+        ``lengths[b]`` tokens: the pads' time steps are zero (dt = softplus(-inf)), so the SSM
+        state stops at the row's end, and the conv state is the row's last K-1 inputs.
         """
         causal_conv1d, _, selective_scan, _ = kernels(x.device, "prefill")
         x_in, z = self.in_proj(x, norm=norm).chunk(2, dim=-1)
@@ -271,6 +275,13 @@ class Mamba(nn.Module):
         if pad_mask is not None:
             x_c = x_c.masked_fill(~pad_mask[:, None], 0)
         dt, Bm, Cm = self._ssm_inputs(x_c.transpose(1, 2))
+        if lengths is not None:
+            assert fresh or state is None, "right-padded rows start from zero"
+            T, K1 = x_in.shape[-1], self.conv1d.weight.shape[-1] - 1
+            dt = dt.masked_fill((torch.arange(T, device=x.device) >= lengths[:, None])[..., None], float("-inf"))
+            xx = F.pad(x_in, (K1, 0))  # zeros before the first token: a fresh conv state
+            at = (lengths[:, None] + torch.arange(K1, device=x.device))[:, None].expand(-1, x_in.shape[1], -1)
+            new_conv = xx.gather(2, at)  # inputs lengths-K+1 .. lengths-1 of each row
         A = -torch.exp(self.A_log.float())
         y, new_ssm = selective_scan(
             x_c, dt.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2), self.D, self.dt_proj.bias, ssm_state

@@ -52,8 +52,9 @@ class CacheBatch:
     """Where the B rows of one forward call live.
 
     Prefill (``start`` set, a host int): every row continues after ``start`` cached tokens with T
-    new ones at ``positions`` (T,) = start..start+T-1. Decode (``start`` None): one token per row
-    at ``positions`` (B,), device tensors only, so the call can be graph-captured.
+    new ones at ``positions`` (T,) = start..start+T-1 (with ``lengths``, from start 0, row b's
+    first ``lengths[b]``; the rest is padding). Decode (``start`` None): one token per row at
+    ``positions`` (B,), device tensors only, so the call can be graph-captured.
     """
 
     first_slot: int  # the rows use per-slot state first_slot .. first_slot + B - 1
@@ -62,6 +63,9 @@ class CacheBatch:
     write_slots: torch.Tensor  # flat pool slots (block * block_size + offset) of the new tokens: (B*T,) / (B,)
     long: torch.Tensor  # (B,) bool: LongRoPE long factors per row (dense model)
     start: int | None = None
+    # Prefill from start 0 of rows of different lengths, right-padded to T: (B,) real tokens per row
+    # (their pads are written to the scratch block and never read back); None: every row has T.
+    lengths: torch.Tensor | None = None
 
     @property
     def decode(self) -> bool:
@@ -196,9 +200,15 @@ class SambaYCache(PagedCache):
             keys = torch.cat([ring_k[:, old % W], k], dim=1)
             values = torch.cat([ring_v[:, old % W], v], dim=1)
             k_pos = torch.cat([old, positions])
-        slots = positions[-W:] % W
-        ring_k.index_copy_(1, slots, k[:, -W:])
-        ring_v.index_copy_(1, slots, v[:, -W:])
+        if batch.lengths is None:
+            slots = positions[-W:] % W
+            ring_k.index_copy_(1, slots, k[:, -W:])
+            ring_v.index_copy_(1, slots, v[:, -W:])
+        else:  # each row's own last W tokens (from start 0: ring slots of negative positions stay unread)
+            t = batch.lengths[:, None] - W + self._ring_slots  # (B, W) token index = position
+            rows = torch.arange(t.shape[0], device=t.device)[:, None]
+            ring_k[rows, t % W] = k[rows, t.clamp(min=0)]
+            ring_v[rows, t % W] = v[rows, t.clamp(min=0)]
         return keys, values, k_pos
 
     def sliding_step(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,

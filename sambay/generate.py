@@ -110,20 +110,23 @@ class EngineStats:
         return 1 - self.wait_seconds / self.seconds if self.seconds > 0 else None
 
 
-def prefill_groups(prefills: list[tuple[Sequence, int]]) -> list[tuple[list[Sequence], int]]:
-    """A step's prefill chunks, in order, as groups that run as one forward call: consecutive
-    chunks with the same start and end, in consecutive prefill slots (requests admitted together
-    with prompts of one length: ``n`` samples of one prompt, an evaluation's ``k``)."""
-    groups: list[tuple[list[Sequence], int]] = []
+def prefill_groups(prefills: list[tuple[Sequence, int]]) -> list[tuple[list[Sequence], list[int]]]:
+    """A step's prefill chunks, in order, as groups that run as one forward call (``ModelRunner
+    .prefill``): consecutive chunks in consecutive prefill slots that are all whole prompts from
+    position 0 (of any lengths: right-padded), or all continue from one position to one end."""
+    def kind(seq: Sequence, end: int) -> tuple:
+        return ("whole",) if seq.num_cached == 0 and end == seq.num_tokens else \
+            ("chunk", seq.num_cached, end, end == seq.num_tokens)
+
+    groups: list[tuple[list[Sequence], list[int]]] = []
+    kinds: list[tuple] = []
     for seq, end in prefills:
-        if groups:
-            group, group_end = groups[-1]
-            last = group[-1]
-            if end == group_end and seq.num_cached == last.num_cached and seq.slot == last.slot + 1 \
-                    and (end == seq.num_tokens) == (end == last.num_tokens):
-                group.append(seq)
-                continue
-        groups.append(([seq], end))
+        if groups and kind(seq, end) == kinds[-1] and seq.slot == groups[-1][0][-1].slot + 1:
+            groups[-1][0].append(seq)
+            groups[-1][1].append(end)
+        else:
+            groups.append(([seq], [end]))
+            kinds.append(kind(seq, end))
     return groups
 
 
@@ -334,18 +337,18 @@ class Engine:
                 outputs += self._fail(decoded, f"the decode step failed: {type(e).__name__}: {e}")
                 decoded = []
         sampled_prefills: dict[int, int] = {}  # id(seq) -> end, for the chunks that sample a token
-        for group, end in prefill_groups(plan.prefills):
+        for group, ends in prefill_groups(plan.prefills):
             now = time.perf_counter()
             for seq in group:
                 if seq.prefill_start is None:
                     seq.prefill_start = now
-            samples = plan.samples(group[0], end)
+            samples = plan.samples(group[0], ends[0])
             try:
-                out = self.runner.prefill(group, end, samples)
+                out = self.runner.prefill(group, ends, samples)
             except Exception as e:  # noqa: BLE001
                 outputs += self._fail(group, f"the prefill failed: {type(e).__name__}: {e}")
                 continue
-            for seq in group:
+            for seq, end in zip(group, ends):
                 self.stats.prefill_tokens += end - seq.num_cached
                 if samples:
                     sampled_prefills[id(seq)] = end

@@ -75,7 +75,7 @@ class SambaYDecoderLayer(nn.Module):
                 out, y = self.attn.step(x, cache.mamba_state(self.layer_idx, batch), norm, x)
             else:
                 out, y = self.attn(x, cache.mamba_state(self.layer_idx, batch), None, fresh=batch.start == 0,
-                                   norm=norm, residual=x)
+                                   norm=norm, residual=x, lengths=batch.lengths)
             if self.is_memory_layer:
                 ctx.memory = y
             return out
@@ -173,7 +173,12 @@ class SambaYForCausalLM(CausalLM):
         first_cross = self.config.kv_layer + 1
         for layer in self.model.layers[:first_cross]:
             x = layer(x, ctx)
-        if logits_to_keep is not None and logits_to_keep < x.shape[1]:
+        lengths = ctx.batch.lengths if ctx.batch is not None else None
+        if lengths is not None:  # right-padded rows: each one's last token, at its own position
+            assert logits_to_keep == 1, "rows of different lengths keep one token's logits each"
+            rows, last = torch.arange(x.shape[0], device=x.device), lengths - 1
+            x, ctx.memory, ctx.positions = x[rows, last][:, None], ctx.memory[rows, last][:, None], last[:, None]
+        elif logits_to_keep is not None and logits_to_keep < x.shape[1]:
             # YOCO: the cross-decoder keeps no state, so only the tokens whose logits are wanted go
             # through it. Prefill costs the self-decoder plus those tokens, and grows linearly with
             # the prompt but for the one full-attention layer.

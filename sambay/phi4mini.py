@@ -150,6 +150,9 @@ class Phi4MiniForCausalLM(CausalLM):
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin, positions, start, cache, batch)
-        if logits_to_keep is not None:
+        if batch is not None and batch.lengths is not None:  # right-padded rows: each one's last token
+            assert logits_to_keep == 1, "rows of different lengths keep one token's logits each"
+            x = x[torch.arange(x.shape[0], device=x.device), batch.lengths - 1][:, None]
+        elif logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
         return self.lm_head(x, norm=self.model.norm)

@@ -233,18 +233,21 @@ def test_a_failing_stop_check_ends_only_its_request():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_prompts_of_one_length_admitted_together_prefill_in_one_call(kind, monkeypatch):
-    """Requests admitted in one step with prompts of one length (n samples of a prompt, an
-    evaluation's k) go through one forward call of as many rows, and each gives the tokens it
-    gives alone: greedy and seeded, different prompts of the same length too."""
+@pytest.mark.parametrize("chunk", [2048, 24])
+def test_requests_admitted_together_prefill_in_one_call(kind, chunk, monkeypatch):
+    """Whole prompts admitted in one step go through one forward call, right-padded to the longest
+    (n samples of a prompt, an evaluation's k, a burst of requests), and chunks of prompts that
+    continue from one position to one end likewise; each request gives the tokens it gives alone,
+    greedy and seeded. With 24-token chunks a step takes two whole prompts and part of a third."""
     model = tiny(kind)
     a, b = prompts(model, [9, 9], seed=3)
-    c = prompts(model, [5], seed=4)[0]
+    c, d = prompts(model, [5, 21], seed=4)
     reqs = [Request(a, SamplingParams(temperature=0.0, max_new_tokens=6)),
             Request(a, SamplingParams(temperature=0.9, top_p=0.9, seed=11, max_new_tokens=6)),
             Request(b, SamplingParams(temperature=0.9, seed=12, max_new_tokens=6)),
-            Request(c, SamplingParams(temperature=0.0, max_new_tokens=6))]
-    engine = Engine(model, max_batch_size=4, block_size=4)
+            Request(c, SamplingParams(temperature=0.0, max_new_tokens=6)),
+            Request(d, SamplingParams(temperature=0.0, max_new_tokens=6))]
+    engine = Engine(model, max_batch_size=5, block_size=4, prefill_chunk=chunk)
     alone = [engine.generate([r])[0].tokens for r in reqs]
     sizes = []
     real = engine.runner.prefill
@@ -256,7 +259,8 @@ def test_prompts_of_one_length_admitted_together_prefill_in_one_call(kind, monke
     monkeypatch.setattr(engine.runner, "prefill", counted)
     together = [g.tokens for g in engine.generate(reqs)]
     assert together == alone
-    assert sizes == [3, 1]  # a, a, b in one call; c (another length) in its own
+    assert sizes == [5] if chunk == 2048 else max(sizes) > 1 and sum(sizes) > 5, sizes
+    assert engine.free_blocks == engine.num_blocks - 1
 
 
 @pytest.mark.parametrize("where", ["prefill", "decode"])
@@ -273,7 +277,7 @@ def test_a_failing_runner_ends_the_requests_it_computed(where, monkeypatch):
     real = getattr(runner, where)
     calls = {"n": 0}
 
-    def fail_once(*args):  # the first call: a's prefill (admitted first), or the first decode step
+    def fail_once(*args):  # the first call: a's and b's prefill (admitted first), or the first decode step
         calls["n"] += 1
         if calls["n"] == 1:
             raise torch.cuda.OutOfMemoryError("simulated: out of memory")
@@ -283,8 +287,8 @@ def test_a_failing_runner_ends_the_requests_it_computed(where, monkeypatch):
     gens = engine.generate([Request(p, params) for p in (a, b, c)])
     failed = [g for g in gens if g.finish_reason == "error"]
     assert failed and all("simulated: out of memory" in g.error and f"the {where}" in g.error for g in failed)
-    if where == "prefill":
-        assert [g.finish_reason for g in gens] == ["error", "length", "length"]
+    if where == "prefill":  # a and b, admitted together, prefill in one call
+        assert [g.finish_reason for g in gens] == ["error", "error", "length"]
     for i, g in enumerate(gens):
         if g.finish_reason != "error":
             assert g.tokens == alone[i]

@@ -193,21 +193,29 @@ class ModelRunner:
 
     # ----- prefill
     @torch.no_grad()
-    def prefill(self, seqs: list[Sequence], end: int, sample_next: bool) -> torch.Tensor | None:
-        """Compute tokens start..end-1 of each of ``seqs`` (the same ``num_cached`` = start for all,
-        their prefill slots consecutive, ``seqs[0].slot`` first) in one forward call of
-        ``len(seqs)`` rows; when ``sample_next``, sample each one's next token -> (len(seqs), 2) on
-        the device. A group costs about what one request costs: an eager prefill is host-bound."""
+    def prefill(self, seqs: list[Sequence], ends: list[int], sample_next: bool) -> torch.Tensor | None:
+        """Compute each of ``seqs`` up to its ``ends[i]`` from their common ``num_cached`` (their
+        prefill slots consecutive, ``seqs[0].slot`` first) in one forward call of ``len(seqs)``
+        rows; when ``sample_next``, sample each one's next token -> (len(seqs), 2) on the device.
+        Rows of different lengths (from position 0 only) are right-padded to the longest, the pads
+        written to the scratch block. A group costs about what one request costs: an eager
+        prefill is host-bound."""
         seq0, dev, bs = seqs[0], self.device, self.block_size
-        start = seq0.num_cached
+        start, end = seq0.num_cached, max(ends)
         assert all(s.num_cached == start and s.slot == seq0.slot + i for i, s in enumerate(seqs))
-        ids = torch.tensor([s.tokens_between(start, end) for s in seqs], device=dev)
-        positions = torch.arange(start, end, device=dev)
+        assert start == 0 or len(set(ends)) == 1, "rows of different lengths start at position 0"
         n = -(-end // bs)
-        table = torch.tensor([s.blocks[:n] for s in seqs], dtype=torch.int32, device=dev)
-        write = (table.long()[:, positions // bs] * bs + positions % bs).reshape(-1)
+        ids = torch.tensor([s.tokens_between(start, e) + [0] * (end - e) for s, e in zip(seqs, ends)], device=dev)
+        table = torch.tensor([s.blocks[:n] + [SCRATCH_BLOCK] * (n - len(s.blocks[:n])) for s in seqs],
+                             dtype=torch.int32, device=dev)
+        positions = torch.arange(start, end, device=dev)
+        write = table.long()[:, positions // bs] * bs + positions % bs
+        lengths = None
+        if min(ends) < end:
+            lengths = torch.tensor(ends, device=dev)
+            write = write.masked_fill(positions >= lengths[:, None], SCRATCH_BLOCK * bs)  # pads: never read
         long = torch.tensor([s.long_rope for s in seqs], device=dev)
-        batch = CacheBatch(seq0.slot, table, positions, write, long, start)
+        batch = CacheBatch(seq0.slot, table, positions, write.reshape(-1), long, start, lengths)
         with backends.activate(self.model.backends):
             logits = self.model.run(ids, self.cache, batch, logits_to_keep=1)[:, -1]
         if self.keep_logits:
