@@ -8,10 +8,13 @@ use for the shape, and prints per variant the counts of the instructions that ma
 memory-bound kernel: asynchronous global-to-shared copies, ``ldmatrix`` against scalar shared
 loads, vector widths of global loads, tensor-core ops, float8 conversions. Costs no GPU time.
 
-What it showed (2026-12-01): the bf16 kernel reads its K and V tiles with ``ldmatrix`` (32), the
-fp8 one with 4 ``ldmatrix`` and about 110 scalar ``ld.shared``: P @ V sums over tokens, V's tile
-is stored dim-major, and there is no 8-bit transposing ``ldmatrix`` on sm_90; on the H200 the
-fp8 kernel then reads its (half as many) bytes at 1.0-1.1 TB/s against 4.3 TB/s for bf16.
+What it showed (2026-12-01, dense heads, batch 64): the bf16 kernel reads its K and V tiles from
+shared memory with 32 ``ldmatrix``; the fp8 one, with V stored dim-major, with 4 ``ldmatrix`` and
+64 single-byte ``ld.shared`` (P @ V sums over tokens and sm_90 has no 8-bit transposing
+``ldmatrix``), and on the H200 it read its (half as many) bytes at 1.0-1.1 TB/s against 4.3 TB/s
+for bf16. With the float8 V pool's tokens contiguous (``layers.attention.tokens_contiguous``, the
+cache's layout since) and its tiles loaded without a per-key mask: 8 ``ldmatrix``, no byte loads,
+V through ``cp.async``; not yet timed on the GPU.
 """
 
 from __future__ import annotations
@@ -36,17 +39,20 @@ def main() -> None:
     args = ap.parse_args()
     target_sm90()
     import layers.attention_triton as at  # after target_sm90: its kernels compile for it
+    from layers.attention import tokens_contiguous
 
     Hq, Hk, D = (int(x) for x in args.heads.split(","))
     B, page = args.batch, args.page
     for name, dtype in (("bf16", torch.bfloat16), ("fp8", torch.float8_e4m3fn)):
         q = torch.randn(B, 1, Hq, D, dtype=torch.bfloat16)
         pool = torch.randn(64, page, Hk, D).to(dtype)
-        scale = torch.ones(64, page, Hk) if dtype == torch.float8_e4m3fn else None
+        fp8 = dtype == torch.float8_e4m3fn
+        v_pool = tokens_contiguous(pool) if fp8 else pool  # the cache's layouts
+        scale = torch.ones(64, page, Hk) if fp8 else None
         table = torch.zeros(B, 2048 // page, dtype=torch.int32)
         q_pos = torch.full((B,), 2047)
         before = set(at._partial.device_caches[0][0]) if at._partial.device_caches else set()
-        compiles(lambda: at.paged_attention_triton(q, pool, pool, table, q_pos, None, None, scale, scale))
+        compiles(lambda: at.paged_attention_triton(q, pool, v_pool, table, q_pos, None, None, scale, scale))
         cache = at._partial.device_caches[0][0]
         (kernel,) = [k for key, k in cache.items() if key not in before]
         ptx = kernel.asm["ptx"]

@@ -194,6 +194,15 @@ def quantize_kv_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
 
 
+def tokens_contiguous(pool: torch.Tensor) -> torch.Tensor:
+    """``pool`` (num_blocks, block_size, G, D) as a view of storage (num_blocks, G, D, block_size):
+    a block's tokens contiguous per (head, dim). The layout of float8 V pools: P @ V sums over
+    tokens, and Hopper's tensor cores take an 8-bit operand from shared memory with ``ldmatrix``
+    only along the summed dimension (there is no 8-bit transposing ``ldmatrix``), so a V tile
+    stored dim-major cost the decode kernel a scalar shared-memory load per element."""
+    return pool.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
 def _store(x: torch.Tensor, pool: torch.Tensor, slots: torch.Tensor, scale: torch.Tensor | None) -> None:
     G, D = pool.shape[-2:]
     x, slots = x.reshape(-1, G, D), slots.reshape(-1)
@@ -202,17 +211,19 @@ def _store(x: torch.Tensor, pool: torch.Tensor, slots: torch.Tensor, scale: torc
     if scale is not None:
         x, s = quantize_kv_fp8(x)
         scale.view(-1, G).index_copy_(0, slots, s)
-    if pool.dtype == torch.float8_e4m3fn:  # index_copy_ has no float8 kernels: copy the bytes
+    if pool.dtype == torch.float8_e4m3fn:  # indexing has no float8 kernels: copy the bytes
         pool, x = pool.view(torch.uint8), x.view(torch.uint8)
-    pool.view(-1, G, D).index_copy_(0, slots, x.to(pool.dtype))
+    bs = pool.shape[1]
+    pool[slots // bs, slots % bs] = x.to(pool.dtype)  # (block, offset): any layout of the pool
 
 
 def paged_store(k: torch.Tensor, v: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
                 k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
     """Write tokens k, v (..., G, D) at flat ``slots`` (int64, their leading shape, e.g. (B,) for a
-    decode step or (B, T) for a prefill chunk) of the pools (num_blocks, block_size, G, D) viewed as
-    (num_blocks * block_size, G, D). float8_e4m3fn pools need ``k_scale``, ``v_scale``
-    (num_blocks, block_size, G) float32: each (token, head) is quantized by :func:`quantize_kv_fp8`.
+    decode step or (B, T) for a prefill chunk) of the pools (num_blocks, block_size, G, D), slot
+    ``block * block_size + offset`` (any strides: see :func:`tokens_contiguous`). float8_e4m3fn
+    pools need ``k_scale``, ``v_scale`` (num_blocks, block_size, G) float32: each (token, head) is
+    quantized by :func:`quantize_kv_fp8`.
     Every slot must lie in the pool (a batch's unused rows write to a scratch slot)."""
     _store(k, k_pool, slots, k_scale)
     _store(v, v_pool, slots, v_scale)
@@ -226,10 +237,12 @@ def gather_pages(pool: torch.Tensor, block_table: torch.Tensor, used: torch.Tens
     table = block_table.long()
     if used is not None:
         table = torch.where(used, table, 0)
+    # contiguous: gathered from a strided pool (tokens_contiguous) the copy keeps the pool's order,
+    # and the attention that follows would sum in another order for another batch shape
     if pool.dtype == torch.float8_e4m3fn:  # indexing has no float8 kernels everywhere: gather the bytes
-        x = pool.view(torch.uint8)[table].view(pool.dtype)
+        x = pool.view(torch.uint8)[table].contiguous().view(pool.dtype)
     else:
-        x = pool[table]  # (B, max_blocks, block_size, H, D)
+        x = pool[table].contiguous()  # (B, max_blocks, block_size, H, D)
     if scale is not None:
         x = x.float() * scale[table][..., None]
     return x.flatten(1, 2)

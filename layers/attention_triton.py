@@ -6,9 +6,11 @@ Its reference twins are :func:`layers.attention.attention_ref` with T = 1 and
 the keys a query may see are read: with ``k_pos=None`` slot s holds position s and the scan
 stops at the row's query position, with ``k_pos`` (a ring buffer's slot positions, shared or
 per row) every slot is read and masked by its position. Paged: row b's slot s is at
-``block_table[b, s // block_size]`` of the pool, offset ``s % block_size``; float8 pools go into
-the dots as they are (e4m3 converts exactly) and their per-(slot, head) scales multiply the
-scores and the probabilities, which are small tiles, rather than the K and V tiles.
+``block_table[b, s // block_size]`` of the pool, offset ``s % block_size`` (pools of any strides);
+float8 pools go into the dots as they are (e4m3 converts exactly) and their per-(slot, head)
+scales multiply the scores and the probabilities, which are small tiles, rather than the K and V
+tiles; a float8 V pool is read fastest with a block's tokens contiguous
+(``layers.attention.tokens_contiguous``, the cache's layout).
 
 The key range is split over ``num_splits`` programs per (row, KV head); a second kernel
 merges their partial softmax sums.
@@ -56,7 +58,8 @@ def _key_scales(SC, at, h, valid, SUB: tl.constexpr, HKO: tl.constexpr):
 
 
 @triton.jit
-def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks, svs, qp, st, s_hi,
+def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, skb, sks, svb,
+           svs, svd, qp, st, s_hi,
            scale, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
            PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
            h, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
@@ -73,11 +76,24 @@ def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase,
         if HAS_START:
             valid = valid & (kp >= st)
     if PAGED:
-        at = tl.load(BT + btbase + offs // PAGE, mask=valid, other=0).to(tl.int64) * PAGE + offs % PAGE
+        # One block id per page of the tile; pages past the visible range read the scratch block 0
+        # (masked per page, not per key, so the compiler still sees a page's keys as contiguous)
+        page = offs // PAGE
+        blk = tl.load(BT + btbase + page, mask=page * PAGE < s_hi, other=0).to(tl.int64)
+        at = blk * PAGE + offs % PAGE  # flat slot: the scales' index
+        krow, vrow = blk * skb + offs % PAGE * sks, blk * svb + offs % PAGE * svs
     else:
         at = offs
-    kt = tl.load(K + kbase + at[:, None] * sks + tl.arange(0, DK)[None, :], mask=valid[:, None], other=0.0)
-    vt = tl.load(V + vbase + at[:, None] * svs + tl.arange(0, DV)[None, :], mask=valid[:, None], other=0.0)
+        krow, vrow = at * sks, at * svs
+    kt = tl.load(K + kbase + krow[:, None] + tl.arange(0, DK)[None, :], mask=valid[:, None], other=0.0)
+    if FP8:
+        # Loaded (DV, BLOCK), unmasked (every key's block is a real or the scratch block; keys past
+        # the range weigh 0): in a pool of contiguous tokens (layers.attention.tokens_contiguous) a
+        # page's keys are one vector, and the tile reaches the P @ V dot the way an 8-bit operand
+        # can be read from shared memory (ldmatrix along the summed dimension)
+        vt = tl.trans(tl.load(V + vbase + vrow[None, :] + tl.arange(0, DV)[:, None] * svd))
+    else:
+        vt = tl.load(V + vbase + vrow[:, None] + tl.arange(0, DV)[None, :] * svd, mask=valid[:, None], other=0.0)
     if FP8:  # e4m3 -> the queries' dtype is exact; the scales apply to the dots' results (fp32)
         kt = kt.to(q.dtype)
         vt = vt.to(q.dtype)
@@ -113,7 +129,7 @@ def _pv(p, vt, IEEE: tl.constexpr):
 
 @triton.jit
 def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
-             sqb, sqh, sqp, skpb, skb, sks, skh, svb, svs, svh, sbt,
+             sqb, sqh, sqp, skpb, skb, sks, skh, svb, svs, svh, svd, sbt,
              S, HK, R, scale, window,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
@@ -158,14 +174,14 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
     kpbase, btbase = b * skpb, b * sbt
     if PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
         for s0 in range(s_lo, s_hi, BLOCK):
-            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
-                                   svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, skb,
+                                   sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
                                    FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
     else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
         s0 = s_lo
         while s0 < s_hi:
-            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, sks,
-                                   svs, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, skb,
+                                   sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
                                    FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
             s0 += BLOCK
     base = (pid * SPLITS + split) * RP
@@ -261,8 +277,7 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
     DK = k.shape[-1]
     paged = block_table is not None
     S = block_table.shape[1] * k.shape[1] if paged else k.shape[1]
-    if paged:  # slot s of block n is flat slot n * block_size + s: blocks must be dense in their slots
-        assert k.stride(0) == k.shape[1] * k.stride(1) and v.stride(0) == v.shape[1] * v.stride(1)
+    if paged:  # block strides are the pools' first: slot s of a row is (block_table[s // bs], s % bs)
         assert block_table.stride(-1) == 1 and k_pos is None and start is None
     fp8 = k.dtype == torch.float8_e4m3fn
     assert fp8 == (v.dtype == torch.float8_e4m3fn) == (k_scale is not None) == (v_scale is not None)
@@ -287,7 +302,7 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
         q, k, v, q_pos, k_pos if k_pos is not None else dummy, start if start is not None else dummy,
         block_table if paged else dummy, k_scale if fp8 else dummy, v_scale if fp8 else dummy, acc, ml,
         q.stride(0), q.stride(2), sqp, _batch_stride(k_pos) if k_pos is not None else 0,
-        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), v.stride(3),
         block_table.stride(0) if paged else 0, S, HK, R, scale, window or 0, **flags,
         PAGED=paged, PAGE=k.shape[1] if paged else 1, FP8=fp8, SUB=hko // HK, HKO=hko,
         RP=RP, DK=DK, DV=DV, BLOCK=block, SPLITS=splits, IEEE=q.dtype == torch.float32,
@@ -331,11 +346,11 @@ def paged_attention_triton(
     window: int | None = None, scale: float | None = None, k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q (B, 1, Hq, D), pools (num_blocks, block_size, Hk, D) (dense blocks, unit last stride),
+    """q (B, 1, Hq, D), pools (num_blocks, block_size, Hk, D) (K with unit last stride, V any),
     block_table (B, max_blocks) int32, q_pos (B,) -> (B, 1, Hq, Dv): what
     :func:`layers.attention.paged_attention_ref` computes. Only the blocks holding visible
     positions are read; float8 pools are read with their scales."""
-    assert q.shape[1] == 1 and q.stride(-1) == 1 and k_pool.stride(-1) == v_pool.stride(-1) == 1
+    assert q.shape[1] == 1 and q.stride(-1) == 1 and k_pool.stride(-1) == 1
     return _decode(q, k_pool, v_pool, q_pos, None, None, window, scale if scale is not None else q.shape[-1] ** -0.5,
                    None, block_table, k_scale, v_scale)
 
@@ -385,7 +400,7 @@ def paged_diff_attention_triton(
     :meth:`layers.attention.DiffAttnCore.forward_paged` computes. A pair head has the scales of
     its two heads (``k_scale``, ``v_scale`` (num_blocks, block_size, G) for float8 pools)."""
     B, _, H, D = q.shape
-    assert q.shape[1] == 1 and q.stride(-1) == 1 and k_pool.stride(-1) == v_pool.stride(-1) == 1
+    assert q.shape[1] == 1 and q.stride(-1) == 1 and k_pool.stride(-1) == 1
     diff = (lambda_q1, lambda_k1, lambda_q2, lambda_k2, lambda_init, subln_weight, eps)
     return _decode(q, _pair_heads(k_pool), _pair_heads(v_pool), q_pos, None, None, None, D**-0.5, diff,
                    block_table, k_scale, v_scale).view(B, 1, -1)

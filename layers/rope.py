@@ -85,7 +85,7 @@ def rotary_store_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
                      k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """One decode token per row: rotate q (B, 1, H, D) and k (B, 1, G, D) with cos, sin (B or 1, 1,
     rotary_dim), write the rotated k and v at flat ``slots`` (B,) of the pools (num_blocks,
-    block_size, G, D) viewed as (num_blocks * block_size, G, D) (see
+    block_size, G, D) at flat slots block * block_size + offset (see
     :func:`layers.attention.paged_store`, which also quantizes into float8 pools), return the rotated q.
     A static (B, S, G, D) cache is a pool of B blocks of S slots: row b's slot at position p is b * S + p."""
     paged_store(apply_rotary(k, cos, sin), v, k_pool, v_pool, slots, k_scale, v_scale)

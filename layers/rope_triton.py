@@ -32,31 +32,33 @@ def _round_e4m3(x):
 
 
 @triton.jit
-def _write(dst, x, SC, d, inv_max, D: tl.constexpr, FP8: tl.constexpr):
-    """Store one head vector; into a float8 pool as ``layers.attention.quantize_kv_fp8`` does: scale = amax * (1/448)
-    (written to SC), values x / scale, correctly rounded as torch's division is."""
+def _write(dst, x, SC, d, sd, inv_max, D: tl.constexpr, FP8: tl.constexpr):
+    """Store one head vector (element stride ``sd``); into a float8 pool as
+    ``layers.attention.quantize_kv_fp8`` does: scale = amax * (1/448) (written to SC), values
+    x / scale, correctly rounded as torch's division is."""
     if FP8:
         xf = x.to(tl.float32)
         amax = tl.max(tl.where(d < D, tl.abs(xf), 0.0), 0)
         scale = tl.where(amax > 0, amax * inv_max, 1.0)
         xq = _round_e4m3(tl.minimum(tl.maximum(tl.math.div_rn(xf, scale), -448.0), 448.0))
-        tl.store(dst + d, xq.to(dst.dtype.element_ty), mask=d < D)
+        tl.store(dst + d * sd, xq.to(dst.dtype.element_ty), mask=d < D)
         tl.store(SC, scale)
     else:
-        tl.store(dst + d, x, mask=d < D)
+        tl.store(dst + d * sd, x, mask=d < D)
 
 
 @triton.jit
 def _rotary_store(Q, K, V, COS, SIN, KC, VC, SLOTS, QOUT, KSC, VSC,
-                  sqb, sqh, skb, skh, svb, svh, scb, skcs, skch, svcs, svch,
-                  H, G, inv_max, D: tl.constexpr, ROT: tl.constexpr, DP: tl.constexpr, FP8: tl.constexpr,
-                  PDL: tl.constexpr):
+                  sqb, sqh, skb, skh, svb, svh, scb, skcb, skcs, skch, skcd, svcb, svcs, svch, svcd,
+                  H, G, inv_max, PAGE: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr, DP: tl.constexpr,
+                  FP8: tl.constexpr, PDL: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     if PDL:
         gdc_launch_dependents()
         gdc_wait()  # q, k, v are the previous kernel's output
-    slot = tl.load(SLOTS + b)  # int64: slot * stride can pass 2**31 in a large pool
+    slot = tl.load(SLOTS + b)  # int64: block * stride can pass 2**31 in a large pool
+    blk, off = slot // PAGE, slot % PAGE
     if head < H:
         src = Q + b * sqb + head * sqh
     elif head < H + G:
@@ -78,15 +80,11 @@ def _rotary_store(Q, K, V, COS, SIN, KC, VC, SLOTS, QOUT, KSC, VSC,
     if head < H:
         tl.store(QOUT + (b * H + head) * D + d, y, mask=d < D)
     elif head < H + G:
-        _write(KC + slot * skcs + (head - H) * skch, y, KSC + slot * G + head - H, d, inv_max, D, FP8)
+        _write(KC + blk * skcb + off * skcs + (head - H) * skch, y, KSC + slot * G + head - H, d, skcd,
+               inv_max, D, FP8)
     else:
-        _write(VC + slot * svcs + (head - H - G) * svch, y, VSC + slot * G + head - H - G, d, inv_max, D, FP8)
-
-
-def _slot_stride(pool: torch.Tensor) -> int:
-    """The stride of one slot in the pool viewed as (num_blocks * block_size, G, D)."""
-    assert pool.stride(-1) == 1 and pool.stride(0) == pool.shape[1] * pool.stride(1), "pool blocks must be dense"
-    return pool.stride(1)
+        _write(VC + blk * svcb + off * svcs + (head - H - G) * svch, y, VSC + slot * G + head - H - G, d, svcd,
+               inv_max, D, FP8)
 
 
 def rotary_store_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -105,13 +103,15 @@ def _rotary_store_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
                      k_pool: torch.Tensor, v_pool: torch.Tensor, slots: torch.Tensor,
                      k_scale: torch.Tensor, v_scale: torch.Tensor) -> torch.Tensor:
     """q (B, 1, H, D), k and v (B, 1, G, D) (unit last stride), cos and sin (B or 1, 1, rotary_dim),
-    pools (num_blocks, block_size, G, D), slots (B,) int64 flat slot indices -> rotated q (B, 1, H, D);
-    row b's k rotated and v written at slot ``slots[b]``. float8_e4m3fn pools: quantized per
+    pools (num_blocks, block_size, G, D) (any strides), slots (B,) int64 flat slot indices
+    (block * block_size + offset) -> rotated q (B, 1, H, D); row b's k rotated and v written at
+    slot ``slots[b]``. float8_e4m3fn pools: quantized per
     (token, head), the scales written to ``k_scale``, ``v_scale`` (num_blocks, block_size, G)."""
     B, _, H, D = q.shape
     G, rot = k.shape[2], cos.shape[-1]
     assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1 and cos.stride(-1) == sin.stride(-1) == 1
     assert cos.stride() == sin.stride() and slots.shape == (B,) and slots.dtype == torch.int64
+    assert k_pool.shape == v_pool.shape
     fp8 = k_pool.dtype == torch.float8_e4m3fn
     assert fp8 == (v_pool.dtype == torch.float8_e4m3fn) == (k_scale.numel() > 0) == (v_scale.numel() > 0)
     if fp8:
@@ -122,8 +122,8 @@ def _rotary_store_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
         q, k, v, cos, sin, k_pool, v_pool, slots, out, k_scale if fp8 else slots, v_scale if fp8 else slots,
         q.stride(0), q.stride(2), k.stride(0), k.stride(2), v.stride(0), v.stride(2),
         cos.stride(0) if cos.shape[0] > 1 else 0,
-        _slot_stride(k_pool), k_pool.stride(2), _slot_stride(v_pool), v_pool.stride(2),
-        H, G, FP8_INV_MAX, D=D, ROT=rot, DP=triton.next_power_of_2(D), FP8=fp8, PDL=PDL, num_warps=1,
+        *k_pool.stride(), *v_pool.stride(), H, G, FP8_INV_MAX, PAGE=k_pool.shape[1], D=D, ROT=rot,
+        DP=triton.next_power_of_2(D), FP8=fp8, PDL=PDL, num_warps=1,
         enable_fp_fusion=False,  # keep every product rounded on its own, as torch's ops do
         **({"launch_pdl": True} if PDL else {}))
     return out

@@ -22,6 +22,8 @@ Block 0 of every pool is scratch: padding rows of a captured decode step write t
 ``kv_cache_dtype="fp8"`` stores the paged K/V (what grows with length) in float8 e4m3 with one
 float32 scale per (token, head), quantized as it is written (prefill and decode alike, so a
 recomputed request reads what it first wrote); constant-size state stays in the model's dtype.
+A float8 V pool is stored with a block's tokens contiguous (``layers.attention.tokens_contiguous``),
+seen through the same (num_blocks, block_size, G, D) shape.
 """
 
 from __future__ import annotations
@@ -103,7 +105,11 @@ class PagedCache:
     def _add_pool(self, layer_idx: int, G: int, D: int) -> None:
         shape = (self.num_blocks, self.block_size, G, D)
         self.k_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
-        self.v_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
+        if self.fp8:  # a block's tokens contiguous, as layers.attention.tokens_contiguous lays them out
+            v = torch.zeros(self.num_blocks, G, D, self.block_size, device=self.device, dtype=self.kv_dtype)
+            self.v_pool[layer_idx] = v.permute(0, 3, 1, 2)
+        else:
+            self.v_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
         if self.fp8:
             self.k_scale[layer_idx] = torch.ones(shape[:3], device=self.device)
             self.v_scale[layer_idx] = torch.ones(shape[:3], device=self.device)

@@ -30,6 +30,7 @@ from layers.attention import (
     paged_attention_ref,
     paged_store,
     quantize_kv_fp8,
+    tokens_contiguous,
 )
 from layers.rope import apply_rotary, rotary_store, rotary_store_ref
 from layers.rope_triton import _round_e4m3
@@ -269,6 +270,7 @@ def test_fp8_paged_store_and_rotary_store_write_scales():
     seed = fresh_seed()
     N, bs, G, D, B = 5, 4, 2, 16, 3
     pools = [torch.zeros(N, bs, G, D, dtype=torch.float8_e4m3fn) for _ in range(2)]
+    pools[1] = tokens_contiguous(pools[1])  # V as the cache lays it out
     scales = [torch.zeros(N, bs, G) for _ in range(2)]
     slots = torch.randperm(N * bs)[:B]
     k, v = torch.randn(B, 1, G, D, dtype=torch.bfloat16), torch.randn(B, 1, G, D, dtype=torch.bfloat16)
@@ -277,8 +279,8 @@ def test_fp8_paged_store_and_rotary_store_write_scales():
     paged_store(k, v, *pools, slots, *scales)
     for x, pool, scale in ((k, pools[0], scales[0]), (v, pools[1], scales[1])):
         x8, s = quantize_kv_fp8(x[:, 0])
-        got = pool.view(-1, G, D)[slots]
-        assert torch.equal(got.view(torch.uint8), x8.view(torch.uint8)) and torch.equal(scale.view(-1, G)[slots], s)
+        got = pool.view(torch.uint8)[slots // bs, slots % bs]
+        assert torch.equal(got, x8.view(torch.uint8)) and torch.equal(scale.view(-1, G)[slots], s)
     q = torch.randn(B, 1, 4, D, dtype=torch.bfloat16)
     angle = torch.randn(B, 1, D)
     cos, sin = angle.cos().to(torch.bfloat16), angle.sin().to(torch.bfloat16)
@@ -289,9 +291,27 @@ def test_fp8_paged_store_and_rotary_store_write_scales():
 
 
 def fp8_pools(k_pool, v_pool):
-    """Quantize whole pools as paged_store would have written them."""
+    """Quantize whole pools as paged_store would have written them, V in the cache's layout (a
+    block's tokens contiguous)."""
     (k8, ks), (v8, vs) = quantize_kv_fp8(k_pool), quantize_kv_fp8(v_pool)
-    return k8, v8, ks, vs
+    return k8, tokens_contiguous(v8), ks, vs
+
+
+def test_fp8_kernel_reads_either_v_layout(splits):
+    """The decode kernel addresses V by its strides: the cache's tokens-contiguous float8 V pool
+    and a plain one give the same output, bit for bit; the pool keeps its shape and values."""
+    from layers.attention_triton import paged_attention_triton
+
+    seed = fresh_seed()
+    lengths = (1, 16, 17, 100)
+    k_pool, v_pool, table = random_paged(len(lengths), lengths, 16, 2, 32)
+    k8, v8, ks, vs = fp8_pools(k_pool, v_pool)
+    plain = v8.contiguous()
+    assert v8.shape == plain.shape and v8.stride(1) == 1 and torch.equal(v8.view(torch.uint8), plain.view(torch.uint8))
+    q, q_pos = torch.randn(len(lengths), 1, 4, 32), torch.tensor(lengths) - 1
+    a = paged_attention_triton(*to_dev(q, k8, v8, table, q_pos), None, None, *to_dev(ks, vs))
+    b = paged_attention_triton(*to_dev(q, k8, plain, table, q_pos), None, None, *to_dev(ks, vs))
+    assert torch.equal(a, b), seed
 
 
 def fp8_tolerance(k_pool, v_pool, k8, v8, ks, vs):
@@ -469,8 +489,9 @@ def test_rotary_store_kernel_writes_flat_slots(fp8):
     k[1, 0, 1] = 0.0  # an all-zero head: scale 1
     angle = torch.randn(B, 1, R) * 50
     cos, sin = angle.cos(), angle.sin()
-    if fp8:
+    if fp8:  # V as the cache lays it out
         pools = [torch.randn(N, bs, G, D).to(torch.float8_e4m3fn) for _ in range(2)]
+        pools[1] = tokens_contiguous(pools[1])
         pools += [torch.rand(N, bs, G) for _ in range(2)]
     else:
         pools = [torch.randn(N, bs, G, D) for _ in range(2)] + [None, None]
