@@ -1,4 +1,4 @@
-"""The decode-attention kernels compile for Hopper (sm_90), checked on a machine without a GPU.
+"""The decode-attention and RoPE-store kernels compile for Hopper (sm_90), checked without a GPU.
 
 Triton's interpreter (how the other CPU tests run the kernels) executes the kernel's Python and
 accepts what the compiler refuses (a constexpr passed through a tuple, say), so a kernel can pass
@@ -25,7 +25,8 @@ from layers.sm90 import compiles as _compiles, target_sm90
 
 target_sm90()
 import layers.attention_triton as at
-from layers.attention import DiffAttnCore
+import layers.rope_triton as rs
+from layers.attention import DiffAttnCore, tokens_contiguous
 
 def compiles(name, fn):
     _compiles(fn)
@@ -50,16 +51,24 @@ for dtype in (torch.bfloat16, torch.float32):
                  lambda: at.paged_diff_attention_triton(qd, pool, pool, table, pos, scale, scale, *lam))
     k = torch.randn(B, 64, HK, D, dtype=dtype)
     compiles(f"static {dtype}", lambda: at.decode_attention_triton(q, k, k, pos, torch.arange(64), None, 32))
+    for fp8 in (False, True):  # RoPE + the K/V write, into the cache's layouts
+        kp = torch.zeros(8, page, HK, D, dtype=torch.float8_e4m3fn if fp8 else dtype)
+        vp = tokens_contiguous(kp) if fp8 else kp.clone()
+        sc = [torch.ones(8, page, HK) for _ in range(2)] if fp8 else [None, None]
+        angle = torch.randn(B, 1, D)
+        kv = torch.randn(B, 1, HK, D, dtype=dtype)
+        compiles(f"rotary store {dtype} fp8={fp8}", lambda: rs.rotary_store_triton(
+            q, kv, kv, angle.cos().to(dtype), angle.sin().to(dtype), kp, vp, torch.tensor([3, 17]), *sc))
     compiles(f"static differential {dtype}",
              lambda: at.decode_diff_attention_triton(qd, k, k, pos, None, None, None, *lam))
 """
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the kernels compile (and run) in the gpu tests")
-def test_decode_attention_kernels_compile_for_sm90() -> None:
+def test_decode_kernels_compile_for_sm90() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT)
     env["TRITON_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "triton-sm90")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 12, proc.stdout
+    assert proc.stdout.count("compiled") == 16, proc.stdout
