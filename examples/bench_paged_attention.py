@@ -5,7 +5,7 @@ in both models' official head shapes, as the bandwidth each reaches reading the 
 
 For each (model, batch, context): ``static`` reads a (B, context, Hk, D) buffer (today's decode
 kernel), ``paged`` the same keys through a block table of shuffled 16-slot blocks, ``paged fp8``
-float8 pools with their scales, and ``mixed`` paged rows of lengths drawn uniformly from
+float8 pools with their scales (V in the cache's layout, a block's tokens contiguous), and ``mixed`` paged rows of lengths drawn uniformly from
 1..context (bytes counted over the keys each row really has: blocks past a row's end are not
 read). SambaY's shape is its differential attention (the layer-17 / cross-attention decode);
 the dense one plain GQA. Each is timed as a CUDA graph replay (the median of 20).
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import layers.attention_triton as at
-from layers.attention import DiffAttnCore, quantize_kv_fp8
+from layers.attention import DiffAttnCore, quantize_kv_fp8, tokens_contiguous
 from layers.gemv_triton import graph_seconds  # the same CUDA-graph timing as the GEMV benchmark
 from layers.attention_triton import (
     decode_attention_triton,
@@ -52,6 +52,7 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
     k_pool[table.long()] = k.view(B, ctx // page, page, Hk, D)
     v_pool[table.long()] = v.view(B, ctx // page, page, Hk, D)
     (k8, ks), (v8, vs) = quantize_kv_fp8(k_pool), quantize_kv_fp8(v_pool)
+    v8 = tokens_contiguous(v8)  # the cache's float8 V layout
     mixed_pos = torch.randint(0, ctx, (B,), device=dev)
     core = DiffAttnCore(D, layer_idx=17).to(dev, bf16)
     lam = (core.lambda_q1, core.lambda_k1, core.lambda_q2, core.lambda_k2, core.lambda_init, core.subln.weight, 1e-5)
