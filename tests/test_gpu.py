@@ -322,6 +322,27 @@ def test_fp32_greedy_tokens_identical_for_128_steps(which, lengths):
         assert f.tokens == r.tokens
 
 
+@pytest.mark.parametrize("kv", [None, "fp8"], ids=["kv32", "kv8"])
+@pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
+def test_fp32_prompts_admitted_together_give_their_tokens_alone(which, kv):
+    """The fast path's batched prefill: prompts of different lengths (across SambaY's 64-token
+    window and the 16-token blocks) admitted together go through one right-padded forward call
+    (mamba-ssm's conv and scan with zero time steps on the pads, each row's own ring, the
+    cross-decoder on each row's last token); each request gives the tokens it gives alone."""
+    fresh_seed()
+    model = small_models(torch.float32)[which]
+    lengths = (150, 70, 9, 64, 65)
+    reqs = [Request(torch.randint(0, 1000, (n,)).tolist(), SamplingParams(temperature=0.0, max_new_tokens=40))
+            for n in lengths]
+    engine = Engine(model, max_batch_size=8, kv_cache_dtype=kv)
+    alone = [engine.generate([r])[0].tokens for r in reqs]
+    sizes = []
+    real = engine.runner.prefill
+    engine.runner.prefill = lambda group, *args: sizes.append(len(group)) or real(group, *args)
+    assert [g.tokens for g in engine.generate(reqs)] == alone
+    assert sizes == [len(lengths)]
+
+
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
 def test_cuda_graph_ladder_gives_the_eager_tokens_as_requests_join_and_leave(which):
     """Continuous batching over graphs captured for the ladder 1, 2, 4, 8: the running set grows
