@@ -92,11 +92,11 @@ def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase,
         # page's keys are one vector, and the tile reaches the P @ V dot the way an 8-bit operand
         # can be read from shared memory (ldmatrix along the summed dimension)
         vt = tl.trans(tl.load(V + vbase + vrow[None, :] + tl.arange(0, DV)[:, None] * svd))
-    else:
-        vt = tl.load(V + vbase + vrow[:, None] + tl.arange(0, DV)[None, :] * svd, mask=valid[:, None], other=0.0)
-    if FP8:  # e4m3 -> the queries' dtype is exact; the scales apply to the dots' results (fp32)
+        # e4m3 -> the queries' dtype is exact; the scales apply to the dots' results (fp32)
         kt = kt.to(q.dtype)
         vt = vt.to(q.dtype)
+    else:
+        vt = tl.load(V + vbase + vrow[:, None] + tl.arange(0, DV)[None, :] * svd, mask=valid[:, None], other=0.0)
     if IEEE:
         sc = tl.dot(q, tl.trans(kt), input_precision="ieee")
     else:
@@ -174,15 +174,15 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
     kpbase, btbase = b * skpb, b * sbt
     if PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
         for s0 in range(s_lo, s_hi, BLOCK):
-            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, skb,
-                                   sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
-                                   FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase,
+                                   btbase, skb, sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START,
+                                   HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
     else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
         s0 = s_lo
         while s0 < s_hi:
-            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, skb,
-                                   sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START, HAS_WINDOW, PAGED, PAGE,
-                                   FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
+            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase,
+                                   btbase, skb, sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START,
+                                   HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
             s0 += BLOCK
     base = (pid * SPLITS + split) * RP
     dv = tl.arange(0, DV)

@@ -105,14 +105,13 @@ class PagedCache:
     def _add_pool(self, layer_idx: int, G: int, D: int) -> None:
         shape = (self.num_blocks, self.block_size, G, D)
         self.k_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
-        if self.fp8:  # a block's tokens contiguous, as layers.attention.tokens_contiguous lays them out
+        if self.fp8:  # V with a block's tokens contiguous, as layers.attention.tokens_contiguous lays them out
             v = torch.zeros(self.num_blocks, G, D, self.block_size, device=self.device, dtype=self.kv_dtype)
             self.v_pool[layer_idx] = v.permute(0, 3, 1, 2)
-        else:
-            self.v_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
-        if self.fp8:
             self.k_scale[layer_idx] = torch.ones(shape[:3], device=self.device)
             self.v_scale[layer_idx] = torch.ones(shape[:3], device=self.device)
+        else:
+            self.v_pool[layer_idx] = torch.zeros(shape, device=self.device, dtype=self.kv_dtype)
 
     def pools(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """A paged layer's K pool, V pool and their scales (None unless fp8)."""
