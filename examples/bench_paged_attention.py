@@ -10,8 +10,9 @@ float8 pools with their scales (V in the cache's layout, a block's tokens contig
 read). SambaY's shape is its differential attention (the layer-17 / cross-attention decode);
 the dense one plain GQA. Each is timed as a CUDA graph replay (the median of 20).
 
-``--sweep-fp8`` also times the fp8 kernel under other launch configs (keys per block, warps,
-pipeline stages) than ``layers.attention_triton.launch_config`` picks, to choose its table.
+``--sweep`` also times the paged kernels (bf16 and fp8) under other launch configs (keys per
+block, warps, pipeline stages) than ``layers.attention_triton.launch_config`` picks, to choose its
+table; ``--pages 16,64`` repeats everything per block size.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from layers.attention_triton import (
     paged_diff_attention_triton,
 )
 
-SWEEP = ((64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (128, 8, 3), (256, 8, 2))  # (keys, warps, stages)
+SWEEP = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (128, 8, 4), (256, 8, 2))  # (keys, warps, stages)
 MODELS = {"dense": (24, 8, 128, False), "sambay": (40, 20, 64, True)}  # query heads, KV heads, head dim, differential
 
 
@@ -80,10 +81,11 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
         out[name] = {"ms": seconds * 1e3, "TB/s": tokens[name] * per_token[name] / seconds / 1e12,
                      "tokens": tokens[name]}
     for cfg in sweep:
-        with mock.patch.object(at, "launch_config", lambda *_, c=cfg: c):
-            seconds = graph_seconds([fns["paged fp8"]])
-        out[f"paged fp8 {cfg}"] = {"ms": seconds * 1e3, "TB/s": B * ctx * per_token["paged fp8"] / seconds / 1e12,
-                                   "tokens": B * ctx}
+        for name in ("paged", "paged fp8"):
+            with mock.patch.object(at, "launch_config", lambda *_, c=cfg: c):
+                seconds = graph_seconds([fns[name]])
+            out[f"{name} {cfg}"] = {"ms": seconds * 1e3, "TB/s": B * ctx * per_token[name] / seconds / 1e12,
+                                    "tokens": B * ctx}
     return out
 
 
@@ -92,22 +94,22 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--batch-sizes", default="1,8,64")
     ap.add_argument("--contexts", default="2048,32768")
-    ap.add_argument("--page", type=int, default=16, help="slots per block")
-    ap.add_argument("--sweep-fp8", action="store_true", help="time the fp8 kernel under other launch configs too")
+    ap.add_argument("--pages", default="16", help="slots per block, one run each")
+    ap.add_argument("--sweep", action="store_true", help="time the paged kernels under other launch configs too")
     args = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(0)
     results = []
     names = ("static", "paged", "paged fp8", "mixed")
-    print(f"{'model':8} {'batch':>5} {'context':>7}  " + "  ".join(f"{n:>18}" for n in names))
-    for model in MODELS:
+    print(f"{'model':8} {'page':>4} {'batch':>5} {'context':>7}  " + "  ".join(f"{n:>18}" for n in names))
+    for model, page in ((m, int(p)) for m in MODELS for p in args.pages.split(",")):
         for B in (int(x) for x in args.batch_sizes.split(",")):
             for ctx in (int(x) for x in args.contexts.split(",")):
                 with torch.no_grad():
-                    r = run(model, B, ctx, args.page, dev, SWEEP if args.sweep_fp8 else ())
-                results.append({"model": model, "batch": B, "context": ctx, "page": args.page, **r})
+                    r = run(model, B, ctx, page, dev, SWEEP if args.sweep else ())
+                results.append({"model": model, "batch": B, "context": ctx, "page": page, **r})
                 cells = "  ".join(f"{r[n]['ms']:7.3f} ms {r[n]['TB/s']:4.2f} TB/s" for n in names)
-                print(f"{model:8} {B:5d} {ctx:7d}  {cells}", flush=True)
+                print(f"{model:8} {page:4d} {B:5d} {ctx:7d}  {cells}", flush=True)
                 for n in r:
                     if n not in names:
                         print(f"{'':24}{n}: {r[n]['ms']:7.3f} ms {r[n]['TB/s']:4.2f} TB/s", flush=True)

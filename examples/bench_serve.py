@@ -4,11 +4,11 @@ server and measure what users see, as vLLM's ``benchmark_serving`` does.
     sambay serve --port 8000 &
     python examples/bench_serve.py --url http://127.0.0.1:8000 --concurrency 16 --requests 256 --out bench.json
 
-Reports requests/s, output tokens/s (the server's ``usage.completion_tokens``), and the mean /
-p50 / p90 / p99 of the time to first token (request sent to the first text delta), the
-inter-token latency (gaps between text deltas), the time per output token ((end - first
-delta) / (tokens - 1)) and the end-to-end latency, in milliseconds; printed and written as
-JSON (``--out``). Prompts: the held-out arithmetic questions of the curriculum (cycled), or
+Reports requests/s and output tokens/s (the server's ``usage.completion_tokens``) over the span
+from the first request sent to the last one finished, and the mean / p50 / p90 / p99 of the time
+to first token (request sent to the first text delta), the inter-token latency (gaps between text
+deltas), the time per output token ((end - first delta) / (tokens - 1)) and the end-to-end
+latency, in milliseconds; printed and written as JSON (``--out``). Prompts: the held-out arithmetic questions of the curriculum (cycled), or
 ``--prompt TEXT`` (repeatable). ``--max-tokens`` forces a budget (a model with random weights
 runs to it: forced output lengths).
 
@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -42,6 +43,7 @@ class Sample:
     """What one request took."""
 
     ok: bool
+    sent: float = 0.0  # perf_counter (CLOCK_MONOTONIC: one clock for the processes of a run)
     error: str | None = None
     ttft: float | None = None
     itl: list[float] = field(default_factory=list)
@@ -52,7 +54,7 @@ class Sample:
 async def one_request(client: openai.AsyncOpenAI, model: str, prompt: str, args: argparse.Namespace) -> Sample:
     start = time.perf_counter()
     last = None
-    sample = Sample(ok=False)
+    sample = Sample(ok=False, sent=start)
     try:
         stream = await client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompt}], stream=True,
@@ -89,10 +91,10 @@ def summary(values: list[float]) -> dict[str, float | None]:
     return {"mean": statistics.fmean(values) * 1e3, "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99)}
 
 
-async def clients(args: argparse.Namespace, first: int, count: int, concurrency: int, start: float
+async def clients(args: argparse.Namespace, first: int, count: int, concurrency: int, ready: Callable[[], None]
                   ) -> list[Sample]:
-    """Requests first .. first + count - 1, sent by ``concurrency`` clients of one event loop, from
-    the moment ``start`` (perf_counter; shared by the processes of a run)."""
+    """Requests first .. first + count - 1, sent by ``concurrency`` clients of one event loop,
+    once ``ready()`` returns (the processes of a run start together)."""
     client = openai.AsyncOpenAI(base_url=args.base, api_key=args.api_key or "none", max_retries=0,
                                 timeout=args.timeout)
     prompts = args.prompt or [p.question for p in default_test_set()]
@@ -106,15 +108,15 @@ async def clients(args: argparse.Namespace, first: int, count: int, concurrency:
             i = queue.get_nowait()
             samples.append(await one_request(client, args.model, prompts[i % len(prompts)], args))
 
-    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    ready()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     await client.close()
     return samples
 
 
-def _process(args: argparse.Namespace, first: int, count: int, concurrency: int, start: float,
+def _process(args: argparse.Namespace, first: int, count: int, concurrency: int, barrier: Any,
              results: multiprocessing.Queue) -> None:
-    results.put([asdict(s) for s in asyncio.run(clients(args, first, count, concurrency, start))])
+    results.put([asdict(s) for s in asyncio.run(clients(args, first, count, concurrency, barrier.wait))])
 
 
 def shares(total: int, parts: int) -> list[int]:
@@ -132,20 +134,20 @@ def run(args: argparse.Namespace) -> dict:
     counts, conc = shares(args.requests, procs), shares(args.concurrency, procs)
     firsts = [sum(counts[:i]) for i in range(procs)]
     if procs == 1:
-        t0 = time.perf_counter()
-        samples = asyncio.run(clients(args, 0, args.requests, args.concurrency, t0))
-    else:  # the processes start their clients together, a moment after all are up
+        samples = asyncio.run(clients(args, 0, args.requests, args.concurrency, lambda: None))
+    else:  # the processes start their clients together, once all are up (importing takes seconds)
         ctx = multiprocessing.get_context("spawn")
         results: multiprocessing.Queue = ctx.Queue()
-        t0 = time.perf_counter() + 2.0 + 0.2 * procs
-        workers = [ctx.Process(target=_process, args=(args, f, c, k, t0, results), daemon=True)
+        barrier = ctx.Barrier(procs)
+        workers = [ctx.Process(target=_process, args=(args, f, c, k, barrier, results), daemon=True)
                    for f, c, k in zip(firsts, counts, conc)]
         for w in workers:
             w.start()
         samples = [Sample(**s) for _ in workers for s in results.get()]
         for w in workers:
             w.join()
-    duration = time.perf_counter() - t0
+    # From the first request sent to the last one finished (as vLLM's benchmark_serving times a run)
+    duration = max(s.sent + s.e2e for s in samples) - min(s.sent for s in samples) if samples else 0.0
     ok = [s for s in samples if s.ok]
     tokens = sum(s.output_tokens for s in ok)
     tpot = [(s.e2e - s.ttft) / (s.output_tokens - 1) for s in ok if s.ttft is not None and s.output_tokens > 1]

@@ -64,7 +64,7 @@ for stage in $STAGES; do
            timeout ${TESTS_LIMIT:-120} python3 -m pytest -q --tb=short -m gpu $ONE -p no:cacheprovider \
              > "$OUT/pytest_one.txt" 2>&1; tail -30 "$OUT/pytest_one.txt" ;;
     attention)
-      timeout 150 python3 examples/bench_paged_attention.py --out "$OUT/attention" ${ATTN_ARGS:-} > "$OUT/attention.txt" 2>&1 \
+      timeout ${ATTN_LIMIT:-150} python3 examples/bench_paged_attention.py --out "$OUT/attention" ${ATTN_ARGS:-} > "$OUT/attention.txt" 2>&1 \
         || echo "[attention: exit $?]"
       tail -${TAIL:-14} "$OUT/attention.txt" ;;
     profile)

@@ -56,7 +56,7 @@ def main() -> None:
         cache = at._partial.device_caches[0][0]
         (kernel,) = [k for key, k in cache.items() if key not in before]
         ptx = kernel.asm["ptx"]
-        block, warps, stages = at.launch_config(B, Hk)
+        block, warps, stages = at.launch_config(B, Hk, fp8)
         counts = ", ".join(f"{k} {v}" for k, v in ptx_counts(ptx).items())
         print(f"{name:5} (keys per block {block}, {warps} warps, {stages} stages, shared {kernel.metadata.shared} B): "
               f"{counts}")

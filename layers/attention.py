@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import backends
 from .linear import Linear
@@ -86,6 +87,11 @@ def _host_positions(q_pos: torch.Tensor, k_pos: torch.Tensor | None, S: int) -> 
     return (q0, k0) if k_last - k0 == S - 1 and bool((k_pos.diff() == 1).all()) else None
 
 
+# cuDNN's attention builds a graph per new shape (hundreds of ms on the H200); a server's prefills
+# (batches of prompts right-padded to the longest) rarely repeat one, so prefill uses the others.
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def attention_sdpa(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -100,9 +106,17 @@ def attention_sdpa(
     """``attention_ref`` through torch's scaled_dot_product_attention (prefill).
 
     A plain causal prefill (keys are exactly the queries, no padding, no window) is one
-    ``is_causal`` call (flash / cuDNN kernels). Otherwise queries go in blocks of ``block``,
-    each against only the key slots it can see, with an explicit mask.
+    ``is_causal`` call (the flash kernel). Otherwise queries go in blocks of ``block``, each
+    against only the key slots it can see, with an explicit mask. Never the cuDNN backend: see
+    ``_SDPA_BACKENDS``.
     """
+    with sdpa_kernel(_SDPA_BACKENDS):
+        return _attention_sdpa(q, k, v, q_pos, k_pos, start, window, scale, block)
+
+
+def _attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                    k_pos: torch.Tensor | None, start: torch.Tensor | None, window: int | None,
+                    scale: float | None, block: int) -> torch.Tensor:
     B, T, Hq, D = q.shape
     S = k.shape[1]
     scale = D**-0.5 if scale is None else scale
@@ -113,6 +127,8 @@ def attention_sdpa(
         return out.transpose(1, 2)
     if k_pos is None:
         k_pos = torch.arange(S, device=q.device)
+    if kt.shape[1] != Hq:  # the memory-efficient kernel (masks) takes no grouped heads: repeat them
+        kt, vt = (x.repeat_interleave(Hq // x.shape[1], dim=1) for x in (kt, vt))
     outs = []
     for i in range(0, T, block):
         j = min(T, i + block)
@@ -123,7 +139,7 @@ def attention_sdpa(
             lo, hi = max(0, first - k0), min(S, q0 + j - k0)
         mask = attention_mask(q_pos[..., i:j], k_pos[..., lo:hi], start, window)[:, None]  # (B|1, 1, t, s)
         outs.append(F.scaled_dot_product_attention(qt[:, :, i:j], kt[:, :, lo:hi], vt[:, :, lo:hi],
-                                                   attn_mask=mask, scale=scale, enable_gqa=True))
+                                                   attn_mask=mask, scale=scale))
     return torch.cat(outs, dim=2).transpose(1, 2)
 
 

@@ -92,7 +92,7 @@ def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase,
         # page's keys are one vector, and the tile reaches the P @ V dot the way an 8-bit operand
         # can be read from shared memory (ldmatrix along the summed dimension)
         vt = tl.trans(tl.load(V + vbase + vrow[None, :] + tl.arange(0, DV)[:, None] * svd))
-        # e4m3 -> the queries' dtype is exact; the scales apply to the dots' results (fp32)
+        # e4m3 -> the queries' dtype (f16 or fp32) is exact; the scales apply to the dots' results (fp32)
         kt = kt.to(q.dtype)
         vt = vt.to(q.dtype)
     else:
@@ -164,6 +164,8 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
         q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + tl.arange(0, DK)[None, :],
                     mask=(rows < R)[:, None], other=0.0)
         second_q = rows < 0
+    if FP8 and not IEEE:  # e4m3 -> f16 is one conversion per two values, e4m3 -> bf16 goes through f16
+        q = q.to(tl.float16)
     m_i = tl.full((RP,), float("-inf"), tl.float32)
     l_i = tl.zeros((RP,), tl.float32)
     acc = tl.zeros((RP, DV), tl.float32)
@@ -241,12 +243,15 @@ def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, sqp
         tl.store(OUT + b * sob + (h * R + r) * soh + dv, out.to(dt))
 
 
-def launch_config(batch: int, kv_heads: int, num_sms: int = 132) -> tuple[int, int, int]:
-    """(keys per block, warps, pipeline stages), from a sweep on the H100 (blocks of 64/128 keys,
-    4/8 warps, 1-4 stages, pipelined or not): once the (row, KV head) pairs fill the GPU, 128-key
-    blocks and 8 warps read the cache at 3.0-3.1 TB/s (batch 15 dense, batch 320 SambaY, 32K); at
-    batch 1, 64-key blocks, 4 warps, 2 stages reach 2.5 TB/s at 32K."""
-    return (128, 8, 2) if batch * kv_heads >= num_sms else (64, 4, 2)
+def launch_config(batch: int, kv_heads: int, fp8: bool = False, num_sms: int = 132) -> tuple[int, int, int]:
+    """(keys per block, warps, pipeline stages), from a sweep on the H200 (paged pools of 16- and
+    64-slot blocks, 32K keys, both models' heads, `examples/bench_paged_attention.py --sweep`): once
+    the (row, KV head) pairs fill the GPU, 128-key blocks, 4 warps and 3 stages read bf16 pools at
+    4.0-4.5 TB/s (8 warps, 2 stages: 2.9-4.0) and float8 ones at 2.1-4.0 (8 warps: 1.3-1.9); below
+    that, 64-key blocks suit bf16 and 128-key blocks float8."""
+    if batch * kv_heads >= num_sms or fp8:
+        return 128, 4, 3
+    return 64, 4, 3
 
 
 def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132, block: int = 64) -> int:
@@ -289,7 +294,7 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
     assert hko == HK * (2 if fp8 and diff else 1)  # two scales per key only for a pair head's halves
     R = q.shape[2] // HK  # query rows per KV head (with diff: r heads of each stripe per pair head)
     RP = max(16, triton.next_power_of_2(R))
-    block, warps, stages = launch_config(B, HK)
+    block, warps, stages = launch_config(B, HK, fp8)
     splits = num_splits(B, HK, S, block=block)
     acc = torch.empty(B * HK * splits * RP, DV, device=q.device, dtype=torch.float32)
     ml = torch.empty(B * HK * splits * RP, 2, device=q.device, dtype=torch.float32)
