@@ -243,15 +243,18 @@ def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, sqp
         tl.store(OUT + b * sob + (h * R + r) * soh + dv, out.to(dt))
 
 
-def launch_config(batch: int, kv_heads: int, fp8: bool = False, num_sms: int = 132) -> tuple[int, int, int]:
+def launch_config(batch: int, kv_heads: int, fp8: bool = False, fp32: bool = False,
+                  num_sms: int = 132) -> tuple[int, int, int]:
     """(keys per block, warps, pipeline stages), from a sweep on the H200 (paged pools of 16- and
     64-slot blocks, 32K keys, both models' heads, `examples/bench_paged_attention.py --sweep`): once
     the (row, KV head) pairs fill the GPU, 128-key blocks, 4 warps and 3 stages read bf16 pools at
     4.0-4.5 TB/s (8 warps, 2 stages: 2.9-4.0) and float8 ones at 2.1-4.0 (8 warps: 1.3-1.9); below
-    that, 64-key blocks suit bf16 and 128-key blocks float8."""
+    that, 64-key blocks suit bf16 and 128-key blocks float8. fp32 tiles take twice the shared
+    memory: two stages (three would not fit 128 keys of 128-wide heads)."""
+    stages = 2 if fp32 else 3
     if batch * kv_heads >= num_sms or fp8:
-        return 128, 4, 3
-    return 64, 4, 3
+        return 128, 4, stages
+    return 64, 4, stages
 
 
 def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132, block: int = 64) -> int:
@@ -294,7 +297,7 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
     assert hko == HK * (2 if fp8 and diff else 1)  # two scales per key only for a pair head's halves
     R = q.shape[2] // HK  # query rows per KV head (with diff: r heads of each stripe per pair head)
     RP = max(16, triton.next_power_of_2(R))
-    block, warps, stages = launch_config(B, HK, fp8)
+    block, warps, stages = launch_config(B, HK, fp8, q.dtype == torch.float32)
     splits = num_splits(B, HK, S, block=block)
     acc = torch.empty(B * HK * splits * RP, DV, device=q.device, dtype=torch.float32)
     ml = torch.empty(B * HK * splits * RP, 2, device=q.device, dtype=torch.float32)

@@ -61,6 +61,19 @@ for dtype in (torch.bfloat16, torch.float32):
             q, kv, kv, angle.cos().to(dtype), angle.sin().to(dtype), kp, vp, torch.tensor([3, 17]), *sc))
     compiles(f"static differential {dtype}",
              lambda: at.decode_diff_attention_triton(qd, k, k, pos, None, None, None, *lam))
+    for fp8 in (False, True):  # the dense shape at a batch that fills the GPU: the large-batch launch config
+        B, HK, D = 32, 8, 128
+        q = torch.randn(B, 1, 3 * HK, D, dtype=dtype)
+        pool = torch.randn(8, page, HK, D).to(torch.float8_e4m3fn if fp8 else dtype)
+        scale = torch.ones(8, page, HK) if fp8 else None
+        table, pos = torch.zeros(B, 4, dtype=torch.int32), torch.full((B,), 40)
+        compiles(f"paged wide {dtype} fp8={fp8}",
+                 lambda: at.paged_attention_triton(q, pool, pool, table, pos, None, None, scale, scale))
+    k = torch.randn(B, 256, HK, D, dtype=dtype)
+    compiles(f"static wide {dtype}", lambda: at.decode_attention_triton(q, k, k, pos[:1]))
+# Triton checks shared memory only at the launch: every variant must fit Hopper's 227 KB per block
+print("shared", max(k.metadata.shared for kernel in (at._partial, at._combine)
+                    for k in kernel.device_caches[0][0].values()))
 """
 
 
@@ -71,4 +84,6 @@ def test_decode_kernels_compile_for_sm90() -> None:
     env["TRITON_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "triton-sm90")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 16, proc.stdout
+    assert proc.stdout.count("compiled") == 22, proc.stdout
+    shared = int(proc.stdout.split("shared")[-1])
+    assert 0 < shared <= 232448, f"a decode-attention variant needs {shared} B of shared memory"
