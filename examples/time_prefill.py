@@ -6,7 +6,9 @@ For each model (random weights in the official shapes, bf16, on the GPU): the wa
 ``Engine.generate`` for one request of each prompt length with ``max_new_tokens=1`` (admission,
 the prefill, sampling the first token), the median of a few runs after a warm-up, and a profile of
 one 128-token prefill (the ops with the most host time: an eager prefill launches every kernel
-from Python). Also the Phi-4 tokenizer's time to encode a chat prompt (``--o200k`` or
+from Python); then 16 prompts admitted together, as a server admits them, in (16, T) shapes never
+seen before, each timed the first time and again (a per-shape cost, such as cuDNN attention's
+graph build, shows as the difference), and a profile of one more new shape. Also the Phi-4 tokenizer's time to encode a chat prompt (``--o200k`` or
 ``$SAMBAY_O200K_BPE``). Writes ``prefill.json``.
 """
 
@@ -40,6 +42,28 @@ def first_token_seconds(engine: Engine, length: int, reps: int) -> float:
     return statistics.median(times)
 
 
+def group_seconds(engine: Engine, rows: int, length: int) -> float:
+    """``rows`` prompts of lengths ``length - rows + 1 .. length`` admitted together (one right-padded
+    prefill of a (rows, length) batch), each to its first token."""
+    reqs = [Request(torch.randint(100, 50000, (length - i,), generator=torch.Generator().manual_seed(i)).tolist(),
+                    SamplingParams(max_new_tokens=1)) for i in range(rows)]
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    engine.generate(reqs)
+    return time.perf_counter() - t0
+
+
+def new_shapes(engine: Engine, rows: int, lengths: list[int]) -> dict:
+    """A server's prefills rarely repeat a (rows, length) shape: each of ``lengths`` timed the
+    first time and again; then a profile of one more new shape (host time by op)."""
+    first = [1e3 * group_seconds(engine, rows, n) for n in lengths]
+    again = [1e3 * group_seconds(engine, rows, n) for n in lengths]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        group_seconds(engine, rows, max(lengths) + 7)
+    return {"rows": rows, "lengths": lengths, "first_ms": first, "again_ms": again,
+            "profile_new_shape": prof.key_averages().table(sort_by="cpu_time_total", row_limit=12)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="sambay,dense")
@@ -61,13 +85,18 @@ def main() -> None:
         row = {str(n): 1e3 * first_token_seconds(engine, n, args.reps) for n in lengths}
         print(f"{name}: ms to the first token by prompt length " + ", ".join(f"{n}: {ms:.1f}" for n, ms in row.items()),
               flush=True)
+        shapes = new_shapes(engine, 16, [23, 29, 37, 41])
+        print(f"{name}: 16 prompts admitted together, ms to their first tokens, a new (16, T) each time: "
+              + ", ".join(f"T={n}: {a:.1f} (again {b:.1f})" for n, a, b in
+                          zip(shapes["lengths"], shapes["first_ms"], shapes["again_ms"])), flush=True)
+        print(shapes["profile_new_shape"], flush=True)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                 torch.profiler.ProfilerActivity.CUDA]) as prof:
             first_token_seconds(engine, 128, 1)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
         print(table, flush=True)
         events = prof.key_averages()
-        report["models"][name] = {"first_token_ms": row, "profile_top": table,
+        report["models"][name] = {"first_token_ms": row, "profile_top": table, "new_shapes": shapes,
                                   "cuda_kernels": sum(e.count for e in events if e.device_type.name == "CUDA")}
         del engine, model
         torch.cuda.empty_cache()
