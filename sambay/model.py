@@ -82,11 +82,15 @@ class SambaYDecoderLayer(nn.Module):
         if self.kind == GMU_KIND:
             return self.attn(x, ctx.memory, norm, x)
         q, k, v = self.attn.project(x, norm)
-        if ctx.decode and self.kind in (FULL, CROSS):  # one query per row over the paged shared K/V
+        # One query per row over the paged shared K/V: decoding, and a prefill's last token per row in
+        # the cross-decoder (through the decode kernel whose variants the decode graphs compiled,
+        # rather than one compiled per prompt length)
+        if (ctx.decode and self.kind == FULL) or (self.kind == CROSS and cache is not None and q.shape[1] == 1):
             if self.kind == FULL:
                 cache.store(self.layer_idx, k, v, batch)
             k_pool, v_pool, k_scale, v_scale = cache.shared_pools()
-            return self.attn.attend_paged(q, k_pool, v_pool, batch.block_table, ctx.positions, residual=x,
+            q_pos = ctx.positions.reshape(-1).expand(q.shape[0])  # prefill: (B, 1) per row or (1,) shared
+            return self.attn.attend_paged(q, k_pool, v_pool, batch.block_table, q_pos, residual=x,
                                           k_scale=k_scale, v_scale=v_scale)
         q_pos = ctx.positions[:, None] if ctx.decode else ctx.positions
         if self.kind == CROSS:

@@ -206,8 +206,14 @@ class ModelRunner:
         assert start == 0 or len(set(ends)) == 1, "rows of different lengths start at position 0"
         n = -(-end // bs)
         ids = torch.tensor([s.tokens_between(start, e) + [0] * (end - e) for s, e in zip(seqs, ends)], device=dev)
-        table = torch.tensor([s.blocks[:n] + [SCRATCH_BLOCK] * (n - len(s.blocks[:n])) for s in seqs],
-                             dtype=torch.int32, device=dev)
+        rows = torch.tensor([s.blocks[:n] + [SCRATCH_BLOCK] * (n - len(s.blocks[:n])) for s in seqs],
+                            dtype=torch.int32, device=dev)
+        # With static decode shapes the table is as wide as the decode step's, so the last token's
+        # paged attention (SambaY's cross-decoder) runs the kernel variants the decode graphs built
+        table = rows
+        if self.cuda_graphs or self.compiled:
+            table = torch.full((len(seqs), self.max_blocks), SCRATCH_BLOCK, dtype=torch.int32, device=dev)
+            table[:, :n] = rows
         positions = torch.arange(start, end, device=dev)
         write = table.long()[:, positions // bs] * bs + positions % bs
         lengths = None
