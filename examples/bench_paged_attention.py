@@ -6,13 +6,15 @@ in both models' official head shapes, as the bandwidth each reaches reading the 
 For each (model, batch, context): ``static`` reads a (B, context, Hk, D) buffer (today's decode
 kernel), ``paged`` the same keys through a block table of shuffled 16-slot blocks, ``paged fp8``
 float8 pools with their scales (V in the cache's layout, a block's tokens contiguous), and ``mixed`` paged rows of lengths drawn uniformly from
-1..context (bytes counted over the keys each row really has: blocks past a row's end are not
-read). SambaY's shape is its differential attention (the layer-17 / cross-attention decode);
+1..context, ``skewed`` rows of 2K + a log-normal length (median 8K, sigma 0.8), capped at the
+context, as a continuous batch holds (bytes counted over the keys each row really has: blocks past
+a row's end are not read). SambaY's shape is its differential attention (the layer-17 / cross-attention decode);
 the dense one plain GQA. Each is timed as a CUDA graph replay (the median of 20).
 
 ``--sweep`` also times the paged kernels (bf16 and fp8) under other launch configs (keys per
 block, warps, pipeline stages) than ``layers.attention_triton.launch_config`` picks, to choose its
-table; ``--pages 16,64`` repeats everything per block size.
+table; ``--sweep-splits 1,4,16`` times the mixed and skewed rows with other numbers of programs
+per (row, KV head) than ``num_splits`` picks; ``--pages 16,64`` repeats everything per block size.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ SWEEP = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (128, 8, 4), (256, 8, 2))  # (key
 MODELS = {"dense": (24, 8, 128, False), "sambay": (40, 20, 64, True)}  # query heads, KV heads, head dim, differential
 
 
-def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple = ()) -> dict:
+def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple = (), splits: tuple = ()) -> dict:
     Hq, Hk, D, diff = MODELS[model]
     bf16 = torch.bfloat16
     q = torch.randn(B, 1, Hq, D, device=dev, dtype=bf16)
@@ -55,6 +57,8 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
     (k8, ks), (v8, vs) = quantize_kv_fp8(k_pool), quantize_kv_fp8(v_pool)
     v8 = tokens_contiguous(v8)  # the cache's float8 V layout
     mixed_pos = torch.randint(0, ctx, (B,), device=dev)
+    # a continuous batch's skew: a 2K prompt plus a log-normal output (median 8K, sigma 0.8), capped
+    skewed_pos = (2048 + torch.exp(torch.randn(B, device=dev) * 0.8) * 8192).long().clamp(max=ctx - 1)
     core = DiffAttnCore(D, layer_idx=17).to(dev, bf16)
     lam = (core.lambda_q1, core.lambda_k1, core.lambda_q2, core.lambda_k2, core.lambda_init, core.subln.weight, 1e-5)
 
@@ -64,6 +68,7 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
             "paged": lambda: paged_diff_attention_triton(q, k_pool, v_pool, table, q_pos, None, None, *lam),
             "paged fp8": lambda: paged_diff_attention_triton(q, k8, v8, table, q_pos, ks, vs, *lam),
             "mixed": lambda: paged_diff_attention_triton(q, k_pool, v_pool, table, mixed_pos, None, None, *lam),
+            "skewed": lambda: paged_diff_attention_triton(q, k_pool, v_pool, table, skewed_pos, None, None, *lam),
         }
     else:
         fns = {
@@ -71,10 +76,12 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
             "paged": lambda: paged_attention_triton(q, k_pool, v_pool, table, q_pos),
             "paged fp8": lambda: paged_attention_triton(q, k8, v8, table, q_pos, None, None, ks, vs),
             "mixed": lambda: paged_attention_triton(q, k_pool, v_pool, table, mixed_pos),
+            "skewed": lambda: paged_attention_triton(q, k_pool, v_pool, table, skewed_pos),
         }
     per_token = {name: 2 * Hk * D * 2 for name in fns}  # bytes of one token's K and V
     per_token["paged fp8"] = 2 * Hk * D + 2 * Hk * 4  # one byte per element, a float32 scale per (token, head)
-    tokens = {"static": B * ctx, "paged": B * ctx, "paged fp8": B * ctx, "mixed": int((mixed_pos + 1).sum())}
+    tokens = {"static": B * ctx, "paged": B * ctx, "paged fp8": B * ctx, "mixed": int((mixed_pos + 1).sum()),
+              "skewed": int((skewed_pos + 1).sum())}
     out = {}
     for name, fn in fns.items():
         seconds = graph_seconds([fn])
@@ -86,6 +93,12 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
                 seconds = graph_seconds([fns[name]])
             out[f"{name} {cfg}"] = {"ms": seconds * 1e3, "TB/s": B * ctx * per_token[name] / seconds / 1e12,
                                     "tokens": B * ctx}
+    for n in splits:  # programs per (row, KV head) over rows of different lengths
+        for name in ("mixed", "skewed"):
+            with mock.patch.object(at, "num_splits", lambda *_, n=n, **__: n):
+                seconds = graph_seconds([fns[name]])
+            out[f"{name} splits={n}"] = {"ms": seconds * 1e3, "TB/s": tokens[name] * per_token[name] / seconds / 1e12,
+                                         "tokens": tokens[name]}
     return out
 
 
@@ -96,17 +109,19 @@ def main() -> None:
     ap.add_argument("--contexts", default="2048,32768")
     ap.add_argument("--pages", default="16", help="slots per block, one run each")
     ap.add_argument("--sweep", action="store_true", help="time the paged kernels under other launch configs too")
+    ap.add_argument("--sweep-splits", default="", help="e.g. 1,4,16: time rows of mixed lengths with these splits")
     args = ap.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(0)
     results = []
-    names = ("static", "paged", "paged fp8", "mixed")
+    names = ("static", "paged", "paged fp8", "mixed", "skewed")
     print(f"{'model':8} {'page':>4} {'batch':>5} {'context':>7}  " + "  ".join(f"{n:>18}" for n in names))
     for model, page in ((m, int(p)) for m in MODELS for p in args.pages.split(",")):
         for B in (int(x) for x in args.batch_sizes.split(",")):
             for ctx in (int(x) for x in args.contexts.split(",")):
                 with torch.no_grad():
-                    r = run(model, B, ctx, page, dev, SWEEP if args.sweep else ())
+                    r = run(model, B, ctx, page, dev, SWEEP if args.sweep else (),
+                            tuple(int(x) for x in args.sweep_splits.split(",") if x))
                 results.append({"model": model, "batch": B, "context": ctx, "page": page, **r})
                 cells = "  ".join(f"{r[n]['ms']:7.3f} ms {r[n]['TB/s']:4.2f} TB/s" for n in names)
                 print(f"{model:8} {page:4d} {B:5d} {ctx:7d}  {cells}", flush=True)
