@@ -237,6 +237,21 @@ def test_sdpa_prefill_matches_reference(T, S, q0, window, padded):
     assert rel(got, ref) < 1e-2, seed
 
 
+def test_sdpa_prefill_uses_flash_or_memory_efficient_kernels_only():
+    """cuDNN's attention builds a graph for every new shape (hundreds of ms: a server's prefills
+    rarely repeat one) and the math backend materializes the scores: neither may run a prefill."""
+    q = torch.randn(3, 37, 8, 128, device=CUDA, dtype=torch.bfloat16)
+    k = torch.randn(3, 37, 2, 128, device=CUDA, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    pos = torch.arange(37, device=CUDA)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        attention_sdpa(q, k, v, pos)  # plain causal
+        attention_sdpa(q, k, v, pos, pos, None, 16)  # sliding window: masked query blocks
+    used = {e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")}
+    assert used and used <= {"aten::_scaled_dot_product_flash_attention",
+                             "aten::_scaled_dot_product_efficient_attention"}, used
+
+
 # ----------------------------------------------------------------------------- Mamba
 
 
