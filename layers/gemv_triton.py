@@ -16,7 +16,10 @@ ramp-up and tail. So the block's norm and residual add travel with its projectio
 - ``residual`` (epilogue): ``residual + out``, in the residual's dtype;
 - fp8 weights (:mod:`layers.quant`): the tiles are read as float8 e4m3 (half the bytes) and widened
   in registers; a row's scale factors out of its dot product and is applied once, in the epilogue,
-  before the bias, glu, gate and residual. The layer's dtype is then the scales' dtype;
+  before the bias, glu, gate and residual. The layer's dtype is then the scales' dtype. Widening to
+  fp32 costs two conversions per weight, which bound the lm_head's GEMV on the H200 (2.3 TB/s): a
+  config may instead multiply and sum the tiles in f16 (``F16``, one conversion per two weights;
+  see :func:`gemv`), which the tune sweep tries behind a norm;
 - on Hopper each launch is a programmatic dependent launch: the kernel's programs are placed
   while the previous kernel drains, request their first weight tile (which depends on nothing),
   and wait (``griddepcontrol.wait``) before reading the input.
@@ -70,6 +73,19 @@ def _silu_rounded(v, dtype: tl.constexpr):
 
 
 @triton.jit
+def _products(w, x, F16: tl.constexpr):
+    """w (BLOCK_N, BLOCK_K) times the input tile x (BLOCK_K,) fp32, elementwise: in fp32, or with
+    ``F16`` (e4m3 weights) in f16 of the weights times 2**-8 (exact: e4m3 is at most 448): e4m3 ->
+    fp32 is two conversions per value, a throughput the lm_head's GEMV is bound by, e4m3 -> f16 one
+    per two values. The caller multiplies the sum by 2**8."""
+    if F16:  # one return: the compiler wants one return type (the interpreter does not check)
+        p = (w.to(tl.float16) * tl.full((1, 1), 0.00390625, tl.float16)) * x.to(tl.float16)[None, :]
+    else:
+        p = w.to(tl.float32) * x[None, :]
+    return p
+
+
+@triton.jit
 def _weight_tile(w_ptrs, up_ptrs, k, rows, kmask, N, GLU: tl.constexpr, EVEN: tl.constexpr):
     if EVEN:
         w = tl.load(w_ptrs + k)
@@ -109,7 +125,7 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
           K: tl.constexpr, HAS_BIAS: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, NORM_BIAS: tl.constexpr,
           GATED: tl.constexpr, RESIDUAL: tl.constexpr, EVEN: tl.constexpr, FP8: tl.constexpr,
           SPLIT_K: tl.constexpr, X_PARTS: tl.constexpr, X_STRIDE: tl.constexpr,
-          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, F16: tl.constexpr, PDL: tl.constexpr):
     # The layer's dtype: the scales' for an fp8 weight; without scales SCALE is the weight itself.
     wdt: tl.constexpr = SCALE.dtype.element_ty
     # K_SPLIT columns per program along axis 1 (all of K without a split), a whole number of tiles.
@@ -152,18 +168,20 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
                 xs = _input_tile(X, NORM_W, NORM_B, c, cols, cm, mean, rstd, wdt, 0, False, X_PARTS, X_STRIDE)
                 tl.store(X_OUT + c + cols, xs.to(X_OUT.dtype.element_ty), mask=cm)
     x = _input_tile(X, NORM_W, NORM_B, k0, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS, X_PARTS, X_STRIDE)
-    acc = w.to(tl.float32) * x[None, :]
-    acc_up = u.to(tl.float32) * x[None, :]
+    acc = _products(w, x, F16)
+    acc_up = _products(u, x, F16)
     for i in range(1, K_SPLIT // BLOCK_K):  # a static trip count the compiler pipelines
         k = k0 + i * BLOCK_K
         kmask = k + cols < K
         w, u = _weight_tile(w_ptrs, up_ptrs, k, rows, kmask, N, GLU, EVEN)
         x = _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt, NORM, NORM_BIAS, X_PARTS, X_STRIDE)
-        acc += w.to(tl.float32) * x[None, :]
+        acc += _products(w, x, F16)
         if GLU:
-            acc_up += u.to(tl.float32) * x[None, :]
+            acc_up += _products(u, x, F16)
     rmask = rows < N
-    out = tl.sum(acc, axis=1)
+    out = tl.sum(acc.to(tl.float32), axis=1)
+    if F16:
+        out *= 256.0
     if FP8:  # the row's scale factors out of its dot product
         out *= tl.load(SCALE + rows, mask=rmask, other=0.0).to(tl.float32)
     if SPLIT_K > 1:  # a partial row of fp32 sums; the reader adds the splits (and has no epilogue here)
@@ -172,7 +190,9 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
         if HAS_BIAS:
             out += tl.load(BIAS + rows, mask=rmask, other=0.0).to(tl.float32)
         if GLU:
-            up = tl.sum(acc_up, axis=1)
+            up = tl.sum(acc_up.to(tl.float32), axis=1)
+            if F16:
+                up *= 256.0
             if FP8:
                 up *= tl.load(SCALE + N + rows, mask=rmask, other=0.0).to(tl.float32)
             if HAS_BIAS:
@@ -188,8 +208,8 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
 
 # ----------------------------------------------------------------------------- tile tables
 #
-# A config is (BLOCK_N, BLOCK_K, num_warps, SPLIT_K); a key is (output rows, K, glu, norm, fp8, kind)
-# with kind "gemv" (one launch, its epilogue whatever it is: the tiles do not depend on it) or
+# A config is (BLOCK_N, BLOCK_K, num_warps, SPLIT_K, F16) (F16: see `gemv`); a key is (output rows,
+# K, glu, norm, fp8, kind) with kind "gemv" (one launch, its epilogue whatever it is: the tiles do not depend on it) or
 # "split" (the first half of linear_chain: a split-K pass whose partial rows the second GEMV adds).
 # Lookup order (gemv_config): the tiles swept on this machine (the cache file, see `cache_path`),
 # then the built-in table of this device's name (TUNED_BY_DEVICE), then TUNED (the H100's, for
@@ -218,8 +238,8 @@ TUNED = {
 }
 
 # Tables swept on a named device (torch.cuda.get_device_name), in the cache file's format:
-# "N,K,glu,norm,fp8,kind" -> [BLOCK_N, BLOCK_K, num_warps, SPLIT_K]. `examples/bench_gemv.py --tune`
-# prints one to paste here.
+# "N,K,glu,norm,fp8,kind" -> [BLOCK_N, BLOCK_K, num_warps, SPLIT_K(, F16)].
+# `examples/bench_gemv.py --tune` prints one to paste here.
 TUNED_BY_DEVICE: dict[str, dict[str, list[int]]] = {
     "NVIDIA H200": {  # examples/bench_gemv.py --tune, 2026-12-01, Triton 3.6.0
         "10240,2560,0,1,0,gemv": [8, 512, 4, 1],
@@ -258,7 +278,7 @@ TUNED_BY_DEVICE: dict[str, dict[str, list[int]]] = {
 }
 
 Key = tuple[int, int, bool, bool, bool, str]
-Config = tuple[int, int, int, int]
+Config = tuple[int, int, int, int, int]
 
 
 def key_text(key: Key) -> str:
@@ -317,7 +337,7 @@ def fallback_config(key: Key) -> Config:
         block_k = min(block_k, 512)
     if fp8:
         block_k *= 2
-    return block_n, min(block_k, triton.next_power_of_2(k)), warps, 4 if kind == "split" else 1
+    return block_n, min(block_k, triton.next_power_of_2(k)), warps, 4 if kind == "split" else 1, 0
 
 
 _names: dict[int, str] = {}
@@ -341,7 +361,9 @@ def gemv_config(n: int, k: int, glu: bool = False, norm: bool = False, fp8: bool
     name = _device_name(device)
     text = key_text(key)
     found = _swept_table(name).get(text) or TUNED_BY_DEVICE.get(name, {}).get(text)
-    return tuple(found) if found else fallback_config(key)  # type: ignore[return-value]
+    if not found:
+        return fallback_config(key)
+    return (*found, 0)[:5]  # type: ignore[return-value]  # entries swept before F16 existed have four
 
 
 def _capturing() -> bool:
@@ -377,7 +399,8 @@ def candidates(key: Key) -> list[Config]:
                 if sk == 1 or k >= sk * min(bk, wide)}
     else:
         tiles = (1024, 2048) if fp8 else (512, 1024)
-        grid = {(bn, min(bk, wide), nw, 1) for bn in (1, 2, 4, 8) for bk in tiles for nw in (4, 8)}
+        f16 = (0, 1) if fp8 and norm else (0,)  # normalized inputs only: see F16 in `gemv`
+        grid = {(bn, min(bk, wide), nw, 1, h) for bn in (1, 2, 4, 8) for bk in tiles for nw in (4, 8) for h in f16}
     return sorted(grid | {fallback_config(key)})
 
 
@@ -424,7 +447,7 @@ def _sweep_inputs(key: Key, device: torch.device, dtype: torch.dtype, min_bytes:
         parts = torch.empty(16, n, device=device, dtype=torch.float32)
 
         def call(cfg, w, s):
-            _launch(x, w, s, None, parts, None, None, None, None, n, k, False, *cfg, 0, 0)
+            _launch(x, w, s, None, parts, None, None, None, None, n, k, False, *cfg[:4], 0, 0)
     else:
         def call(cfg, w, s):
             return gemv(x, w, None, glu, norm_args, scale=s, config=cfg)
@@ -467,13 +490,18 @@ def tune(keys: list[Key] | None = None, device: torch.device | str | None = None
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, glu: bool = False,
          norm: tuple[int, torch.Tensor, torch.Tensor | None, float] | None = None,
          gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-         scale: torch.Tensor | None = None, config: Config | tuple[int, int, int] | None = None) -> torch.Tensor:
+         scale: torch.Tensor | None = None, config: tuple[int, ...] | None = None) -> torch.Tensor:
     """x (..., K) holding one row, weight (N, K) contiguous -> (..., N), or (..., N / 2) with ``glu``.
 
     ``norm = (LAYER_NORM or RMS_NORM, weight, bias, eps)`` normalizes x first (x may then be fp32);
     ``gate`` (N,) returns ``silu(out) * gate``; ``residual`` (N,) returns ``residual + out`` in the
     residual's dtype. Otherwise the result has the layer's dtype: the weight's, or for a float8_e4m3fn
-    weight with per-row ``scale`` (layers.quant), the scales'. ``config`` overrides the tile table."""
+    weight with per-row ``scale`` (layers.quant), the scales'. ``config`` overrides the tile table.
+
+    A config's fifth entry (F16, fp8 weights in a 16-bit layer only; fp32 layers keep fp32 products)
+    multiplies and sums each program's tiles in f16 before the fp32 reduction: the tune sweep offers
+    it for GEMVs behind a norm, whose inputs are small (an f16 sum of a few products of |x| over
+    ~10**4 would overflow), and picks it where it is faster."""
     K = x.shape[-1]
     N = weight.shape[0] // 2 if glu else weight.shape[0]
     fp8 = scale is not None
@@ -487,8 +515,9 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
         config = gemv_config(*key, device=x.device)
     block_n, block_k, warps = config[:3]
     dtype = scale.dtype if fp8 else weight.dtype
+    f16 = len(config) > 4 and bool(config[4]) and fp8 and dtype != torch.float32
     out = torch.empty(*x.shape[:-1], N, device=x.device, dtype=residual.dtype if residual is not None else dtype)
-    _launch(x, weight, scale, bias, out, norm, gate, residual, None, N, K, glu, block_n, block_k, warps, 1, 0, 0)
+    _launch(x, weight, scale, bias, out, norm, gate, residual, None, N, K, glu, block_n, block_k, warps, 1, 0, 0, f16)
     return out
 
 
@@ -512,7 +541,7 @@ def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1
             _note(key, x.device)
             cfg = gemv_config(*key, device=x.device)
         cfgs.append(cfg)
-    (bn1, bk1, nw1, split), (bn2, bk2, nw2) = cfgs[0], cfgs[1][:3]
+    (bn1, bk1, nw1, split), (bn2, bk2, nw2) = cfgs[0][:4], cfgs[1][:3]
     parts = torch.empty(split, N1, device=x.device, dtype=torch.float32)
     y1 = torch.empty(*x.shape[:-1], N1, device=x.device, dtype=dtype)
     y2 = torch.empty(*x.shape[:-1], N2, device=x.device, dtype=scale2.dtype if scale2 is not None else w2.dtype)
@@ -522,7 +551,7 @@ def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1
 
 
 def _launch(x, weight, scale, bias, out, norm, gate, residual, x_out, N, K, glu, block_n, block_k, warps,
-            split_k, x_parts, x_stride) -> None:  # type: ignore[no-untyped-def]
+            split_k, x_parts, x_stride, f16=False) -> None:  # type: ignore[no-untyped-def]
     kind, norm_w, norm_b, eps = norm or (NO_NORM, None, None, 0.0)
     k_split = triton.cdiv(K, split_k * block_k) * block_k
     _gemv[(triton.cdiv(N, block_n), split_k)](
@@ -532,7 +561,7 @@ def _launch(x, weight, scale, bias, out, norm, gate, residual, x_out, N, K, glu,
         x_out if x_out is not None else out, N, eps, K,
         HAS_BIAS=bias is not None, GLU=glu, NORM=kind, NORM_BIAS=norm_b is not None, GATED=gate is not None,
         RESIDUAL=residual is not None, EVEN=K == split_k * k_split and N % block_n == 0, FP8=scale is not None,
-        SPLIT_K=split_k, X_PARTS=x_parts, X_STRIDE=x_stride, BLOCK_N=block_n, BLOCK_K=block_k, PDL=PDL,
+        SPLIT_K=split_k, X_PARTS=x_parts, X_STRIDE=x_stride, BLOCK_N=block_n, BLOCK_K=block_k, F16=f16, PDL=PDL,
         num_warps=warps, **({"launch_pdl": True} if PDL else {}))
 
 

@@ -11,7 +11,7 @@ from helpers import cached_logits, fresh_seed, rel, small_models
 import layers.backends as backends
 import layers.gemv_triton as gt
 from layers.linear import linear, linear_chain, linear_chain_ref, linear_ref, quantize_model
-from layers.norm import RMSNorm
+from layers.norm import RMSNorm, fused_norm_args
 from layers.quant import dequantize, quantize_fp8
 from sambay import SambaYConfig, SambaYForCausalLM
 from sambay.generate import Engine, Request, SamplingParams
@@ -84,6 +84,35 @@ def test_fp8_gemv_on_the_lm_head_shape():
         same = linear_ref(x, q, scale=s, norm=norm)
         exact = exact_ref(x, q, s, None, False, norm, None, None)
     assert rel(out, exact) < 1.5 * rel(same, exact) + 1e-3, seed
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("N, K, glu, config", [
+    (200064, 2560, False, (8, 1024, 4, 1, 1)),   # the lm_head
+    (10240, 2560, True, (4, 1024, 4, 1, 1)),     # MLP fc1 with its gate
+    (5120, 3072, False, (4, 2048, 8, 1, 1)),     # dense qkv_proj, ragged K tiles
+])
+def test_fp8_gemv_with_f16_products_matches_the_fp32_products(dtype, N, K, glu, config):
+    """F16 tiles (products and their sums over K tiles in f16) behind a LayerNorm: in an f16 layer
+    within 2e-3 of the fp32-product tiles, in a bf16 one no further from the float64 block on the
+    dequantized weight than 1.5x torch's bf16 composition (+ 1e-3)."""
+    from torch import nn
+
+    seed = fresh_seed()
+    q, s = quantize_fp8(torch.randn(2 * N if glu else N, K, device=CUDA, dtype=dtype) * 0.05)
+    norm = nn.LayerNorm(K, device=CUDA, dtype=dtype)
+    nn.init.normal_(norm.weight, 1.0, 0.3)
+    x = torch.randn(1, 1, K, device=CUDA) * 3 + 1
+    args = fused_norm_args(norm)
+    with torch.no_grad():
+        fast = gt.gemv(x, q, None, glu, args, scale=s, config=config)
+        fp32 = gt.gemv(x, q, None, glu, args, scale=s, config=config[:4] + (0,))
+        same = linear_ref(x, q, scale=s, glu=glu, norm=norm)
+        exact = exact_ref(x, q, s, None, glu, norm, None, None)
+    if dtype == torch.float16:
+        assert rel(fast, fp32) < 2e-3, seed
+    else:
+        assert rel(fast, exact) < 1.5 * rel(same, exact) + 1e-3, seed
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

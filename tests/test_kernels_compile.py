@@ -1,4 +1,4 @@
-"""The decode-attention and RoPE-store kernels compile for Hopper (sm_90), checked without a GPU.
+"""The decode-attention, RoPE-store and fp8 GEMV kernels compile for Hopper (sm_90), checked without a GPU.
 
 Triton's interpreter (how the other CPU tests run the kernels) executes the kernel's Python and
 accepts what the compiler refuses (a constexpr passed through a tuple, say), so a kernel can pass
@@ -71,6 +71,14 @@ for dtype in (torch.bfloat16, torch.float32):
                  lambda: at.paged_attention_triton(q, pool, pool, table, pos, None, None, scale, scale))
     k = torch.randn(B, 256, HK, D, dtype=dtype)
     compiles(f"static wide {dtype}", lambda: at.decode_attention_triton(q, k, k, pos[:1]))
+import layers.gemv_triton as gt
+from layers.norm import LAYER_NORM
+from layers.quant import quantize_fp8
+w8, ws = quantize_fp8(torch.randn(96, 512).to(torch.bfloat16))
+x = torch.randn(512).to(torch.bfloat16)
+ln = (LAYER_NORM, torch.ones(512, dtype=torch.bfloat16), torch.zeros(512, dtype=torch.bfloat16), 1e-5)
+for f16 in (0, 1):  # fp8 GEMV tiles widened to fp32, or multiplied and summed in f16
+    compiles(f"gemv fp8 F16={f16}", lambda: gt.gemv(x, w8, None, True, ln, scale=ws, config=(4, 256, 4, 1, f16)))
 # Triton checks shared memory only at the launch: every variant must fit Hopper's 227 KB per block
 print("shared", max(k.metadata.shared for kernel in (at._partial, at._combine)
                     for k in kernel.device_caches[0][0].values()))
@@ -84,6 +92,6 @@ def test_decode_kernels_compile_for_sm90() -> None:
     env["TRITON_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "triton-sm90")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 22, proc.stdout
+    assert proc.stdout.count("compiled") == 24, proc.stdout
     shared = int(proc.stdout.split("shared")[-1])
     assert 0 < shared <= 232448, f"a decode-attention variant needs {shared} B of shared memory"
