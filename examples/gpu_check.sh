@@ -15,6 +15,7 @@
 #             fp8) into $OUT/gemv_tiles.json, shape by shape (a cut run keeps what it swept), for
 #             layers/gemv_triton.TUNED_BY_DEVICE; TUNE_LIMIT seconds (default 400)
 #   prefill   examples/time_prefill.py: time to the first token by prompt length, a prefill's profile
+#   sampling  examples/bench_sampling.py: the sampler's cost per step by batch size (its vocabulary sort)
 #   latency-bf16  the latency stage's bf16 run only
 #   latency   batch-1 decode latency of both models at 2K and 32K: bf16, fp8 weights, fp8 weights + K/V
 #   capacity-dense, capacity-sambay
@@ -84,6 +85,9 @@ for stage in $STAGES; do
     prefill)
       timeout 120 python3 examples/time_prefill.py --out "$OUT/prefill" > "$OUT/prefill.txt" 2>&1 || echo "[prefill: exit $?]"
       grep -E "^(sambay|dense|tokenizer)" "$OUT/prefill.txt" ;;
+    sampling)
+      timeout 90 python3 examples/bench_sampling.py --out "$OUT/sampling" > "$OUT/sampling.txt" 2>&1 || echo "[sampling: exit $?]"
+      tail -6 "$OUT/sampling.txt" ;;
     latency|latency-bf16)
       common=(--models dense,sambay --contexts 2048,32768 --prompt-lengths 2048 --batch-sizes 1 --decode-steps 16)
       TAIL=16 bench 110 latency_bf16 "${common[@]}"
@@ -120,6 +124,6 @@ for stage in $STAGES; do
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
         || echo "[quality: exit $?]"
       tail -7 "$OUT/quality.txt" ;;
-    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, tune, prefill, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, tune, prefill, sampling, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
   esac
 done

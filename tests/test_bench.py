@@ -36,6 +36,17 @@ def test_latency_harness_runs_tiny_on_cpu(tmp_path):
     assert "best throughput" in out.stdout
 
 
+def test_sampling_benchmark_runs_on_cpu(tmp_path):
+    """`bench_sampling.py --device cpu`: every part timed per batch size, JSON written."""
+    out = subprocess.run([sys.executable, str(ROOT / "examples/bench_sampling.py"), "--out", str(tmp_path),
+                          "--device", "cpu", "--vocab", "4096", "--batch-sizes", "1,3"],
+                         capture_output=True, text=True, timeout=300, env=ENV)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "sampling.json").read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1, 3]
+    assert all(r[k] > 0 for r in rows for k in ("sampler_ms", "softmax_ms", "sort_ms", "topk_1024_ms"))
+
+
 @pytest.mark.parametrize("quantize, kv", [("fp8", None), (None, "fp8"), ("fp8", "fp8")])
 def test_fast_vs_reference_reports_each_fp8_mode_against_the_unquantized_reference(quantize, kv):
     """Each fp8 mode: fast against the reference of the same numerics (on CPU both are the
