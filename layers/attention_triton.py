@@ -58,14 +58,16 @@ def _key_scales(SC, at, h, valid, SUB: tl.constexpr, HKO: tl.constexpr):
 
 
 @triton.jit
-def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, skb, sks, svb,
+def _block(s0, q, second_q, upper, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase, btbase, skb, sks, svb,
            svs, svd, qp, st, s_hi,
            scale, window, HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
            PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
-           h, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr):
+           h, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, IEEE: tl.constexpr, STACK: tl.constexpr):
     """Online-softmax update with the keys of slots s0 .. s0 + BLOCK. Paged: slot s of the row is
     pool slot ``block_table[s // PAGE] * PAGE + s % PAGE``. ``second_q`` (rows,): query rows that
-    read the second half of a differential pair head (whose keys have the second scale)."""
+    read the second half of a differential pair head (whose keys have the second scale); ``upper``
+    (rows,): with ``STACK``, the rows that repeat the query rows above them and take the values'
+    second scale (their P @ V gives the right half of the pair head's columns)."""
     offs = s0 + tl.arange(0, BLOCK)
     valid = offs < s_hi
     if HAS_KPOS:
@@ -111,9 +113,12 @@ def _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase,
     alpha = tl.exp(m_i - m_safe)
     if FP8:  # sum_j p_j (v8_j s_j) = sum_j (p_j s_j) v8_j, per half of a pair head's columns
         vs0, vs1 = _key_scales(VS, at, h, valid, SUB, HKO)
-        pv = _pv(p * vs0[None, :], vt, IEEE)
-        if SUB == 2:
-            pv = tl.where((tl.arange(0, DV) >= DV // 2)[None, :], _pv(p * vs1[None, :], vt, IEEE), pv)
+        if STACK:  # one product: the upper rows carry the second scale (the merge takes their right half)
+            pv = _pv(p * tl.where(upper[:, None], vs1[None, :], vs0[None, :]), vt, IEEE)
+        else:
+            pv = _pv(p * vs0[None, :], vt, IEEE)
+            if SUB == 2:
+                pv = tl.where((tl.arange(0, DV) >= DV // 2)[None, :], _pv(p * vs1[None, :], vt, IEEE), pv)
     else:
         pv = _pv(p, vt, IEEE)
     return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + pv
@@ -135,7 +140,7 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
              PAGED: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr, SUB: tl.constexpr, HKO: tl.constexpr,
              RP: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr,
              SPLITS: tl.constexpr, IEEE: tl.constexpr, PIPELINE: tl.constexpr, DIFF: tl.constexpr,
-             PDL: tl.constexpr):
+             STACK: tl.constexpr, PDL: tl.constexpr):
     if PDL:
         gdc_launch_dependents()
         gdc_wait()  # q and the cache's newest slot come from the previous kernels
@@ -152,13 +157,20 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
     s_hi = tl.minimum(hi, s_lo + chunk)
 
     rows = tl.arange(0, RP)
+    upper = rows < 0
     if DIFF:  # differential attention's block-diagonal queries: row s * R/2 + t is [q, 0] or [0, q]
         half: tl.constexpr = DK // 2
-        stripe = rows // (R // 2)
-        head = 2 * (h * (R // 2) + rows % (R // 2)) + stripe
+        live_rows = rows < R
+        qrow = rows
+        if STACK:  # rows R .. 2R-1 repeat rows 0 .. R-1 (the padding rows hold them: 2R <= RP)
+            upper = (rows >= R) & (rows < 2 * R)
+            live_rows = rows < 2 * R
+            qrow = tl.where(upper, rows - R, rows)
+        stripe = qrow // (R // 2)
+        head = 2 * (h * (R // 2) + qrow % (R // 2)) + stripe
         c = tl.arange(0, DK)[None, :]
         q = tl.load(Q + b * sqb + head[:, None] * sqh + c - stripe[:, None] * half,
-                    mask=(rows < R)[:, None] & (c // half == stripe[:, None]), other=0.0)
+                    mask=live_rows[:, None] & (c // half == stripe[:, None]), other=0.0)
         second_q = stripe == 1
     else:
         q = tl.load(Q + b * sqb + (h * R + rows)[:, None] * sqh + tl.arange(0, DK)[None, :],
@@ -176,15 +188,15 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
     kpbase, btbase = b * skpb, b * sbt
     if PIPELINE:  # a for loop: the compiler prefetches the next blocks' K and V
         for s0 in range(s_lo, s_hi, BLOCK):
-            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase,
-                                   btbase, skb, sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START,
-                                   HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
+            m_i, l_i, acc = _block(s0, q, second_q, upper, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase,
+                                   kpbase, btbase, skb, sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS,
+                                   HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE, STACK)
     else:  # Triton's interpreter (TRITON_INTERPRET=1, for checks on a CPU) cannot range() over runtime bounds
         s0 = s_lo
         while s0 < s_hi:
-            m_i, l_i, acc = _block(s0, q, second_q, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase, kpbase,
-                                   btbase, skb, sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS, HAS_START,
-                                   HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE)
+            m_i, l_i, acc = _block(s0, q, second_q, upper, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase, vbase,
+                                   kpbase, btbase, skb, sks, svb, svs, svd, qp, st, s_hi, scale, window, HAS_KPOS,
+                                   HAS_START, HAS_WINDOW, PAGED, PAGE, FP8, SUB, HKO, h, DK, DV, BLOCK, IEEE, STACK)
             s0 += BLOCK
     base = (pid * SPLITS + split) * RP
     dv = tl.arange(0, DV)
@@ -194,16 +206,20 @@ def _partial(Q, K, V, QPOS, KPOS, START, BT, KS, VS, ACC, ML,
 
 
 @triton.jit
-def _merge(ACC, ML, pid, r, live, RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl.constexpr):
+def _merge(ACC, ML, pid, r, live, R, RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl.constexpr,
+           STACK: tl.constexpr):
     """Query row r of (row, KV head) ``pid``: all splits' partial sums merged, in fp32 (zeros
-    where no key was visible)."""
+    where no key was visible). ``STACK``: the right half of the columns is row r + R's (the same
+    scores, so the same softmax statistics)."""
     at = (pid * SPLITS + tl.arange(0, SPLITS)) * RP + r
     m = tl.load(ML + at * 2, mask=live, other=float("-inf"))
     m_max = tl.max(m, 0)
     m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
     w = tl.exp(m - m_max)  # empty splits weigh 0
     denom = tl.sum(w * tl.load(ML + at * 2 + 1, mask=live, other=0.0), 0)
-    a = tl.load(ACC + at[:, None] * DV + tl.arange(0, DV)[None, :], mask=live[:, None], other=0.0)  # (SPLITS, DV)
+    dv = tl.arange(0, DV)[None, :]
+    row = at[:, None] + R * (dv >= DV // 2) if STACK else at[:, None]
+    a = tl.load(ACC + row * DV + dv, mask=live[:, None], other=0.0)  # (SPLITS, DV)
     return tl.sum(w[:, None] * a, 0) / tl.where(denom > 0, denom, 1.0)
 
 
@@ -211,7 +227,7 @@ def _merge(ACC, ML, pid, r, live, RP: tl.constexpr, DV: tl.constexpr, SPLITS: tl
 def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, sqp, S, HK, R, window, lambda_init, eps,
              HAS_KPOS: tl.constexpr, HAS_START: tl.constexpr, HAS_WINDOW: tl.constexpr,
              RP: tl.constexpr, DV: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr,
-             DIFF: tl.constexpr, LD: tl.constexpr, PDL: tl.constexpr):
+             DIFF: tl.constexpr, LD: tl.constexpr, STACK: tl.constexpr, PDL: tl.constexpr):
     """One program per (row, KV head, query row): all splits' partial sums in one load. With
     ``DIFF``, one per (row, pair head, t): stripes 1 and 2 of output head t merged, then
     ``RMSNorm(a_1 - lambda a_2) * (1 - lambda_init)``, rounded where torch rounds it."""
@@ -228,8 +244,8 @@ def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, sqp
     dt = OUT.dtype.element_ty
     dv = tl.arange(0, DV)
     if DIFF:
-        a1 = _merge(ACC, ML, pid, r, live, RP, DV, SPLITS).to(dt).to(tl.float32)
-        a2 = _merge(ACC, ML, pid, R // 2 + r, live, RP, DV, SPLITS).to(dt).to(tl.float32)
+        a1 = _merge(ACC, ML, pid, r, live, R, RP, DV, SPLITS, STACK).to(dt).to(tl.float32)
+        a2 = _merge(ACC, ML, pid, R // 2 + r, live, R, RP, DV, SPLITS, STACK).to(dt).to(tl.float32)
         d = tl.arange(0, LD)
         lam = (tl.exp(tl.sum(tl.load(LQ1 + d).to(tl.float32) * tl.load(LK1 + d).to(tl.float32), 0))
                - tl.exp(tl.sum(tl.load(LQ2 + d).to(tl.float32) * tl.load(LK2 + d).to(tl.float32), 0)) + lambda_init)
@@ -239,7 +255,7 @@ def _combine(ACC, ML, OUT, QPOS, START, LQ1, LK1, LQ2, LK2, SUBLN, sob, soh, sqp
         out = x * (1.0 - lambda_init)
         tl.store(OUT + b * sob + (h * (R // 2) + r) * DV + dv, out.to(dt))
     else:
-        out = _merge(ACC, ML, pid, r, live, RP, DV, SPLITS)
+        out = _merge(ACC, ML, pid, r, live, R, RP, DV, SPLITS, STACK)
         tl.store(OUT + b * sob + (h * R + r) * soh + dv, out.to(dt))
 
 
@@ -297,6 +313,9 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
     assert hko == HK * (2 if fp8 and diff else 1)  # two scales per key only for a pair head's halves
     R = q.shape[2] // HK  # query rows per KV head (with diff: r heads of each stripe per pair head)
     RP = max(16, triton.next_power_of_2(R))
+    # float8 pair heads: the halves' value scales differ, so P @ V is two products, or one when the
+    # padding rows can repeat the query rows with the second scale
+    stack = fp8 and hko == 2 * HK and 2 * R <= RP
     block, warps, stages = launch_config(B, HK, fp8, q.dtype == torch.float32)
     splits = num_splits(B, HK, S, block=block)
     acc = torch.empty(B * HK * splits * RP, DV, device=q.device, dtype=torch.float32)
@@ -314,13 +333,15 @@ def _decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tens
         block_table.stride(0) if paged else 0, S, HK, R, scale, window or 0, **flags,
         PAGED=paged, PAGE=k.shape[1] if paged else 1, FP8=fp8, SUB=hko // HK, HKO=hko,
         RP=RP, DK=DK, DV=DV, BLOCK=block, SPLITS=splits, IEEE=q.dtype == torch.float32,
-        PIPELINE=not INTERPRET, DIFF=diff is not None, PDL=PDL, num_warps=warps, num_stages=stages, **launch,
+        PIPELINE=not INTERPRET, DIFF=diff is not None, STACK=stack, PDL=PDL, num_warps=warps, num_stages=stages,
+        **launch,
     )
     lq1, lk1, lq2, lk2, lambda_init, subln, eps = diff or (dummy,) * 4 + (0.0, dummy, 0.0)
     _combine[(B * HK, R // 2 if diff else R)](
         acc, ml, out, q_pos, start if start is not None else dummy, lq1, lk1, lq2, lk2, subln,
         out.stride(0), out.stride(2), sqp, S, HK, R, window or 0, lambda_init, eps, **flags,
-        RP=RP, DV=DV, BLOCK=block, SPLITS=splits, DIFF=diff is not None, LD=lq1.numel() if diff else 1, PDL=PDL,
+        RP=RP, DV=DV, BLOCK=block, SPLITS=splits, DIFF=diff is not None, LD=lq1.numel() if diff else 1, STACK=stack,
+        PDL=PDL,
         enable_fp_fusion=False, **launch)  # the epilogue rounds each step where torch does
     return out
 
