@@ -134,8 +134,6 @@ def test_throughput_compiles_a_smaller_batch_when_compiling_runs_out_of_memory(m
 
 def test_copy_bandwidth_is_measured_bytes_read_plus_written(monkeypatch):
     """measure_bandwidth: 2 x nbytes over the median copy time, of a real copy."""
-    import torch
-
     from sambay import bench
 
     monkeypatch.setattr(bench, "timed", lambda fn, device, repeat: [fn(), 0.5, 0.25, 1.0][1:])
