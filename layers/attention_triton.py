@@ -114,14 +114,28 @@ def _block(s0, q, second_q, upper, m_i, l_i, acc, K, V, KPOS, BT, KS, VS, kbase,
     if FP8:  # sum_j p_j (v8_j s_j) = sum_j (p_j s_j) v8_j, per half of a pair head's columns
         vs0, vs1 = _key_scales(VS, at, h, valid, SUB, HKO)
         if STACK:  # one product: the upper rows carry the second scale (the merge takes their right half)
-            pv = _pv(p * tl.where(upper[:, None], vs1[None, :], vs0[None, :]), vt, IEEE)
+            pv = _pv_scaled(p, tl.where(upper[:, None], vs1[None, :], vs0[None, :]), vt, IEEE)
         else:
-            pv = _pv(p * vs0[None, :], vt, IEEE)
+            pv = _pv_scaled(p, vs0[None, :], vt, IEEE)
             if SUB == 2:
-                pv = tl.where((tl.arange(0, DV) >= DV // 2)[None, :], _pv(p * vs1[None, :], vt, IEEE), pv)
+                pv = tl.where((tl.arange(0, DV) >= DV // 2)[None, :], _pv_scaled(p, vs1[None, :], vt, IEEE), pv)
     else:
         pv = _pv(p, vt, IEEE)
     return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + pv
+
+
+@triton.jit
+def _pv_scaled(p, w, vt, IEEE: tl.constexpr):
+    """p (rows, BLOCK) fp32 times the keys' value scales w (rows or 1, BLOCK), @ the float8 tile vt
+    (BLOCK, DV) widened to f16 (or fp32) -> fp32. In f16 each row of p * w is first brought to a
+    maximum of 2**14 and the factor divided out in fp32: probabilities over a long flat row, times
+    scales of small values, fall below f16's normal range (6e-5) and lose their digits."""
+    pw = p * w
+    if IEEE:
+        return tl.dot(pw, vt.to(tl.float32), input_precision="ieee")
+    top = tl.max(pw, 1)
+    up = tl.where(top > 0, 16384.0 / top, 0.0)
+    return tl.dot((pw * up[:, None]).to(vt.dtype), vt) * tl.where(top > 0, top / 16384.0, 0.0)[:, None]
 
 
 @triton.jit

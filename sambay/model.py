@@ -89,7 +89,8 @@ class SambaYDecoderLayer(nn.Module):
             if self.kind == FULL:
                 cache.store(self.layer_idx, k, v, batch)
             k_pool, v_pool, k_scale, v_scale = cache.shared_pools()
-            q_pos = ctx.positions.reshape(-1).expand(q.shape[0])  # prefill: (B, 1) per row or (1,) shared
+            # prefill: (B, 1) per row or (1,) shared; contiguous like the decode step's (its stride specializes)
+            q_pos = ctx.positions.reshape(-1).expand(q.shape[0]).contiguous()
             return self.attn.attend_paged(q, k_pool, v_pool, batch.block_table, q_pos, residual=x,
                                           k_scale=k_scale, v_scale=v_scale)
         q_pos = ctx.positions[:, None] if ctx.decode else ctx.positions
