@@ -395,7 +395,7 @@ def candidates(key: Key) -> list[Config]:
     wide = triton.next_power_of_2(k)
     if kind == "split":
         tiles = (512, 1024) if fp8 else (256, 512)
-        grid = {(bn, min(bk, wide), 4, sk) for bn in (2, 4, 8) for bk in tiles for sk in (1, 2, 4, 8)
+        grid = {(bn, min(bk, wide), 4, sk, 0) for bn in (2, 4, 8) for bk in tiles for sk in (1, 2, 4, 8)
                 if sk == 1 or k >= sk * min(bk, wide)}
     else:
         tiles = (1024, 2048) if fp8 else (512, 1024)
