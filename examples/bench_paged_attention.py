@@ -5,11 +5,11 @@ in both models' official head shapes, as the bandwidth each reaches reading the 
 
 For each (model, batch, context): ``static`` reads a (B, context, Hk, D) buffer (today's decode
 kernel), ``paged`` the same keys through a block table of shuffled 16-slot blocks, ``paged fp8``
-float8 pools with their scales (V in the cache's layout, a block's tokens contiguous), and ``mixed`` paged rows of lengths drawn uniformly from
-1..context, ``skewed`` rows of 2K + a log-normal length (median 8K, sigma 0.8), capped at the
-context, as a continuous batch holds (bytes counted over the keys each row really has: blocks past
-a row's end are not read). SambaY's shape is its differential attention (the layer-17 / cross-attention decode);
-the dense one plain GQA. Each is timed as a CUDA graph replay (the median of 20).
+float8 pools with their scales (V in the cache's layout, a block's tokens contiguous), ``mixed``
+paged rows of lengths drawn uniformly from 1..context, and ``skewed`` rows of 2K + a log-normal
+length (median 8K, sigma 0.8), capped at the context, as a continuous batch holds (bytes counted
+over the keys each row really has: blocks past a row's end are not read). SambaY's shape is its
+differential attention (the layer-17 / cross-attention decode); the dense one plain GQA. Each is timed as a CUDA graph replay (the median of 20).
 
 ``--sweep`` also times the paged kernels (bf16 and fp8) under other launch configs (keys per
 block, warps, pipeline stages) than ``layers.attention_triton.launch_config`` picks, to choose its

@@ -18,29 +18,24 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
+from sambay.bench import timed  # noqa: E402
 from sambay.engine.runner import sample_with_flag  # noqa: E402
 
 
 def seconds(fn, device: torch.device) -> float:  # type: ignore[no-untyped-def]
-    """Median seconds of one call: a CUDA-graph replay on a GPU, wall time on a CPU."""
+    """Median seconds of one call: a CUDA-graph replay on a GPU, wall time on a CPU (after a warm-up)."""
     if device.type == "cuda":
         from layers.gemv_triton import graph_seconds
 
         return graph_seconds([fn])
     fn()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device, 5))
 
 
 def main() -> None:

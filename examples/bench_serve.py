@@ -8,8 +8,8 @@ Reports requests/s and output tokens/s (the server's ``usage.completion_tokens``
 from the first request sent to the last one finished, and the mean / p50 / p90 / p99 of the time
 to first token (request sent to the first text delta), the inter-token latency (gaps between text
 deltas), the time per output token ((end - first delta) / (tokens - 1)) and the end-to-end
-latency, in milliseconds; printed and written as JSON (``--out``). Prompts: the held-out arithmetic questions of the curriculum (cycled), or
-``--prompt TEXT`` (repeatable). ``--max-tokens`` forces a budget (a model with random weights
+latency, in milliseconds; printed and written as JSON (``--out``). Prompts: the held-out
+arithmetic questions of the curriculum (cycled), or ``--prompt TEXT`` (repeatable). ``--max-tokens`` forces a budget (a model with random weights
 runs to it: forced output lengths).
 
 The clients run in ``--processes`` processes (default: one per 32 clients), each an asyncio loop

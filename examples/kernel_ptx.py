@@ -17,7 +17,8 @@ cache's layout since) and its tiles loaded without a per-key mask: 8 ``ldmatrix`
 V through ``cp.async``. Its tiles then widened e4m3 -> bf16 as e4m3 -> f16 -> bf16 (a
 ``cvt.bf16.f16`` per value); widened to f16 instead (the dots in f16) each pair of values is one
 ``cvt.rn.f16x2.e4m3x2``. With both, and 128 keys / 4 warps / 3 stages, the H200 read float8 pools
-at 3.0-4.0 TB/s at dense batch 64 (1.0-1.5 before; ``examples/results/h200/2026-12-01d/``).
+at 3.0-4.0 TB/s at dense batch 64 (1.0-1.5 before; ``examples/results/h200/2026-12-01d/``), before
+the kernel scaled each row of its f16 P @ V operand for precision (not timed since).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ the prefill, sampling the first token), the median of a few runs after a warm-up
 one 128-token prefill (the ops with the most host time: an eager prefill launches every kernel
 from Python); then 16 prompts admitted together, as a server admits them, in (16, T) shapes never
 seen before, each timed the first time and again (a per-shape cost, such as cuDNN attention's
-graph build, shows as the difference), and a profile of one more new shape. Also the Phi-4 tokenizer's time to encode a chat prompt (``--o200k`` or
-``$SAMBAY_O200K_BPE``). Writes ``prefill.json``.
+graph build, shows as the difference), and a profile of one more new shape. Also the Phi-4
+tokenizer's time to encode a chat prompt (``--o200k`` or ``$SAMBAY_O200K_BPE``). Writes
+``prefill.json``.
 """
 
 from __future__ import annotations

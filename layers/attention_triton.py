@@ -132,7 +132,7 @@ def _pv_scaled(p, w, vt, IEEE: tl.constexpr):
     scales of small values, fall below f16's normal range (6e-5) and lose their digits."""
     pw = p * w
     if IEEE:
-        return tl.dot(pw, vt.to(tl.float32), input_precision="ieee")
+        return _pv(pw, vt, IEEE)
     top = tl.max(pw, 1)
     up = tl.where(top > 0, 16384.0 / top, 0.0)
     return tl.dot((pw * up[:, None]).to(vt.dtype), vt) * tl.where(top > 0, top / 16384.0, 0.0)[:, None]

@@ -25,22 +25,26 @@ from layers.sm90 import compiles as _compiles, target_sm90
 
 target_sm90()
 import layers.attention_triton as at
+import layers.gemv_triton as gt
 import layers.rope_triton as rs
 from layers.attention import DiffAttnCore, tokens_contiguous
+from layers.norm import LAYER_NORM
+from layers.quant import quantize_fp8
 
 def compiles(name, fn):
     _compiles(fn)
     print("compiled", name, flush=True)
 
+def paged_inputs(B, HK, D, group, page, dtype, fp8):  # queries, an 8-block pool, scales, table, positions
+    q = torch.randn(B, 1, group * HK, D, dtype=dtype)
+    pool = torch.randn(8, page, HK, D).to(torch.float8_e4m3fn if fp8 else dtype)
+    scale = torch.ones(8, page, HK) if fp8 else None
+    return q, pool, scale, torch.zeros(B, 4, dtype=torch.int32), torch.full((B,), 40)
+
 for dtype in (torch.bfloat16, torch.float32):
     for fp8 in (False, True):
         B, HK, D, page = 2, 2, 64, 16
-        q = torch.randn(B, 1, 2 * HK, D, dtype=dtype)
-        pool = torch.randn(8, page, HK, D)
-        pool = pool.to(torch.float8_e4m3fn) if fp8 else pool.to(dtype)
-        scale = torch.ones(8, page, HK) if fp8 else None
-        table = torch.zeros(B, 4, dtype=torch.int32)
-        pos = torch.full((B,), 40)
+        q, pool, scale, table, pos = paged_inputs(B, HK, D, 2, page, dtype, fp8)
         compiles(f"paged {dtype} fp8={fp8}",
                  lambda: at.paged_attention_triton(q, pool, pool, table, pos, None, None, scale, scale))
         core = DiffAttnCore(D, layer_idx=17).to(dtype)
@@ -63,17 +67,11 @@ for dtype in (torch.bfloat16, torch.float32):
              lambda: at.decode_diff_attention_triton(qd, k, k, pos, None, None, None, *lam))
     for fp8 in (False, True):  # the dense shape at a batch that fills the GPU: the large-batch launch config
         B, HK, D = 32, 8, 128
-        q = torch.randn(B, 1, 3 * HK, D, dtype=dtype)
-        pool = torch.randn(8, page, HK, D).to(torch.float8_e4m3fn if fp8 else dtype)
-        scale = torch.ones(8, page, HK) if fp8 else None
-        table, pos = torch.zeros(B, 4, dtype=torch.int32), torch.full((B,), 40)
+        q, pool, scale, table, pos = paged_inputs(B, HK, D, 3, page, dtype, fp8)
         compiles(f"paged wide {dtype} fp8={fp8}",
                  lambda: at.paged_attention_triton(q, pool, pool, table, pos, None, None, scale, scale))
     k = torch.randn(B, 256, HK, D, dtype=dtype)
     compiles(f"static wide {dtype}", lambda: at.decode_attention_triton(q, k, k, pos[:1]))
-import layers.gemv_triton as gt
-from layers.norm import LAYER_NORM
-from layers.quant import quantize_fp8
 w8, ws = quantize_fp8(torch.randn(96, 512).to(torch.bfloat16))
 x = torch.randn(512).to(torch.bfloat16)
 ln = (LAYER_NORM, torch.ones(512, dtype=torch.bfloat16), torch.zeros(512, dtype=torch.bfloat16), 1e-5)
