@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from layers.sampling import sample
+
 from .cache import kv_pool_dtype
 from .engine.block_manager import BlockManager
 from .engine.runner import ModelRunner
-from .engine.sampling import SamplingParams, sample, uniform
+from .engine.sampling import SamplingParams, uniform
 from .engine.scheduler import POLICIES, Scheduler
 from .engine.sequence import Sequence, Status, decode_tokens_per_second
 

@@ -1,4 +1,4 @@
-"""The decode-attention, RoPE-store and fp8 GEMV kernels compile for Hopper (sm_90), checked without a GPU.
+"""The decode-attention, RoPE-store, fp8 GEMV and sampling kernels compile for Hopper (sm_90), checked without a GPU.
 
 Triton's interpreter (how the other CPU tests run the kernels) executes the kernel's Python and
 accepts what the compiler refuses (a constexpr passed through a tuple, say), so a kernel can pass
@@ -77,6 +77,22 @@ x = torch.randn(512).to(torch.bfloat16)
 ln = (LAYER_NORM, torch.ones(512, dtype=torch.bfloat16), torch.zeros(512, dtype=torch.bfloat16), 1e-5)
 for f16 in (0, 1):  # fp8 GEMV tiles widened to fp32, or multiplied and summed in f16
     compiles(f"gemv fp8 F16={f16}", lambda: gt.gemv(x, w8, None, True, ln, scale=ws, config=(4, 256, 4, 1, f16)))
+import layers.sampling_triton as st  # each of the sampler's kernels on its own (a launch stops the first)
+B, V = 3, 20000
+C = -(-V // st.CHUNK)
+lg, f, i = torch.randn(B, V, dtype=torch.bfloat16), torch.rand(B), torch.zeros(B, dtype=torch.long)
+mx, arg, bad, kept = torch.zeros(B, C), torch.zeros(B, C, dtype=torch.int32), torch.zeros(B, C, dtype=torch.int32), torch.zeros(B, C)
+state, mass, count = (torch.zeros(st.PASSES + 1, B, 2, dtype=torch.int32), torch.zeros(st.PASSES, B, C, 16),
+                      torch.zeros(st.PASSES, B, C, 16, dtype=torch.int32))
+kw = dict(CHUNK=st.CHUNK, SUB=st.SUB)
+compiles("sampler max", lambda: st._max_pass[(B, C)](lg, mx, arg, bad, V, V, C, **kw, num_warps=4))
+for first in (True, False):
+    compiles(f"sampler search first={first}", lambda: st._search_pass[(B, C)](
+        lg, mx, f, f, i, state, mass, count, V, V, C, 0, first, **kw, CP=4, num_warps=8))
+compiles("sampler kept", lambda: st._kept_pass[(B, C)](lg, mx, f, f, i, state, mass, count, kept, V, V, C,
+                                                       PASSES=st.PASSES, **kw, CP=4, num_warps=4))
+compiles("sampler pick", lambda: st._pick[(B,)](lg, mx, arg, bad, f, f, state, kept, torch.zeros(B, 2, dtype=torch.long),
+                                                V, V, C, PASSES=st.PASSES, **kw, CP=4, num_warps=4))
 # Triton checks shared memory only at the launch: every variant must fit Hopper's 227 KB per block
 print("shared", max(k.metadata.shared for kernel in (at._partial, at._combine)
                     for k in kernel.device_caches[0][0].values()))
@@ -90,6 +106,6 @@ def test_decode_kernels_compile_for_sm90() -> None:
     env["TRITON_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "triton-sm90")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 24, proc.stdout
+    assert proc.stdout.count("compiled") == 29, proc.stdout
     shared = int(proc.stdout.split("shared")[-1])
     assert 0 < shared <= 232448, f"a decode-attention variant needs {shared} B of shared memory"

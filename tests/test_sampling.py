@@ -1,4 +1,4 @@
-"""``sambay.generate.sample`` tested statistically on hand-made logits: top-p and top-k never
+"""``sambay.generate.sample`` (the reference twin on a CPU) tested statistically on hand-made logits: top-p and top-k never
 sample outside what they keep and hit the kept tokens at their renormalized probabilities,
 temperature 0 is argmax, higher temperatures flatten the distribution."""
 
@@ -21,7 +21,7 @@ def draw(probs: torch.Tensor, *, temperature: float = 1.0, top_p: float = 1.0, t
     logits = probs.log().expand(n, -1)
     u = torch.rand(n, generator=torch.Generator().manual_seed(seed))
     tokens = sample(logits, torch.full((n,), temperature), torch.full((n,), top_p),
-                    torch.full((n,), top_k, dtype=torch.long), u)
+                    torch.full((n,), top_k, dtype=torch.long), u)[:, 0]
     return torch.bincount(tokens, minlength=probs.numel())
 
 
@@ -68,7 +68,7 @@ def test_temperature_zero_is_argmax() -> None:
     u = torch.rand(64, generator=g)
     temperature = torch.zeros(64)
     temperature[::2] = 0.8  # greedy and sampled rows side by side in one batch
-    tokens = sample(logits, temperature, torch.full((64,), 0.95), torch.zeros(64, dtype=torch.long), u)
+    tokens = sample(logits, temperature, torch.full((64,), 0.95), torch.zeros(64, dtype=torch.long), u)[:, 0]
     assert torch.equal(tokens[1::2], logits[1::2].argmax(-1))
     assert not torch.equal(tokens[::2], logits[::2].argmax(-1))  # sampled rows do vary
 

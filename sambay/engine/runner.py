@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from layers import backends
+from layers.sampling import sample
 
 from ..cache import SCRATCH_BLOCK, CacheBatch, PagedCache
-from .sampling import sample, uniform
+from .sampling import uniform
 from .sequence import Sequence
 
 
@@ -27,13 +28,6 @@ def graph_ladder(max_batch_size: int) -> list[int]:
     sizes = [b for b in (1, 2, 4, 8) if b < max_batch_size]
     sizes += list(range(16, max_batch_size, 16))
     return sizes + [max_batch_size]
-
-
-def sample_with_flag(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
-                     u: torch.Tensor) -> torch.Tensor:
-    """(B, 2): the sampled token and 1 where the row's logits are not all finite."""
-    bad = ~torch.isfinite(logits).all(-1)
-    return torch.stack([sample(logits, temperature, top_p, top_k, u), bad.long()], dim=1)
 
 
 def decode_step_fn(model: nn.Module, cache: PagedCache, ints: torch.Tensor, floats: torch.Tensor,
@@ -48,7 +42,7 @@ def decode_step_fn(model: nn.Module, cache: PagedCache, ints: torch.Tensor, floa
         temperature, top_p, u = floats[:, :n]
         batch = CacheBatch(0, block_table[:n, :width], positions, write_slots, long != 0)
         logits = model.run(ids[:, None], cache, batch)[:, -1]
-        out = sample_with_flag(logits, temperature, top_p, top_k, u)
+        out = sample(logits, temperature, top_p, top_k, u)
         return (out, logits) if keep_logits else out
     return step
 
@@ -230,7 +224,7 @@ class ModelRunner:
             return None
         params = [s.params for s in seqs]
         f = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype, device=dev)  # noqa: E731
-        return sample_with_flag(logits, f([float(p.temperature) for p in params]), f([float(p.top_p) for p in params]),
+        return sample(logits, f([float(p.temperature) for p in params]), f([float(p.top_p) for p in params]),
                                 f([p.top_k for p in params], torch.long),
                                 f([uniform(p.seed, len(s.tokens)) for p, s in zip(params, seqs)]))
 

@@ -1,5 +1,6 @@
-"""Sampling on the device: per-row settings, and a uniform number per (seed, step) so that a
-request samples the same tokens alone, in any batch, and after being preempted and recomputed."""
+"""Sampling settings, and a uniform number per (seed, step) so that a request samples the same
+tokens alone, in any batch, and after being preempted and recomputed. The sampler itself, on the
+device, is :func:`layers.sampling.sample`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import hashlib
 import math
 import numbers
 from dataclasses import dataclass
-
-import torch
-
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -49,23 +47,3 @@ def uniform(seed: int, step: int) -> float:
     tokens alone or inside any batch."""
     h = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") / 2**64
-
-
-def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
-           u: torch.Tensor) -> torch.Tensor:
-    """One token per row of logits (B, V), each row with its own settings (B,) and uniform
-    number ``u`` (B,): inverse-CDF sampling over the tokens top-k and top-p keep (the most
-    likely token is always kept). Rows with temperature 0 take the argmax."""
-    logits = logits.float()
-    greedy = logits.argmax(-1)
-    probs = torch.softmax(logits / temperature.clamp(min=1e-6)[:, None], dim=-1)
-    p_sorted, order = probs.sort(dim=-1, descending=True)
-    before = p_sorted.cumsum(-1) - p_sorted  # mass of the more likely tokens
-    rank = torch.arange(logits.shape[-1], device=logits.device)
-    keep = (before < top_p[:, None]) & ((top_k[:, None] == 0) | (rank < top_k[:, None]))
-    keep[:, 0] = True
-    p_sorted = p_sorted * keep
-    cdf = p_sorted.cumsum(-1)
-    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(max=logits.shape[-1] - 1)
-    sampled = order.gather(-1, pick)[:, 0]
-    return torch.where(temperature == 0, greedy, sampled)
