@@ -118,17 +118,31 @@ def _search_pass(LOGITS, MAX, T, TOP_P, TOP_K, STATE, MASS, COUNT, stride, V, C,
     if lo < hi:
         m, scale = _row_setup(MAX, T, b, C, CP)
         j, cand = _candidates(lo, hi)
-        x = tl.where(j == 0, -1.0, cand.to(tl.float32, bitcast=True))
-        mass = tl.zeros((SUB, 16), tl.float32)
-        count = tl.zeros((SUB, 16), tl.int32)
-        for s in range(0, CHUNK, SUB):
-            e = _e(LOGITS, b, stride, chunk * CHUNK + s + tl.arange(0, SUB), V, m, scale)
-            above = e[:, None] > x[None, :]
-            mass += tl.where(above, e[:, None], 0.0)
-            count += above.to(tl.int32)
+        x = tl.where(j == 0, -1.0, cand.to(tl.float32, bitcast=True))[:, None]
         off = ((k * tl.num_programs(0) + b) * C + chunk) * 16 + j
-        tl.store(MASS + off, tl.sum(mass, 0))
-        tl.store(COUNT + off, tl.sum(count, 0))
+        start = chunk * CHUNK
+        if tl.load(TOP_K + b) > 0:
+            mass, count = _sums(LOGITS, b, stride, start, V, m, scale, x, True, CHUNK, SUB)
+        else:  # top-p alone: the counts are not needed
+            mass, count = _sums(LOGITS, b, stride, start, V, m, scale, x, False, CHUNK, SUB)
+        tl.store(MASS + off, mass)
+        tl.store(COUNT + off, count)
+
+
+@triton.jit
+def _sums(LOGITS, b, stride, start, V, m, scale, x, COUNTS: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr):
+    """The mass and count of the chunk's tokens above each threshold of ``x`` (16, 1). Candidates
+    along the first axis and tokens along the second, loaded in that 2-D layout: each thread holds
+    every candidate of its tokens, so the comparisons need no exchange between threads."""
+    mass = tl.zeros((16, SUB), tl.float32)
+    count = tl.zeros((16, SUB), tl.int32)
+    for s in range(0, CHUNK, SUB):
+        e = _e(LOGITS, b, stride, start + s + tl.arange(0, SUB)[None, :], V, m, scale)  # (1, SUB)
+        above = e > x
+        mass += tl.where(above, e, 0.0)
+        if COUNTS:
+            count += above.to(tl.int32)
+    return tl.sum(mass, 1), tl.sum(count, 1)
 
 
 @triton.jit
