@@ -34,11 +34,18 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
 
 def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
                u: torch.Tensor) -> torch.Tensor:
-    """:func:`sample` in plain PyTorch: the kept tokens found by sorting each row."""
+    """:func:`sample` in plain PyTorch: the kept tokens found by sorting each row (on a CPU only
+    the sampled rows are sorted)."""
     x = logits.float()
     B, V = x.shape
     bad = ~torch.isfinite(x).all(-1)
     greedy = x.argmax(-1)
+    if not x.is_cuda:  # no graph to capture: sort only the rows that sample
+        rows = (temperature > 0).nonzero()[:, 0]
+        if len(rows) < B:
+            if len(rows):
+                greedy[rows] = sample_ref(x[rows], temperature[rows], top_p[rows], top_k[rows], u[rows])[:, 0]
+            return torch.stack([greedy, bad.long()], dim=1)
     scale = LOG2E / torch.where(temperature > 0, temperature, 1.0)
     e = torch.exp2((x - x.amax(-1, keepdim=True)) * scale[:, None])
     s = e.sort(dim=-1, descending=True).values

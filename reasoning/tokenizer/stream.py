@@ -3,8 +3,6 @@ character."""
 
 from __future__ import annotations
 
-import operator
-
 from .tokenizer import Tokenizer
 
 _REPLACEMENT_CHAR = "\ufffd"
@@ -38,12 +36,12 @@ class StreamDecoder:
         self._prefix_text = ""  # its decode
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special=self._skip_special)
+        return self._tokenizer.decode_checked(ids, skip_special=self._skip_special)
 
     def feed(self, token_id: int) -> str:
         """Add one token id; return the text it completes (possibly ``""``)."""
-        ids = [*self._ids, operator.index(token_id)]
-        text = self._decode(ids)  # validates the id before it is kept
+        ids = [*self._ids, self._tokenizer.check_id(token_id)]  # checked before it is kept
+        text = self._decode(ids)
         self._ids = ids
         if text.endswith(_REPLACEMENT_CHAR) or len(text) <= len(self._prefix_text):
             return ""

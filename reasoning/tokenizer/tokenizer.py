@@ -209,10 +209,21 @@ class Tokenizer:
         Raises:
             ValueError: an id is outside ``[0, vocab_size)``.
         """
-        id_list = self._check_ids(ids)
+        return self.decode_checked(self._check_ids(ids), skip_special)
+
+    def decode_checked(self, id_list: list[int], skip_special: bool = False) -> str:
+        """:meth:`decode` of a list of ids already known to be in range (streaming decoders
+        check each id once, when it arrives, not every time it is decoded again)."""
         if skip_special:
             id_list = [i for i in id_list if i not in self._special_ids]
         return self._backend.decode(id_list)
+
+    def check_id(self, token_id: int) -> int:
+        """``token_id`` as an int, or ValueError when it is outside ``[0, vocab_size)``."""
+        i = operator.index(token_id)
+        if not 0 <= i < self.vocab_size:
+            raise ValueError(f"token id {i} is outside the vocabulary [0, {self.vocab_size})")
+        return i
 
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
         tolist = getattr(ids, "tolist", None)
