@@ -18,6 +18,9 @@ from layers.sampling import sample, sample_ref  # noqa: E402
 from layers.sampling_triton import sample_triton  # noqa: E402
 
 GPU = torch.cuda.is_available()
+# On a GPU machine these belong to the GPU suite (`pytest -m gpu`), which compiles the kernels; on a
+# CPU they run unmarked, under the interpreter.
+pytestmark = [pytest.mark.gpu] if GPU else []
 DEVICE = torch.device("cuda" if GPU else "cpu")
 VOCAB = 200064 if GPU else 2500  # CPU: 3 chunks of 1024 (the last partial), 8 sub-blocks each
 
