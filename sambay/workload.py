@@ -22,6 +22,12 @@ Two ways to measure, per (model, policy):
   its last rows and fitted (affine in rows and K/V read), plus its prefill; checked against a
   real static run on the CPU. A single moment of a static batch is no estimate of it: early
   moments read little K/V with every row running, late ones run a few rows.
+  Static padded (``run_static_life(padded=True)``, steady state only): the static engine this
+  package had before continuous batching, as vLLM compared against: each row reserves
+  ``prompt + max_len`` tokens at admission (so the pool bounds the batch), and a finished row
+  keeps its place, decoding (and reading its K/V) until the batch's longest row ends. The
+  ``static`` policy above is a stronger baseline than that: its finished rows leave and it
+  reserves nothing.
 
 Reported: tokens/s (generated tokens per wall second, prefill included), mean running batch,
 preemptions, peak memory, the bytes-model throughput at the measured occupancy and context mix
@@ -44,6 +50,7 @@ from .bench import step_bytes
 from .generate import Engine, Request, SamplingParams
 
 WORKLOADS = ("fixed", "uniform", "lognormal")
+POLICIES = ("static_padded", "static", "continuous")  # as reported; static_padded only in steady state
 
 
 @dataclass
@@ -221,6 +228,13 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
                       time.process_time() - c0)}
 
 
+def padded_life(lengths: list[int]) -> tuple[list[int], list[bool]]:
+    """A padded static batch (every row decodes until the longest ends, memory reserved at
+    admission, so nothing is preempted): the running count at each decode step, and which
+    requests complete (all)."""
+    return [len(lengths)] * (max(lengths, default=1) - 1), [True] * len(lengths)
+
+
 def static_life(lengths: list[int], prompt: int, pool_blocks: int, block_size: int) -> tuple[list[int], list[bool]]:
     """How a static batch (requests admitted together, in order, decoded until the last ends) lives
     in a pool of ``pool_blocks``: the running count at each decode step t = 0 .. max(lengths) - 2
@@ -252,7 +266,7 @@ def static_life(lengths: list[int], prompt: int, pool_blocks: int, block_size: i
 
 @torch.no_grad()
 def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, points: int = 5,
-                    steps_per_point: int = 8) -> dict[str, Any]:
+                    steps_per_point: int = 8, padded: bool = False) -> dict[str, Any]:
     """A static batch's whole life, for jobs too long to run: the batch (``max_batch_size``
     requests of the workload) is simulated step by step (:func:`static_life`: who runs at each
     step, pool-limited preemption); real decode steps are timed at ``points`` moments of that life
@@ -260,13 +274,22 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
     last row; a fit ``seconds = a + b * rows + c * rows * context`` of those steps (decode time
     is affine in rows and in the K/V they read) is summed over every step of the life, plus the
     time to prefill the batch (one chunk timed, times the chunks). tokens/s = tokens of the
-    requests that complete in this batch / that time."""
+    requests that complete in this batch / that time.
+
+    ``padded``: the static engine before continuous batching (:func:`padded_life`): the batch is
+    as many requests as reserving ``prompt + max_len`` each lets the pool hold (at most
+    ``max_batch_size``), and every row runs at every step; the moments are then spread evenly
+    over the life (the rows do not change)."""
     if points < 2:
         raise ValueError(f"a static batch's life needs points >= 2 timed moments, got {points}")
     engine = _engine(model, s, "static")
     bs = engine.block_size
-    lengths = draw_lengths(s, engine.max_batch_size, s.seed + 2)
-    running, completes = static_life(lengths, s.prompt, engine.num_blocks - 1, bs)
+    pool_tokens = (engine.num_blocks - 1) * bs
+    reserved = min(engine.max_batch_size, pool_tokens // (s.prompt + s.max_len))
+    if padded and reserved < 1:
+        raise ValueError(f"the pool ({pool_tokens} tokens) cannot reserve one request of {s.prompt} + {s.max_len} tokens")
+    lengths = draw_lengths(s, reserved if padded else engine.max_batch_size, s.seed + 2)
+    running, completes = padded_life(lengths) if padded else static_life(lengths, s.prompt, engine.num_blocks - 1, bs)
     horizon = len(running)
     if not any(running):
         raise ValueError(f"no decode step to time: every output of the batch is at most 1 token, or the pool "
@@ -276,7 +299,10 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
     # the last moment whose rows still run (and stay within their lengths) for the timed steps
     last = max(0, min(max(t for t in range(horizon) if running[t] > 0), horizon - steps_per_point - 3))
     # (placed rows have t + 1 tokens and room for the timed steps: max_new_tokens below)
-    moments = sorted({next((t for t in range(last + 1) if running[t] <= target), last) for target in targets})
+    if padded:
+        moments = sorted({round(last * j / (points - 1)) for j in range(points)})
+    else:
+        moments = sorted({next((t for t in range(last + 1) if running[t] <= target), last) for target in targets})
     meter = _Meter(model, engine, bandwidth)
     samples = []  # (rows, context, seconds per step)
     pool_blocks = engine.num_blocks - 1
@@ -304,10 +330,8 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
     prefill_s = _prefill_seconds(model, engine, s, len(lengths))
     tokens = sum(L for L, ok in zip(lengths, completes) if ok)
     seconds = decode_s + prefill_s
-    pool_tokens = (engine.num_blocks - 1) * bs
-    reserved = min(engine.max_batch_size, pool_tokens // (s.prompt + s.max_len))
     mean_batch = sum(running) / horizon
-    return {"method": "static_batch_life", "tokens": tokens, "seconds": seconds,
+    return {"method": "padded_batch_life" if padded else "static_batch_life", "tokens": tokens, "seconds": seconds,
             "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": None, "steps": horizon,
             "mean_batch": mean_batch, "max_running": running[0], "preemptions": completes.count(False),
             "prefill_seconds": prefill_s, "fit_seconds": {"a": a, "b_per_row": b, "c_per_row_token": c},
@@ -339,7 +363,8 @@ def _prefill_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings, rows
 def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
                  log: Any = print) -> dict[str, Any]:
     """Static and continuous for one model: end to end, or the steady-state method when
-    ``s.steady_steps`` is set; the fastest of ``s.repeats`` alternating runs per policy."""
+    ``s.steady_steps`` is set (then the padded static batch's estimate too); the fastest of
+    ``s.repeats`` alternating runs per policy."""
     out: dict[str, Any] = {}
     run = run_end_to_end if s.steady_steps is None else run_steady_state
     for _ in range(s.repeats):
@@ -347,11 +372,16 @@ def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,
             r = run(model, s, policy, bandwidth)
             if policy not in out or r["tokens_per_s"] > out[policy]["tokens_per_s"]:
                 out[policy] = r
-    for policy in ("static", "continuous"):
-        r = out[policy]
-        log(f"    {policy}: {r['tokens_per_s']:.1f} tok/s, mean batch {r['mean_batch']:.1f}, "
-            f"preemptions {r['preemptions']}")
+    if s.steady_steps is not None:  # the static engine before continuous batching: simulated only
+        out["static_padded"] = run_static_life(model, s, bandwidth, padded=True)
+    for policy in POLICIES:
+        if policy in out:
+            r = out[policy]
+            log(f"    {policy}: {r['tokens_per_s']:.1f} tok/s, mean batch {r['mean_batch']:.1f}, "
+                f"preemptions {r['preemptions']}")
     out["continuous_vs_static"] = out["continuous"]["tokens_per_s"] / out["static"]["tokens_per_s"]
+    if "static_padded" in out:
+        out["continuous_vs_static_padded"] = out["continuous"]["tokens_per_s"] / out["static_padded"]["tokens_per_s"]
     cpu = out["static"]["tokens_per_cpu_s"]
     out["continuous_vs_static_cpu_time"] = out["continuous"]["tokens_per_cpu_s"] / cpu if cpu else None
     return out
@@ -370,21 +400,23 @@ def validate_steady_state(model: nn.Module, s: WorkloadSettings, bandwidth: floa
 
 def table(section: dict[str, Any]) -> str:
     """Plain-text rows of a ``workload`` section of results.json."""
-    lines = [f"{'workload':>10} {'model':>7} {'policy':>11} {'tok/s':>9} {'bytes model':>12} {'mean batch':>11} "
+    lines = [f"{'workload':>10} {'model':>7} {'policy':>13} {'tok/s':>9} {'bytes model':>12} {'mean batch':>11} "
              f"{'preempt':>8} {'vs reserve':>11} {'host':>6}"]
     for w, models in section.items():
         for kind, r in models.items():
-            for policy in ("static", "continuous"):
+            for policy in (p for p in POLICIES if p in r):
                 x = r[policy]
                 bm = x["bytes_model_tokens_per_s"]
                 vs = x["concurrency_vs_reservation"]
                 host = x.get("host_share")
-                lines.append(f"{w:>10} {kind:>7} {policy:>11} {x['tokens_per_s']:>9.1f} "
+                lines.append(f"{w:>10} {kind:>7} {policy.replace('_', ' '):>13} {x['tokens_per_s']:>9.1f} "
                              f"{'-' if bm is None else f'{bm:.0f}':>12} {x['mean_batch']:>11.1f} {x['preemptions']:>8} "
                              f"{'-' if vs is None else f'{vs:.2f}x':>11} {'-' if host is None else f'{host:.1%}':>6}")
             cpu = r["continuous_vs_static_cpu_time"]
             lines.append(f"{'':>10} {kind:>7} continuous / static: {r['continuous_vs_static']:.2f}x"
-                         + (f" ({cpu:.2f}x in process CPU time)" if cpu else ""))
+                         + (f" ({cpu:.2f}x in process CPU time)" if cpu else "")
+                         + (f"; / static padded: {r['continuous_vs_static_padded']:.2f}x"
+                            if "continuous_vs_static_padded" in r else ""))
         if {"sambay", "dense"} <= set(models):
             s, d = models["sambay"], models["dense"]
             lines.append(f"{'':>10} sambay / dense: continuous {s['continuous']['tokens_per_s'] / d['continuous']['tokens_per_s']:.2f}x, "
@@ -393,7 +425,8 @@ def table(section: dict[str, Any]) -> str:
 
 
 def plot(section: dict[str, Any], folder: str, title: str = "") -> str | None:
-    """workload.png: tokens/s by workload, one colour per model, static hatched beside continuous."""
+    """workload.png: tokens/s by workload, one colour per model, the static policies hatched beside
+    continuous (static padded cross-hatched, where measured)."""
     try:
         import matplotlib
     except ImportError:
@@ -405,13 +438,17 @@ def plot(section: dict[str, Any], folder: str, title: str = "") -> str | None:
     kinds = sorted({k for m in section.values() for k in m})
     colours = {"dense": "tab:blue", "sambay": "tab:orange"}
     fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / (2 * len(kinds))
+    policies = [p for p in POLICIES if any(p in m for ms in section.values() for m in ms.values())]
+    hatches = {"static_padded": "xx", "static": "//", "continuous": None}
+    width = 0.8 / (len(policies) * len(kinds))
     for i, kind in enumerate(kinds):
-        for j, policy in enumerate(("static", "continuous")):
-            xs = [w + (2 * i + j - len(kinds) + 0.5) * width for w in range(len(workloads))]
-            ys = [section[w][kind][policy]["tokens_per_s"] if kind in section[w] else 0 for w in workloads]
-            ax.bar(xs, ys, width, color=colours.get(kind), hatch="//" if policy == "static" else None,
-                   edgecolor="black", label=f"{kind} {policy}")
+        for j, policy in enumerate(policies):
+            k = i * len(policies) + j
+            xs = [w + (k - len(kinds) * len(policies) / 2 + 0.5) * width for w in range(len(workloads))]
+            ys = [section[w][kind][policy]["tokens_per_s"] if policy in section[w].get(kind, {}) else 0
+                  for w in workloads]
+            ax.bar(xs, ys, width, color=colours.get(kind), hatch=hatches[policy], edgecolor="black",
+                   label=f"{kind} {policy.replace('_', ' ')}")
     ax.set_xticks(range(len(workloads)), workloads)
     ax.set(ylabel="tokens / s", title=title or "end-to-end throughput by workload")
     ax.grid(alpha=0.3, axis="y")

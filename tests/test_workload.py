@@ -99,3 +99,21 @@ def test_tiny_lognormal_workload_continuous_needs_fewer_steps(tmp_path):
         assert r["continuous"]["concurrency_vs_reservation"] >= 1.5
         assert r["static"]["tokens"] == r["continuous"]["tokens"]
     assert "continuous / static" in out.stdout
+
+
+def test_padded_static_life_reserves_and_keeps_every_row():
+    """The static engine before continuous batching: rows reserve prompt + max_len, so the pool
+    bounds the batch, and every row runs until the longest ends (all complete)."""
+    running, completes = wl.padded_life([3, 1, 5])
+    assert running == [3, 3, 3, 3] and completes == [True] * 3
+    model = build("sambay", "tiny", "cpu", torch.float32)
+    s = wl.WorkloadSettings.tiny("lognormal")  # 90 blocks of 16 tokens: 6 reservations of 16 + 224
+    life = wl.run_static_life(model, s, 1e12, padded=True)
+    lengths = wl.draw_lengths(s, 6, s.seed + 2)
+    assert life["method"] == "padded_batch_life" and life["max_running"] == 6 == life["mean_batch"]
+    assert life["tokens"] == sum(lengths) and life["steps"] == max(lengths) - 1 and life["preemptions"] == 0
+    assert {x["rows"] for x in life["samples"]} == {6} and len(life["samples"]) == 5
+    # a padded row decodes until the longest ends: tokens per row-step fall short of one
+    assert life["tokens"] < 0.8 * life["mean_batch"] * life["steps"]
+    rows_leave = wl.run_static_life(model, s, 1e12)
+    assert rows_leave["tokens"] / (rows_leave["mean_batch"] * rows_leave["steps"]) > 0.95
