@@ -40,7 +40,7 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Ten
     B, V = x.shape
     bad = ~torch.isfinite(x).all(-1)
     greedy = x.argmax(-1)
-    if not x.is_cuda:  # no graph to capture: sort only the rows that sample
+    if not x.is_cuda and not torch.compiler.is_compiling():  # no graph to capture: sort only the rows that sample
         rows = (temperature > 0).nonzero()[:, 0]
         if len(rows) < B:
             if len(rows):

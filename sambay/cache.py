@@ -28,7 +28,7 @@ seen through the same (num_blocks, block_size, G, D) shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -68,6 +68,9 @@ class CacheBatch:
     # Prefill from start 0 of rows of different lengths, right-padded to T: (B,) real tokens per row
     # (their pads are written to the scratch block and never read back); None: every row has T.
     lengths: torch.Tensor | None = None
+    # What every layer of the call computes alike from the positions, computed by the first
+    # (a decode step's sliding-window ring slots: a few small kernels each, saved in all but one layer)
+    shared: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def decode(self) -> bool:
@@ -221,11 +224,14 @@ class SambaYCache(PagedCache):
         """Decode: write each row's new k, v (B, 1, G, D) into its ring; return the rings (B, W, G, D)
         and the position each ring slot holds per row (B, W) (negative: empty)."""
         ring_k, ring_v = self.ring_k[layer_idx][batch.slots()], self.ring_v[layer_idx][batch.slots()]
-        pos = batch.positions  # (B,)
-        rows = torch.arange(pos.shape[0], device=pos.device)
-        ring_k.index_put_((rows, pos % self.window), k[:, 0])
-        ring_v.index_put_((rows, pos % self.window), v[:, 0])
-        k_pos = pos[:, None] - (pos[:, None] - self._ring_slots) % self.window
+        if "ring" not in batch.shared:  # the same for every sliding layer of the step
+            pos = batch.positions  # (B,)
+            rows = torch.arange(pos.shape[0], device=pos.device)
+            k_pos = pos[:, None] - (pos[:, None] - self._ring_slots) % self.window
+            batch.shared["ring"] = (rows, pos % self.window, k_pos)
+        rows, at, k_pos = batch.shared["ring"]
+        ring_k.index_put_((rows, at), k[:, 0])
+        ring_v.index_put_((rows, at), v[:, 0])
         return ring_k, ring_v, k_pos
 
     def shared_kv(self, k: torch.Tensor, v: torch.Tensor, batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor, None]:
