@@ -5,7 +5,7 @@ more likely than it hold less than ``top_p`` of the mass and are fewer than ``to
 limit), so tokens of equal probability are kept or dropped together and the most likely token is
 always kept; the token drawn is the first, in vocabulary order, whose running kept mass passes
 ``u`` times the kept total (inverse-CDF sampling with the row's uniform number ``u``). Rows with
-temperature 0 take the argmax (its first index).
+temperature 0 take the argmax (its first index); temperatures in (0, 1e-6) act as 1e-6.
 
 :func:`sample` runs the sort-free Triton kernel (:mod:`layers.sampling_triton`) on CUDA and
 :func:`sample_ref` (the same rule through a sort) elsewhere.
@@ -18,6 +18,7 @@ import torch
 from . import backends
 
 LOG2E = 1.4426950408889634
+MIN_TEMPERATURE = 1e-6  # both paths sample at temperatures below it as at it
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
@@ -46,7 +47,8 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Ten
             if len(rows):
                 greedy[rows] = sample_ref(x[rows], temperature[rows], top_p[rows], top_k[rows], u[rows])[:, 0]
             return torch.stack([greedy, bad.long()], dim=1)
-    scale = LOG2E / torch.where(temperature > 0, temperature, 1.0)
+    t = torch.where(temperature > 0, temperature, 1.0).clamp(min=MIN_TEMPERATURE)  # a tiny one would overflow
+    scale = torch.full_like(t, LOG2E) / t  # as the kernel divides
     e = torch.exp2((x - x.amax(-1, keepdim=True)) * scale[:, None])
     s = e.sort(dim=-1, descending=True).values
     rank = torch.arange(V, device=x.device).expand(B, V)
@@ -60,6 +62,7 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Ten
     threshold = s.gather(-1, keep.sum(-1, keepdim=True).clamp(min=1) - 1)  # NaN rows keep none
     kept = torch.where(e >= threshold, e, 0.0)
     cdf = kept.cumsum(-1)
-    pick = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True)[:, 0].clamp(max=V - 1)
+    last = torch.where(kept > 0, torch.arange(V, device=x.device), 0).amax(-1)  # past the end (u * total rounds up)
+    pick = torch.minimum(torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True)[:, 0], last)
     token = torch.where(temperature > 0, pick, greedy)
     return torch.stack([token, bad.long()], dim=1)

@@ -37,7 +37,8 @@ def _row_setup(MAX, T, b, C, CP: tl.constexpr):
     c = tl.arange(0, CP)
     m = tl.max(tl.load(MAX + b * C + c, mask=c < C, other=-float("inf")), 0)
     t = tl.load(T + b)
-    scale = 1.4426950408889634 / tl.where(t > 0, t, 1.0)
+    # below 1e-6 (a tiny temperature would overflow the scale) the distribution is the argmax's anyway
+    scale = tl.math.div_rn(1.4426950408889634, tl.maximum(tl.where(t > 0, t, 1.0), 1e-6))
     return m, scale
 
 

@@ -56,7 +56,8 @@ class CacheBatch:
     Prefill (``start`` set, a host int): every row continues after ``start`` cached tokens with T
     new ones at ``positions`` (T,) = start..start+T-1 (with ``lengths``, from start 0, row b's
     first ``lengths[b]``; the rest is padding). Decode (``start`` None): one token per row at
-    ``positions`` (B,), device tensors only, so the call can be graph-captured.
+    ``positions`` (B,), device tensors only, so the call can be graph-captured. One per forward
+    call: what its layers share (``shared``) is computed for it.
     """
 
     first_slot: int  # the rows use per-slot state first_slot .. first_slot + B - 1
@@ -70,7 +71,8 @@ class CacheBatch:
     lengths: torch.Tensor | None = None
     # What every layer of the call computes alike from the positions, computed by the first
     # (a decode step's sliding-window ring slots: a few small kernels each, saved in all but one layer)
-    shared: dict = field(default_factory=dict, repr=False, compare=False)
+    # (not an __init__ argument: dataclasses.replace gives the copy an empty one)
+    shared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def decode(self) -> bool:
@@ -224,12 +226,13 @@ class SambaYCache(PagedCache):
         """Decode: write each row's new k, v (B, 1, G, D) into its ring; return the rings (B, W, G, D)
         and the position each ring slot holds per row (B, W) (negative: empty)."""
         ring_k, ring_v = self.ring_k[layer_idx][batch.slots()], self.ring_v[layer_idx][batch.slots()]
-        if "ring" not in batch.shared:  # the same for every sliding layer of the step
+        key = ("ring", self.window)
+        if key not in batch.shared:  # the same for every sliding layer of the call
             pos = batch.positions  # (B,)
             rows = torch.arange(pos.shape[0], device=pos.device)
             k_pos = pos[:, None] - (pos[:, None] - self._ring_slots) % self.window
-            batch.shared["ring"] = (rows, pos % self.window, k_pos)
-        rows, at, k_pos = batch.shared["ring"]
+            batch.shared[key] = (rows, pos % self.window, k_pos)
+        rows, at, k_pos = batch.shared[key]
         ring_k.index_put_((rows, at), k[:, 0])
         ring_v.index_put_((rows, at), v[:, 0])
         return ring_k, ring_v, k_pos

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "arithmetic_20.jsonl"
 # 6 problems x 4 samples of at most 64 tokens, sampled hot enough that the seeds matter (the built-in
 # model is so sure of itself that at temperature 1, or with top-p 0.95, its samples agree); CPU, fp32.
-FLAGS = ["--k", "4", "--limit", "6", "--max-new-tokens", "64", "--temperature", "1.8", "--top-p", "1",
+FLAGS = ["--k", "4", "--limit", "6", "--max-new-tokens", "64", "--temperature", "2.0", "--top-p", "1",
          "--device", "cpu"]
 TOTAL = 6 * 4
 
@@ -140,7 +140,7 @@ def test_the_same_command_resumes_and_other_settings_are_refused(reference: Path
     assert main(args) == 0  # complete: nothing to run
     assert _ran_now(capsys.readouterr().out) == 0
 
-    for flag, value, message in [("--k", "3", "k: 4 there, 3 now"), ("--temperature", "0.5", "'temperature': 1.8"),
+    for flag, value, message in [("--k", "3", "k: 4 there, 3 now"), ("--temperature", "0.5", "'temperature': 2.0"),
                                  ("--limit", "5", "problems: 6 there, 5 now")]:
         changed = list(args)
         changed[changed.index(flag) + 1] = value

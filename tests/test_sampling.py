@@ -91,11 +91,14 @@ def test_higher_temperature_flattens() -> None:
 
 def test_uniform_depends_only_on_seed_and_step() -> None:
     assert uniform(3, 17) == uniform(3, 17)
-    values = torch.tensor([uniform(0, step) for step in range(4000)])
+    raw = [uniform(0, step) for step in range(4000)]
+    values = torch.tensor(raw)
     assert ((0 <= values) & (values < 1)).all()
     assert abs(values.mean().item() - 0.5) < 0.02
     assert abs(values.var().item() - 1 / 12) < 0.01
     assert uniform(0, 5) != uniform(1, 5)
+    # 24 bits: exact in float32, so the device's copy is below 1 too (a 64-bit fraction can round up to 1.0)
+    assert all(float(torch.tensor(v, dtype=torch.float32)) == v < 1 for v in raw)
 
 
 @pytest.mark.parametrize("bad", [{"temperature": -0.1}, {"temperature": float("nan")}, {"top_p": 0.0},

@@ -148,3 +148,21 @@ def test_sample_dispatches_to_the_kernel_on_cuda_only() -> None:
             torch.zeros(3, dtype=torch.long, device=DEVICE), torch.rand(3, device=DEVICE))
     want = (sample_triton if GPU else sample_ref)(logits, *args)
     assert torch.equal(sample(logits, *args), want)
+
+
+def test_tiny_temperatures_and_a_uniform_number_of_one_stay_in_the_kept_set() -> None:
+    """A temperature far below 1e-6 (whose scale would overflow) samples as at 1e-6, here the
+    argmax; u = 1.0 (what float32 may round a number just below 1 to) draws the last kept token,
+    never one top-k dropped."""
+    fresh_seed()
+    logits = torch.randn(3, VOCAB, device=DEVICE) * 3
+    T = torch.tensor([1e-40, 4e-39, 1.0], device=DEVICE)
+    top_p = torch.tensor([0.95, 0.95, 1.0], device=DEVICE)
+    top_k = torch.tensor([0, 0, 10], device=DEVICE)
+    u = torch.tensor([0.5, 0.5, 1.0], device=DEVICE)
+    top10 = logits[2].topk(10).indices
+    for name, fn in (("kernel", sample_triton), ("reference", sample_ref)):
+        out = fn(logits, T, top_p, top_k, u)
+        assert out[:2, 0].tolist() == logits[:2].argmax(-1).tolist(), name
+        assert out[2, 0] == top10.max(), name  # the last of the kept ten in vocabulary order
+        assert not out[:, 1].any(), name
