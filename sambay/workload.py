@@ -17,11 +17,13 @@ Two ways to measure, per (model, policy):
   at a random moment), placed without computing it (``Engine.place``), then real admissions and
   completions run for ``steps`` steps; validated against an end-to-end run at a small scale
   (:func:`validate_steady_state`), whose saturated phase (while requests wait) it should match.
-  Static (:func:`run_static_life`): one static batch's whole life, simulated step by step (who
-  runs, pool-limited preemption), its step time timed at five moments from the full batch to
-  its last rows and fitted (affine in rows and K/V read), plus its prefill; checked against a
-  real static run on the CPU. A single moment of a static batch is no estimate of it: early
-  moments read little K/V with every row running, late ones run a few rows.
+  Static (:func:`run_static_life`): the whole job through static batching, simulated step by
+  step (:func:`static_job`: who runs at each step of each batch, pool-limited preemption and the
+  recomputation of what was preempted in a later batch), its step time timed at five moments of
+  the first batch, from the full batch to its last rows, and fitted (affine in rows and K/V
+  read), plus its prefill calls; checked against a real static run on the CPU. A single moment of
+  a static batch is no estimate of it: early moments read little K/V with every row running,
+  late ones run a few rows.
   Static padded (``run_static_life(padded=True)``, steady state only): the static engine this
   package had before continuous batching, as vLLM compared against: each row reserves
   ``prompt + max_len`` tokens at admission (so the pool bounds the batch), and a finished row
@@ -37,6 +39,7 @@ reserving ``prompt + max_len`` per request would allow in the same pool.
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import time
@@ -197,7 +200,7 @@ def run_end_to_end(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth
 @torch.no_grad()
 def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth: float) -> dict[str, Any]:
     """Continuous: the running set placed at the stationary mix, then ``steady_steps`` real steps
-    with admissions and completions. Static: :func:`run_static_life` (a static batch's whole life)."""
+    with admissions and completions. Static: :func:`run_static_life` (the whole job, simulated)."""
     if policy == "static":
         return run_static_life(model, s, bandwidth)
     engine = _engine(model, s, policy)
@@ -228,87 +231,135 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
                       time.process_time() - c0)}
 
 
-def padded_life(lengths: list[int]) -> tuple[list[int], list[bool]]:
-    """A padded static batch (every row decodes until the longest ends, memory reserved at
-    admission, so nothing is preempted): the running count at each decode step, and which
-    requests complete (all)."""
-    return [len(lengths)] * (max(lengths, default=1) - 1), [True] * len(lengths)
+@dataclass
+class StaticJob:
+    """A static job's decode steps, simulated: per step, the rows decoding and the sum of their
+    contexts (tokens held); the forward calls its admissions take; its preemptions."""
+
+    rows: list[int]
+    contexts: list[int]
+    prefill_calls: int
+    preemptions: int
+    batches: int
+    first_batch_steps: int  # the first batch's steps: all its rows fresh, so one context per step
 
 
-def static_life(lengths: list[int], prompt: int, pool_blocks: int, block_size: int) -> tuple[list[int], list[bool]]:
-    """How a static batch (requests admitted together, in order, decoded until the last ends) lives
-    in a pool of ``pool_blocks``: the running count at each decode step t = 0 .. max(lengths) - 2
-    (a request of L tokens gets its first from the prefill, then decodes L - 1 steps; at step t
-    a row holds prompt + t + 1 tokens), preempting the newest when the pool runs dry, as the
-    engine does; and which requests complete in this batch (a preempted one is recomputed in a
-    later batch)."""
-    n = len(lengths)
-    done_at = sorted(range(n), key=lambda i: lengths[i])
-    preempted = [False] * n
-    finished = 0  # rows (in done_at order) that have all their tokens
-    alive = n
-    newest = n - 1
-    running = []
-    for t in range(max(lengths, default=1) - 1):
-        while finished < n and lengths[done_at[finished]] <= t + 1:
-            if not preempted[done_at[finished]]:
-                alive -= 1
-            finished += 1
-        blocks = -(-(prompt + t + 1) // block_size)
-        while alive * blocks > pool_blocks:
-            while preempted[newest] or lengths[newest] <= t + 1:
-                newest -= 1
-            preempted[newest] = True
-            alive -= 1
-        running.append(alive)
-    return running, [not p for p in preempted]
+def static_job(lengths: list[int], prompt: int, pool_blocks: int, block_size: int, batch: int, group: int,
+               chunk: int, padded: bool = False) -> StaticJob:
+    """Every request of ``lengths`` (output tokens each) through static batching, as the engine's
+    ``static`` policy runs it: ``batch`` requests from the front of the queue are admitted together
+    (fresh prompts prefilled ``group`` to a forward call, a recomputed one in ``chunk``-token calls),
+    then decoded until the last ends. A request of L tokens gets its first from the prefill, then
+    decodes L - 1 steps; a row with g tokens from before a preemption holds prompt + g + 1 + t
+    tokens at step t. When the pool runs dry the newest row is preempted and requeued first, to be
+    recomputed (prompt + its tokens) in a later batch, as the engine does.
+
+    ``padded``: the static engine before continuous batching: every admitted row decodes until the
+    batch's longest ends (finished rows too, their K/V growing), nothing preempted (each row's
+    prompt + max length reserved: ``batch`` is what the pool holds of those)."""
+    if -(-(prompt + max(lengths, default=0)) // block_size) > pool_blocks:
+        raise ValueError(f"a request of {prompt} + {max(lengths)} tokens does not fit a pool of {pool_blocks} blocks")
+    queue = collections.deque((L, 0) for L in lengths)  # (output length, tokens made before a preemption)
+    rows: list[int] = []
+    contexts: list[int] = []
+    calls = preemptions = batches = 0
+    first = None
+    while queue:
+        admitted = [queue.popleft() for _ in range(min(batch, len(queue)))]
+        batches += 1
+        fresh = sum(g == 0 for _, g in admitted)
+        calls += -(-fresh // group) + sum(-(-(prompt + g) // chunk) for _, g in admitted if g)
+        base = [prompt + g + 1 for _, g in admitted]  # tokens held at step 0
+        end = [L - g - 1 for L, g in admitted]  # decode steps left
+        if padded:
+            for t in range(max(end)):
+                rows.append(len(admitted))
+                contexts.append(sum(base) + len(admitted) * t)
+        else:
+            # incremental bookkeeping: a step costs O(1) plus the rows that leave
+            alive = [e > 0 for e in end]
+            ending: dict[int, list[int]] = collections.defaultdict(list)
+            for i, e in enumerate(end):
+                ending[e].append(i)
+            n, total = sum(alive), sum(b for b, a in zip(base, alive) if a)
+            blocks = sum(-(-b // block_size) for b, a in zip(base, alive) if a)
+            residue = collections.Counter(b % block_size for b, a in zip(base, alive) if a)
+            newest = len(admitted) - 1
+
+            def leave(i: int, t: int) -> None:
+                nonlocal n, total, blocks
+                alive[i] = False
+                n, total = n - 1, total - base[i]
+                blocks -= -(-(base[i] + t) // block_size)
+                residue[base[i] % block_size] -= 1
+
+            for t in range(max(end, default=0)):
+                if t:
+                    for i in ending[t]:  # done: their last token came at step t - 1
+                        if alive[i]:
+                            leave(i, t - 1)
+                    blocks += residue[(1 - t) % block_size]  # rows whose new token opens a block
+                while blocks > pool_blocks:
+                    while not alive[newest]:
+                        newest -= 1
+                    i = newest
+                    leave(i, t)
+                    preemptions += 1
+                    L, g = admitted[i]
+                    queue.appendleft((L, g + 1 + t))  # tokens it holds: recomputed on readmission
+                if not n:
+                    break
+                rows.append(n)
+                contexts.append(total + n * t)
+        if first is None:
+            first = len(rows)
+    return StaticJob(rows, contexts, calls, preemptions, batches, first or 0)
 
 
 @torch.no_grad()
 def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, points: int = 5,
                     steps_per_point: int = 8, padded: bool = False) -> dict[str, Any]:
-    """A static batch's whole life, for jobs too long to run: the batch (``max_batch_size``
-    requests of the workload) is simulated step by step (:func:`static_life`: who runs at each
-    step, pool-limited preemption); real decode steps are timed at ``points`` moments of that life
-    (the running rows placed at that context, ``Engine.place``), from the full batch down to its
-    last row; a fit ``seconds = a + b * rows + c * rows * context`` of those steps (decode time
-    is affine in rows and in the K/V they read) is summed over every step of the life, plus the
-    time to prefill the batch (one chunk timed, times the chunks). tokens/s = tokens of the
-    requests that complete in this batch / that time.
+    """Static batching over the whole job, for jobs too long to run: the ``s.requests`` requests
+    go through :func:`static_job` (who runs at each step of every batch, preemptions and their
+    recomputation); real decode steps are timed at ``points`` moments of the first batch's life
+    (its rows placed at that context, ``Engine.place``), from the full batch down to its last
+    rows; a fit ``seconds = a + b * rows + c * (sum of the rows' contexts)`` of those steps (decode
+    time is affine in rows and in the K/V they read) is summed over every step of the job, plus
+    its prefill calls (one timed). tokens/s = every request's tokens / that time.
 
-    ``padded``: the static engine before continuous batching (:func:`padded_life`): the batch is
+    ``padded``: the static engine before continuous batching (see :func:`static_job`): batches of
     as many requests as reserving ``prompt + max_len`` each lets the pool hold (at most
-    ``max_batch_size``), and every row runs at every step; the moments are then spread evenly
-    over the life (the rows do not change)."""
+    ``max_batch_size``); the moments are then spread evenly over the first batch (its rows do
+    not change)."""
     if points < 2:
         raise ValueError(f"a static batch's life needs points >= 2 timed moments, got {points}")
     engine = _engine(model, s, "static")
     bs = engine.block_size
-    pool_tokens = (engine.num_blocks - 1) * bs
+    pool_blocks = engine.num_blocks - 1
+    pool_tokens = pool_blocks * bs
     reserved = min(engine.max_batch_size, pool_tokens // (s.prompt + s.max_len))
     if padded and reserved < 1:
         raise ValueError(f"the pool ({pool_tokens} tokens) cannot reserve one request of {s.prompt} + {s.max_len} tokens")
-    lengths = draw_lengths(s, reserved if padded else engine.max_batch_size, s.seed + 2)
-    running, completes = padded_life(lengths) if padded else static_life(lengths, s.prompt, engine.num_blocks - 1, bs)
-    horizon = len(running)
-    if not any(running):
+    lengths = draw_lengths(s)  # the requests an end-to-end run of the workload takes
+    group = max(1, min(engine.max_batch_size, engine.prefill_chunk // s.prompt, engine.max_prefills))
+    job = static_job(lengths, s.prompt, pool_blocks, bs, reserved if padded else engine.max_batch_size, group,
+                     engine.prefill_chunk, padded)
+    life = job.rows[:job.first_batch_steps]  # the first batch: fresh rows, one context per step
+    if not life:
         raise ValueError(f"no decode step to time: every output of the batch is at most 1 token, or the pool "
-                         f"({engine.num_blocks - 1} blocks) holds no request of {s.prompt} prompt tokens")
-    # moments of the life at which 100%, ..., 1 row(s) of the batch still run
-    targets = [max(1, round(running[0] * (1 - j / (points - 1)))) for j in range(points)]
+                         f"({pool_blocks} blocks) holds no request of {s.prompt} prompt tokens")
     # the last moment whose rows still run (and stay within their lengths) for the timed steps
-    last = max(0, min(max(t for t in range(horizon) if running[t] > 0), horizon - steps_per_point - 3))
-    # (placed rows have t + 1 tokens and room for the timed steps: max_new_tokens below)
+    last = max(0, len(life) - steps_per_point - 3)
     if padded:
         moments = sorted({round(last * j / (points - 1)) for j in range(points)})
-    else:
-        moments = sorted({next((t for t in range(last + 1) if running[t] <= target), last) for target in targets})
+    else:  # moments at which 100%, ..., 1 row(s) of the batch still run
+        targets = [max(1, round(life[0] * (1 - j / (points - 1)))) for j in range(points)]
+        moments = sorted({next((t for t in range(last + 1) if life[t] <= target), last) for target in targets})
     meter = _Meter(model, engine, bandwidth)
-    samples = []  # (rows, context, seconds per step)
-    pool_blocks = engine.num_blocks - 1
+    samples = []  # (rows, context of each, seconds per step)
     for t in moments:
         ctx = s.prompt + t + 1  # rows that still fit once the timed steps have grown them
-        rows = min(running[t], pool_blocks // -(-(ctx + steps_per_point + 2) // bs))
+        rows = min(life[t], pool_blocks // -(-(ctx + steps_per_point + 2) // bs))
         seqs = engine.place([ctx] * rows, SamplingParams(temperature=0.0, max_new_tokens=t + steps_per_point + 3),
                             [t + 1] * rows)
         engine.step()  # warm
@@ -324,32 +375,31 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
     y = torch.tensor([sec for _, _, sec in samples], dtype=torch.float64)
     coef = torch.linalg.lstsq(X, y[:, None]).solution[:, 0] if len(samples) >= 3 else torch.tensor([y.mean(), 0, 0])
     a, b, c = (float(v) for v in coef)
-    decode_s = sum(a + b * n + c * n * (s.prompt + t + 1) for t, n in enumerate(running))
-    floor_s = sum((meter.weights + n * meter.per_row + n * (s.prompt + t + 1) * meter.per_token) / bandwidth
-                  for t, n in enumerate(running))
-    prefill_s = _prefill_seconds(model, engine, s, len(lengths))
-    tokens = sum(L for L, ok in zip(lengths, completes) if ok)
+    decode_s = sum(a + b * n + c * ctx for n, ctx in zip(job.rows, job.contexts))
+    floor_s = sum((meter.weights + n * meter.per_row + ctx * meter.per_token) / bandwidth
+                  for n, ctx in zip(job.rows, job.contexts))
+    prefill_s = _prefill_call_seconds(model, engine, s, group) * job.prefill_calls
+    tokens = sum(lengths)
     seconds = decode_s + prefill_s
-    mean_batch = sum(running) / horizon
-    return {"method": "padded_batch_life" if padded else "static_batch_life", "tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": None, "steps": horizon,
-            "mean_batch": mean_batch, "max_running": running[0], "preemptions": completes.count(False),
-            "prefill_seconds": prefill_s, "fit_seconds": {"a": a, "b_per_row": b, "c_per_row_token": c},
+    mean_batch = sum(job.rows) / len(job.rows)
+    return {"method": "padded_job" if padded else "static_job", "tokens": tokens, "seconds": seconds,
+            "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": None, "steps": len(job.rows),
+            "batches": job.batches, "mean_batch": mean_batch, "max_running": max(job.rows),
+            "preemptions": job.preemptions, "prefill_seconds": prefill_s, "prefill_calls": job.prefill_calls,
+            "fit_seconds": {"a": a, "b_per_row": b, "c_per_row_token": c},
             "samples": [{"rows": r, "context": ctx, "step_s": sec} for r, ctx, sec in samples],
             "fit_max_rel_err": max(abs(a + b * r + c * r * ctx - sec) / sec for r, ctx, sec in samples),
-            "bytes_model_tokens_per_s": sum(running) / floor_s, "host_share": None,
+            "bytes_model_tokens_per_s": sum(job.rows) / floor_s, "host_share": None,
             "pool_blocks": engine.num_blocks, "block_size": bs, "max_batch_size": engine.max_batch_size,
             "reservation_concurrency": reserved,
             "concurrency_vs_reservation": mean_batch / reserved if reserved else None,
             "peak_memory_bytes": torch.cuda.max_memory_allocated(model.device) if model.device.type == "cuda" else None}
 
 
-def _prefill_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings, rows: int) -> float:
-    """Seconds to prefill ``rows`` prompts of the workload as the engine does: prompts that fit
-    ``prefill_chunk`` together go in together (one step timed for such a group, times the groups),
-    a longer prompt over several steps (one timed, times the rows). Timed after a warm-up."""
+def _prefill_call_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings, group: int) -> float:
+    """Seconds of one prefill call of ``group`` prompts of the workload (the engine admits whole
+    prompts that fit ``prefill_chunk`` together in one forward call). Timed after a warm-up."""
     g = torch.Generator().manual_seed(s.seed)
-    group = max(1, min(rows, engine.prefill_chunk // s.prompt, engine.max_prefills))
     reqs = [Request(torch.randint(0, model.config.vocab_size, (s.prompt,), generator=g).tolist(),
                     SamplingParams(temperature=0.0, max_new_tokens=1)) for _ in range(group)]
     engine.generate(reqs)
@@ -357,7 +407,7 @@ def _prefill_seconds(model: nn.Module, engine: Engine, s: WorkloadSettings, rows
         torch.cuda.synchronize(model.device)
     t0 = time.perf_counter()
     engine.generate(reqs)
-    return (time.perf_counter() - t0) * -(-rows // group)
+    return time.perf_counter() - t0
 
 
 def run_workload(model: nn.Module, s: WorkloadSettings, bandwidth: float,

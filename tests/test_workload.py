@@ -56,28 +56,57 @@ def test_steady_state_and_end_to_end_runs(kind):
     assert steady["mean_batch"] > 2 and math.isfinite(steady["tokens_per_s"])
 
 
-def test_static_life_counts_rows_and_preempts_the_newest():
-    """Lengths 3, 1, 5, 5 after a 2-token prompt in a pool of 5 blocks of 2 tokens: the 1-token
-    request is done by its prefill; at decode step 0 three rows of 3 tokens need 6 blocks, so the
-    newest is preempted (recomputed in a later batch); a request of L tokens decodes L - 1 steps."""
-    running, completes = wl.static_life([3, 1, 5, 5], prompt=2, pool_blocks=5, block_size=2)
-    assert running == [2, 2, 1, 1] and completes == [True, True, True, False]
-    running, completes = wl.static_life([4, 2], prompt=1, pool_blocks=100, block_size=4)
-    assert running == [2, 1, 1] and completes == [True, True]
+def test_static_job_counts_rows_preempts_the_newest_and_recomputes_it():
+    """Lengths 3, 1, 5, 5 after a 2-token prompt in a pool of 5 blocks of 2 tokens, batches of 4:
+    the 1-token request is done by its prefill; at decode step 0 three rows of 3 tokens need 6
+    blocks, so the newest (1 token made) is preempted; the first batch then decodes 2, 2, 1, 1
+    rows. The preempted request comes back alone in a second batch, recomputed (prompt + its
+    token: one call of 3 tokens at a 4-token chunk), and decodes its last 3 steps."""
+    job = wl.static_job([3, 1, 5, 5], prompt=2, pool_blocks=5, block_size=2, batch=4, group=4, chunk=4)
+    assert job.rows == [2, 2, 1, 1, 1, 1, 1] and job.first_batch_steps == 4
+    assert job.contexts == [6, 8, 5, 6, 4, 5, 6]  # tokens held: 3 + 3, 4 + 4, 5, 6; then 4, 5, 6
+    assert job.preemptions == 1 and job.batches == 2 and job.prefill_calls == 1 + 1
+    job = wl.static_job([4, 2], prompt=1, pool_blocks=100, block_size=4, batch=8, group=8, chunk=8)
+    assert job.rows == [2, 1, 1] and job.preemptions == 0 and job.batches == 1
+    job = wl.static_job([4, 2, 3], prompt=1, pool_blocks=100, block_size=4, batch=2, group=2, chunk=8)
+    assert job.rows == [2, 1, 1, 1, 1] and job.batches == 2 and job.prefill_calls == 2
+    padded = wl.static_job([3, 1, 5], prompt=2, pool_blocks=100, block_size=2, batch=3, group=3, chunk=4,
+                           padded=True)
+    assert padded.rows == [3] * 4 and padded.contexts == [3 * 3 + 3 * t for t in range(4)]
+    with pytest.raises(ValueError, match="does not fit"):
+        wl.static_job([40], prompt=2, pool_blocks=5, block_size=2, batch=1, group=1, chunk=4)
 
 
-def test_static_life_estimate_is_near_a_real_static_run():
-    """The batch-life estimate of the static engine (simulated life, timed steps at five moments,
-    an affine fit) lands near what static batching really does end to end on the CPU."""
+def test_static_job_follows_the_engine_through_preemptions():
+    """In a pool that runs dry (40 blocks of 16 tokens, 16 rows of up to 200 + 16 tokens), the
+    simulated static job preempts as often as the engine's static policy does and runs the same
+    mean batch over its decode steps."""
+    model = build("sambay", "tiny", "cpu", torch.float32)
+    s = wl.WorkloadSettings.tiny("lognormal")
+    s.requests, s.num_blocks, s.max_len = 48, 40, 200
+    e2e = wl.run_end_to_end(model, s, "static", 1e12)
+    engine = wl._engine(model, s, "static")
+    group = max(1, min(engine.max_batch_size, engine.prefill_chunk // s.prompt, engine.max_prefills))
+    job = wl.static_job(wl.draw_lengths(s), s.prompt, engine.num_blocks - 1, engine.block_size,
+                        engine.max_batch_size, group, engine.prefill_chunk)
+    assert e2e["preemptions"] > 0 and job.preemptions == e2e["preemptions"]
+    assert sum(job.rows) / len(job.rows) == pytest.approx(e2e["mean_batch"], rel=1e-9)
+
+
+def test_static_job_estimate_is_near_a_real_static_run():
+    """The whole-job estimate of the static engine (simulated batches, timed steps at five
+    moments of the first, an affine fit) lands near what static batching really does end to end
+    on the CPU, preemptions included."""
     model = build("sambay", "tiny", "cpu", torch.float32)
     s = wl.WorkloadSettings.tiny("lognormal")
     s.requests = 16 * 6
     e2e = wl.run_end_to_end(model, s, "static", 1e12)
     life = wl.run_static_life(model, s, 1e12)
-    assert life["method"] == "static_batch_life" and len(life["samples"]) == 5
+    assert life["method"] == "static_job" and len(life["samples"]) == 5 and life["tokens"] == e2e["tokens"]
     assert life["samples"][0]["rows"] == 16 and life["samples"][-1]["rows"] <= 4
     assert 0.7 < life["tokens_per_s"] / e2e["tokens_per_s"] < 1.5, (life["tokens_per_s"], e2e["tokens_per_s"])
     assert life["mean_batch"] == pytest.approx(e2e["mean_batch"], rel=0.25)
+    assert life["batches"] >= 6 and life["preemptions"] == e2e["preemptions"], (life["preemptions"], e2e["preemptions"])
 
 
 def test_tiny_lognormal_workload_continuous_needs_fewer_steps(tmp_path):
@@ -101,17 +130,17 @@ def test_tiny_lognormal_workload_continuous_needs_fewer_steps(tmp_path):
     assert "continuous / static" in out.stdout
 
 
-def test_padded_static_life_reserves_and_keeps_every_row():
+def test_padded_static_job_reserves_and_keeps_every_row():
     """The static engine before continuous batching: rows reserve prompt + max_len, so the pool
-    bounds the batch, and every row runs until the longest ends (all complete)."""
-    running, completes = wl.padded_life([3, 1, 5])
-    assert running == [3, 3, 3, 3] and completes == [True] * 3
+    bounds the batch, and every row runs until its batch's longest ends."""
     model = build("sambay", "tiny", "cpu", torch.float32)
     s = wl.WorkloadSettings.tiny("lognormal")  # 90 blocks of 16 tokens: 6 reservations of 16 + 224
+    s.requests = 12
     life = wl.run_static_life(model, s, 1e12, padded=True)
-    lengths = wl.draw_lengths(s, 6, s.seed + 2)
-    assert life["method"] == "padded_batch_life" and life["max_running"] == 6 == life["mean_batch"]
-    assert life["tokens"] == sum(lengths) and life["steps"] == max(lengths) - 1 and life["preemptions"] == 0
+    lengths = wl.draw_lengths(s)
+    assert life["method"] == "padded_job" and life["max_running"] == 6 == life["mean_batch"]
+    assert life["batches"] == 2 and life["preemptions"] == 0 and life["tokens"] == sum(lengths)
+    assert life["steps"] == max(lengths[:6]) - 1 + max(lengths[6:]) - 1
     assert {x["rows"] for x in life["samples"]} == {6} and len(life["samples"]) == 5
     # a padded row decodes until the longest ends: tokens per row-step fall short of one
     assert life["tokens"] < 0.8 * life["mean_batch"] * life["steps"]
