@@ -272,9 +272,9 @@ def static_job(lengths: list[int], prompt: int, pool_blocks: int, block_size: in
         base = [prompt + g + 1 for _, g in admitted]  # tokens held at step 0
         end = [L - g - 1 for L, g in admitted]  # decode steps left
         if padded:
-            for t in range(max(end)):
-                rows.append(len(admitted))
-                contexts.append(sum(base) + len(admitted) * t)
+            held = sum(base)
+            rows += [len(admitted)] * max(end)
+            contexts += [held + len(admitted) * t for t in range(max(end))]
         else:
             # incremental bookkeeping: a step costs O(1) plus the rows that leave
             alive = [e > 0 for e in end]
