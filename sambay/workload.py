@@ -18,8 +18,9 @@ Two ways to measure, per (model, policy):
   completions run for ``steps`` steps; validated against an end-to-end run at a small scale
   (:func:`validate_steady_state`), whose saturated phase (while requests wait) it should match.
   Static (:func:`run_static_life`): the whole job through static batching, simulated step by
-  step (:func:`static_job`: who runs at each step of each batch, pool-limited preemption and the
-  recomputation of what was preempted in a later batch), its step time timed at five moments of
+  step with the engine's own scheduler and no model (:func:`scheduled_job`: who runs at each step
+  of each batch, pool-limited admission and preemption, the recomputation of what was preempted
+  in a later batch), its step time timed at five moments of
   the first batch, from the full batch to its last rows, and fitted (affine in rows and K/V
   read), plus its prefill calls; checked against a real static run on the CPU. A single moment of
   a static batch is no estimate of it: early moments read little K/V with every row running,
@@ -39,7 +40,6 @@ reserving ``prompt + max_len`` per request would allow in the same pool.
 
 from __future__ import annotations
 
-import collections
 import math
 import random
 import time
@@ -50,7 +50,10 @@ import torch
 from torch import nn
 
 from .bench import step_bytes
-from .generate import Engine, Request, SamplingParams
+from .engine.block_manager import BlockManager
+from .engine.scheduler import Scheduler
+from .engine.sequence import Sequence
+from .generate import Engine, Request, SamplingParams, prefill_groups
 
 WORKLOADS = ("fixed", "uniform", "lognormal")
 POLICIES = ("static_padded", "static", "continuous")  # as reported; static_padded only in steady state
@@ -234,100 +237,93 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
 @dataclass
 class StaticJob:
     """A static job's decode steps, simulated: per step, the rows decoding and the sum of their
-    contexts (tokens held); the forward calls its admissions take; its preemptions."""
+    contexts (tokens held); the forward calls its prefills take; its preemptions and batches."""
 
     rows: list[int]
     contexts: list[int]
     prefill_calls: int
     preemptions: int
     batches: int
-    first_batch_steps: int  # the first batch's steps: all its rows fresh, so one context per step
+    first_batch_steps: int  # the first batch's decode steps: all its rows fresh
 
 
-def static_job(lengths: list[int], prompt: int, pool_blocks: int, block_size: int, batch: int, group: int,
-               chunk: int, padded: bool = False) -> StaticJob:
-    """Every request of ``lengths`` (output tokens each) through static batching, as the engine's
-    ``static`` policy runs it: ``batch`` requests from the front of the queue are admitted together
-    (fresh prompts prefilled ``group`` to a forward call, a recomputed one in ``chunk``-token calls),
-    then decoded until the last ends. A request of L tokens gets its first from the prefill, then
-    decodes L - 1 steps; a row with g tokens from before a preemption holds prompt + g + 1 + t
-    tokens at step t. When the pool runs dry the newest row is preempted and requeued first, to be
-    recomputed (prompt + its tokens) in a later batch, as the engine does.
-
-    ``padded``: the static engine before continuous batching: every admitted row decodes until the
-    batch's longest ends (finished rows too, their K/V growing), nothing preempted (each row's
-    prompt + max length reserved: ``batch`` is what the pool holds of those)."""
-    if -(-(prompt + max(lengths, default=0)) // block_size) > pool_blocks:
-        raise ValueError(f"a request of {prompt} + {max(lengths)} tokens does not fit a pool of {pool_blocks} blocks")
-    queue = collections.deque((L, 0) for L in lengths)  # (output length, tokens made before a preemption)
+def scheduled_job(lengths: list[int], prompt: int, engine: Engine, policy: str = "static") -> StaticJob:
+    """Every request of ``lengths`` (output tokens each, after a ``prompt``-token prompt) through
+    the engine's own scheduler and block manager (fresh ones of ``engine``'s sizes) without the
+    model: each step's plan is carried out as ``Engine.step`` does (prefill groups, a token per
+    decoding row), so admission, preemption and recomputation are the engine's, exactly."""
+    blocks = BlockManager(engine.num_blocks, engine.block_size)
+    scheduler = Scheduler(blocks, engine.max_batch_size, engine.prefill_chunk, policy, engine.max_prefills)
+    for i, L in enumerate(lengths):
+        scheduler.add(Sequence(f"sim-{i}", [0] * prompt, SamplingParams(temperature=0.0, max_new_tokens=L),
+                               frozenset(), None, False))
     rows: list[int] = []
     contexts: list[int] = []
-    calls = preemptions = batches = 0
-    first = None
-    while queue:
-        admitted = [queue.popleft() for _ in range(min(batch, len(queue)))]
-        batches += 1
-        fresh = sum(g == 0 for _, g in admitted)
-        calls += -(-fresh // group) + sum(-(-(prompt + g) // chunk) for _, g in admitted if g)
-        base = [prompt + g + 1 for _, g in admitted]  # tokens held at step 0
-        end = [L - g - 1 for L, g in admitted]  # decode steps left
-        if padded:
-            held = sum(base)
-            rows += [len(admitted)] * max(end)
-            contexts += [held + len(admitted) * t for t in range(max(end))]
-        else:
-            # incremental bookkeeping: a step costs O(1) plus the rows that leave
-            alive = [e > 0 for e in end]
-            ending: dict[int, list[int]] = collections.defaultdict(list)
-            for i, e in enumerate(end):
-                ending[e].append(i)
-            n, total = sum(alive), sum(b for b, a in zip(base, alive) if a)
-            blocks = sum(-(-b // block_size) for b, a in zip(base, alive) if a)
-            residue = collections.Counter(b % block_size for b, a in zip(base, alive) if a)
-            newest = len(admitted) - 1
-
-            def leave(i: int, t: int) -> None:
-                nonlocal n, total, blocks
-                alive[i] = False
-                n, total = n - 1, total - base[i]
-                blocks -= -(-(base[i] + t) // block_size)
-                residue[base[i] % block_size] -= 1
-
-            for t in range(max(end, default=0)):
-                if t:
-                    for i in ending[t]:  # done: their last token came at step t - 1
-                        if alive[i]:
-                            leave(i, t - 1)
-                    blocks += residue[(1 - t) % block_size]  # rows whose new token opens a block
-                while blocks > pool_blocks:
-                    while not alive[newest]:
-                        newest -= 1
-                    i = newest
-                    leave(i, t)
-                    preemptions += 1
-                    L, g = admitted[i]
-                    queue.appendleft((L, g + 1 + t))  # tokens it holds: recomputed on readmission
-                if not n:
-                    break
-                rows.append(n)
-                contexts.append(total + n * t)
-        if first is None:
+    calls = batches = 0
+    first = None  # decode steps of the first batch
+    decoding = False
+    while scheduler.has_unfinished():
+        plan = scheduler.schedule()
+        decode = plan.decode
+        if decode:
+            batches += not decoding
+            rows.append(len(decode))
+            contexts.append(sum(seq.num_tokens for seq in decode))
+        elif decoding and first is None:  # the first batch emptied
             first = len(rows)
-    return StaticJob(rows, contexts, calls, preemptions, batches, first or 0)
+        decoding = bool(decode)
+        ends: dict[int, int] = {}  # id(seq) -> end, for the prefill chunks that sample a token
+        for group, group_ends in prefill_groups(plan.prefills):
+            calls += 1
+            sampled = plan.samples(group[0], group_ends[0])
+            for seq, end in zip(group, group_ends):
+                if sampled:
+                    ends[id(seq)] = end
+                else:
+                    scheduler.prefilled(seq, end)
+        for seq in decode + [seq for seq, _ in plan.prefills if id(seq) in ends]:
+            joining = id(seq) in ends
+            seq.num_cached = ends[id(seq)] if joining else seq.num_cached + 1
+            seq.tokens.append(0)
+            if len(seq.tokens) >= seq.params.max_new_tokens:
+                scheduler.remove(seq)
+            elif joining:
+                scheduler.join(seq)
+    return StaticJob(rows, contexts, calls, scheduler.preemptions, batches, len(rows) if first is None else first)
+
+
+def padded_job(lengths: list[int], prompt: int, batch: int, group: int) -> StaticJob:
+    """The static engine before continuous batching: batches of ``batch`` requests (what the pool
+    holds when each reserves prompt + max length: nothing is preempted), prefilled ``group`` to a
+    call, and every admitted row decodes until its batch's longest ends (finished rows too, their
+    K/V growing). A request of L tokens gets its first from the prefill, then decodes L - 1 steps."""
+    rows: list[int] = []
+    contexts: list[int] = []
+    calls = batches = 0
+    first = None
+    for i in range(0, len(lengths), batch):
+        admitted = lengths[i:i + batch]
+        batches += 1
+        calls += -(-len(admitted) // group)
+        steps = max(admitted) - 1
+        rows += [len(admitted)] * steps
+        contexts += [len(admitted) * (prompt + 1 + t) for t in range(steps)]
+        first = len(rows) if first is None else first
+    return StaticJob(rows, contexts, calls, 0, batches, first or 0)
 
 
 @torch.no_grad()
 def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, points: int = 5,
                     steps_per_point: int = 8, padded: bool = False) -> dict[str, Any]:
     """Static batching over the whole job, for jobs too long to run: the ``s.requests`` requests
-    go through :func:`static_job` (who runs at each step of every batch, preemptions and their
-    recomputation); real decode steps are timed at ``points`` moments of the first batch's life
+    go through the engine's scheduler without the model (:func:`scheduled_job`: who runs at each
+    step of every batch, preemptions and their recomputation); real decode steps are timed at ``points`` moments of the first batch's life
     (its rows placed at that context, ``Engine.place``), from the full batch down to its last
     rows; a fit ``seconds = a + b * rows + c * (sum of the rows' contexts)`` of those steps (decode
     time is affine in rows and in the K/V they read) is summed over every step of the job, plus
     its prefill calls (one timed). tokens/s = every request's tokens / that time.
 
-    ``padded``: the static engine before continuous batching (see :func:`static_job`): batches of
+    ``padded``: the static engine before continuous batching (:func:`padded_job`): batches of
     as many requests as reserving ``prompt + max_len`` each lets the pool hold (at most
     ``max_batch_size``); the moments are then spread evenly over the first batch (its rows do
     not change)."""
@@ -342,8 +338,7 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
         raise ValueError(f"the pool ({pool_tokens} tokens) cannot reserve one request of {s.prompt} + {s.max_len} tokens")
     lengths = draw_lengths(s)  # the requests an end-to-end run of the workload takes
     group = max(1, min(engine.max_batch_size, engine.prefill_chunk // s.prompt, engine.max_prefills))
-    job = static_job(lengths, s.prompt, pool_blocks, bs, reserved if padded else engine.max_batch_size, group,
-                     engine.prefill_chunk, padded)
+    job = padded_job(lengths, s.prompt, reserved, group) if padded else scheduled_job(lengths, s.prompt, engine)
     life = job.rows[:job.first_batch_steps]  # the first batch: fresh rows, one context per step
     if not life:
         raise ValueError(f"no decode step to time: every output of the batch is at most 1 token, or the pool "

@@ -106,8 +106,11 @@ class Scheduler:
     # ----- one step
     def schedule(self) -> Plan:
         plan = Plan()
-        # Room for every running sequence's next token, preempting the newest when the pool is dry.
-        for seq in sorted(self.running, key=lambda s: s.admitted):
+        # Room for every running sequence's next token, preempting the newest when the pool is dry;
+        # oldest first, and only those whose next token opens a block (one step in block_size).
+        size = self.blocks.block_size
+        growing = [s for s in self.running if s.num_tokens > len(s.blocks) * size]
+        for seq in sorted(growing, key=lambda s: s.admitted):
             if seq.status is not Status.RUNNING:
                 continue  # preempted in this loop
             while not self.blocks.can_grow(seq, seq.num_tokens):
