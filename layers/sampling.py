@@ -62,7 +62,7 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Ten
     threshold = s.gather(-1, keep.sum(-1, keepdim=True).clamp(min=1) - 1)  # NaN rows keep none
     kept = torch.where(e >= threshold, e, 0.0)
     cdf = kept.cumsum(-1)
-    last = torch.where(kept > 0, torch.arange(V, device=x.device), 0).amax(-1)  # past the end (u * total rounds up)
+    last = torch.where(kept > 0, rank, 0).amax(-1)  # past the end (u * total rounds up)
     pick = torch.minimum(torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True)[:, 0], last)
     token = torch.where(temperature > 0, pick, greedy)
     return torch.stack([token, bad.long()], dim=1)

@@ -27,8 +27,10 @@ import triton.language as tl
 CHUNK = 8192  # tokens per program; fixed, so the sums do not depend on the batch
 SUB = 512  # tokens per step inside a chunk: (SUB, 16) tiles of compares
 PASSES = 8  # 15-way search: 2**30 bit patterns of [0, 1] -> one in 8 passes
-ONE = 0x3F800000  # the bits of 1.0
-LOG2E = 1.4426950408889634
+ONE = tl.constexpr(0x3F800000)  # the bits of 1.0
+# layers.sampling's LOG2E and MIN_TEMPERATURE (that module imports this one lazily, not back)
+_LOG2E = tl.constexpr(1.4426950408889634)
+_MIN_T = tl.constexpr(1e-6)
 
 
 @triton.jit
@@ -38,7 +40,7 @@ def _row_setup(MAX, T, b, C, CP: tl.constexpr):
     m = tl.max(tl.load(MAX + b * C + c, mask=c < C, other=-float("inf")), 0)
     t = tl.load(T + b)
     # below 1e-6 (a tiny temperature would overflow the scale) the distribution is the argmax's anyway
-    scale = tl.math.div_rn(1.4426950408889634, tl.maximum(tl.where(t > 0, t, 1.0), 1e-6))
+    scale = tl.math.div_rn(_LOG2E, tl.maximum(tl.where(t > 0, t, 1.0), _MIN_T))
     return m, scale
 
 
@@ -109,7 +111,7 @@ def _search_pass(LOGITS, MAX, T, TOP_P, TOP_K, STATE, MASS, COUNT, stride, V, C,
     b, chunk = tl.program_id(0), tl.program_id(1)
     if FIRST:
         t, top_p, top_k = tl.load(T + b), tl.load(TOP_P + b), tl.load(TOP_K + b)
-        hi = tl.where((t > 0) & ((top_p < 1.0) | (top_k > 0)), 0x3F800000, 0)  # greedy or keep-all: done
+        hi = tl.where((t > 0) & ((top_p < 1.0) | (top_k > 0)), ONE, 0)  # greedy or keep-all: done
         lo = hi * 0
     else:
         lo, hi = _narrow(STATE, MASS, COUNT, TOP_P, TOP_K, b, C, V, k - 1, CP)

@@ -20,11 +20,10 @@ Two ways to measure, per (model, policy):
   Static (:func:`run_static_life`): the whole job through static batching, simulated step by
   step with the engine's own scheduler and no model (:func:`scheduled_job`: who runs at each step
   of each batch, pool-limited admission and preemption, the recomputation of what was preempted
-  in a later batch), its step time timed at five moments of
-  the first batch, from the full batch to its last rows, and fitted (affine in rows and K/V
-  read), plus its prefill calls; checked against a real static run on the CPU. A single moment of
-  a static batch is no estimate of it: early moments read little K/V with every row running,
-  late ones run a few rows.
+  in a later batch), its step time timed at five moments of the first batch, from the full batch
+  to its last rows, and fitted (affine in rows and K/V read), plus its prefill calls; checked
+  against a real static run on the CPU. A single moment of a static batch is no estimate of it:
+  early moments read little K/V with every row running, late ones run a few rows.
   Static padded (``run_static_life(padded=True)``, steady state only): the static engine this
   package had before continuous batching, as vLLM compared against: each row reserves
   ``prompt + max_len`` tokens at admission (so the pool bounds the batch), and a finished row
@@ -247,13 +246,13 @@ class StaticJob:
     first_batch_steps: int  # the first batch's decode steps: all its rows fresh
 
 
-def scheduled_job(lengths: list[int], prompt: int, engine: Engine, policy: str = "static") -> StaticJob:
+def scheduled_job(lengths: list[int], prompt: int, engine: Engine) -> StaticJob:
     """Every request of ``lengths`` (output tokens each, after a ``prompt``-token prompt) through
-    the engine's own scheduler and block manager (fresh ones of ``engine``'s sizes) without the
+    the static policy of the engine's own scheduler and block manager (fresh ones of ``engine``'s sizes) without the
     model: each step's plan is carried out as ``Engine.step`` does (prefill groups, a token per
     decoding row), so admission, preemption and recomputation are the engine's, exactly."""
     blocks = BlockManager(engine.num_blocks, engine.block_size)
-    scheduler = Scheduler(blocks, engine.max_batch_size, engine.prefill_chunk, policy, engine.max_prefills)
+    scheduler = Scheduler(blocks, engine.max_batch_size, engine.prefill_chunk, "static", engine.max_prefills)
     for i, L in enumerate(lengths):
         scheduler.add(Sequence(f"sim-{i}", [0] * prompt, SamplingParams(temperature=0.0, max_new_tokens=L),
                                frozenset(), None, False))
@@ -317,9 +316,9 @@ def run_static_life(model: nn.Module, s: WorkloadSettings, bandwidth: float, poi
                     steps_per_point: int = 8, padded: bool = False) -> dict[str, Any]:
     """Static batching over the whole job, for jobs too long to run: the ``s.requests`` requests
     go through the engine's scheduler without the model (:func:`scheduled_job`: who runs at each
-    step of every batch, preemptions and their recomputation); real decode steps are timed at ``points`` moments of the first batch's life
-    (its rows placed at that context, ``Engine.place``), from the full batch down to its last
-    rows; a fit ``seconds = a + b * rows + c * (sum of the rows' contexts)`` of those steps (decode
+    step of every batch, preemptions and their recomputation); real decode steps are timed at
+    ``points`` moments of the first batch's life (its rows placed at that context,
+    ``Engine.place``), from the full batch down to its last rows; a fit ``seconds = a + b * rows + c * (sum of the rows' contexts)`` of those steps (decode
     time is affine in rows and in the K/V they read) is summed over every step of the job, plus
     its prefill calls (one timed). tokens/s = every request's tokens / that time.
 

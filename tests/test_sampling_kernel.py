@@ -14,7 +14,7 @@ pytest.importorskip("triton", reason="the kernel tests need triton (.ci/run inst
 
 from helpers import fresh_seed  # noqa: E402
 from layers import sampling_triton  # noqa: E402
-from layers.sampling import sample, sample_ref  # noqa: E402
+from layers.sampling import LOG2E, MIN_TEMPERATURE, sample, sample_ref  # noqa: E402
 from layers.sampling_triton import sample_triton  # noqa: E402
 
 GPU = torch.cuda.is_available()
@@ -140,6 +140,10 @@ def test_non_finite_rows_are_flagged() -> None:
     out = sample_triton(logits, *args)
     assert out[3, 0] >= VOCAB // 2  # never a token of probability 0
     assert ((0 <= out[:, 0]) & (out[:, 0] < VOCAB)).all()
+
+
+def test_the_twins_share_their_constants() -> None:
+    assert (sampling_triton._LOG2E.value, sampling_triton._MIN_T.value) == (LOG2E, MIN_TEMPERATURE)
 
 
 def test_sample_dispatches_to_the_kernel_on_cuda_only() -> None:

@@ -225,8 +225,8 @@ class ModelRunner:
         params = [s.params for s in seqs]
         f = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype, device=dev)  # noqa: E731
         return sample(logits, f([float(p.temperature) for p in params]), f([float(p.top_p) for p in params]),
-                                f([p.top_k for p in params], torch.long),
-                                f([uniform(p.seed, len(s.tokens)) for p, s in zip(params, seqs)]))
+                      f([p.top_k for p in params], torch.long),
+                      f([uniform(p.seed, len(s.tokens)) for p, s in zip(params, seqs)]))
 
     def move_slot(self, src: int, dst: int) -> None:
         self.cache.move_slot(src, dst)

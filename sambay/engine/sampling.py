@@ -9,6 +9,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick each next token. ``temperature=0`` is greedy; the defaults are the
