@@ -10,7 +10,7 @@
 #   one       the tests named in ONE ("tests/test_x.py::test_y ..."), every failure reported
 #   quick     the GPU tests of the paged kernels, the engine and fp8 only (about 2 minutes)
 #   attention examples/bench_paged_attention.py (decode attention kernels, bf16 and fp8 K/V)
-#   profile   examples/profile_decode.py --no-compile, one model per process (batch-1 kernel timeline)
+#   profile   examples/profile_decode.py, one model per process (batch-1 kernel timeline)
 #   tune      examples/bench_gemv.py --tune: sweeps the GEMV tiles of every shape (both models, bf16 and
 #             fp8) into $OUT/gemv_tiles.json, shape by shape (a cut run keeps what it swept), for
 #             layers/gemv_triton.TUNED_BY_DEVICE; TUNE_LIMIT seconds (default 400)
@@ -26,6 +26,8 @@
 #   eval      sambay eval of 64 problems x k=8 (examples/eval_gpu.sh)
 #   quality   examples/fp8_quality.py on the GPU (built-in model, 500 held-out problems)
 #
+# COMPILE=1 compiles the batch-1 step (latency, profile; graphs only otherwise). Each stage has a
+# time limit; *_LIMIT variables change them.
 #   STAGES="quick latency" bash examples/gpu_check.sh   # logs and JSON in $OUT/gpu_results.tgz (or ./gpu_out)
 #
 # Everything is written under a work folder first and packed into one archive at the end (the
@@ -43,11 +45,12 @@ if ls .gpu/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$PWD
 fi
+NO_COMPILE=--no-compile; [ "${COMPILE:-0}" = 1 ] && NO_COMPILE=  # COMPILE=1: torch.compile the batch-1 step too
 export PYTHONUNBUFFERED=1 SAMBAY_GEMV_CACHE=${SAMBAY_GEMV_CACHE:-off} SAMBAY_O200K_BPE=$PWD/.gpu/o200k_base.tiktoken
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 bench() {  # bench SECONDS NAME ARGS...: one compare_latency run, its log under $OUT/NAME.txt
   local limit=$1 name=$2; shift 2
-  timeout "$limit" python3 examples/compare_latency.py --out "$OUT/$name" --no-hf --no-plot --no-compile "$@" \
+  timeout "$limit" python3 examples/compare_latency.py --out "$OUT/$name" --no-hf --no-plot $NO_COMPILE "$@" \
     > "$OUT/$name.txt" 2>&1 || echo "[$name: exit $?]"
   grep -vE "^    \{|^(attention|paged|linear|rope|mamba|mlp|gmu)" "$OUT/$name.txt" | tail -${TAIL:-12}
 }
@@ -69,8 +72,8 @@ for stage in $STAGES; do
         || echo "[attention: exit $?]"
       tail -${TAIL:-14} "$OUT/attention.txt" ;;
     profile)
-      for m in sambay dense; do
-        timeout 90 python3 examples/profile_decode.py --out "$OUT/profile" --models $m --no-compile \
+      for m in ${PROFILE_MODELS:-sambay dense}; do
+        timeout ${PROFILE_LIMIT:-90} python3 examples/profile_decode.py --out "$OUT/profile" --models $m $NO_COMPILE \
           > "$OUT/profile_$m.txt" 2>&1 || echo "[profile $m: exit $?]"
         grep -vE "^(attention|paged|linear|rope|mamba)" "$OUT/profile_$m.txt" | tail -8
       done ;;
@@ -90,10 +93,10 @@ for stage in $STAGES; do
       tail -6 "$OUT/sampling.txt" ;;
     latency|latency-bf16)
       common=(--models dense,sambay --contexts 2048,32768 --prompt-lengths 2048 --batch-sizes 1 --decode-steps 16)
-      TAIL=16 bench 110 latency_bf16 "${common[@]}"
+      TAIL=16 bench ${LATENCY_LIMIT:-110} latency_bf16 "${common[@]}"
       [ "$stage" = latency-bf16 ] && continue
-      TAIL=16 bench 110 latency_fp8w --quantize fp8 "${common[@]}"
-      TAIL=16 bench 110 latency_fp8wkv --quantize fp8 --kv-cache-dtype fp8 "${common[@]}" ;;
+      TAIL=16 bench ${LATENCY_LIMIT:-110} latency_fp8w --quantize fp8 "${common[@]}"
+      TAIL=16 bench ${LATENCY_LIMIT:-110} latency_fp8wkv --quantize fp8 --kv-cache-dtype fp8 "${common[@]}" ;;
     capacity-dense|capacity-sambay)  # bf16 K/V without the check (the latency stage has it), then fp8 K/V
       common=(--contexts 2048,32768 --prompt-lengths 2048 --decode-steps 6 --throughput-points 2)
       if [ "$stage" = capacity-dense ]; then
