@@ -6,7 +6,8 @@ version (``*_cuda``, wrapping mamba-ssm and causal-conv1d) with one signature (l
     causal_conv1d          silu(depthwise causal conv) over a sequence, from a conv state
     causal_conv1d_update   the same for one token, updating the conv state in place
     selective_scan         the SSM over a sequence, from an SSM state
-    selective_state_update the SSM for one token, updating the SSM state in place
+    ssm_step               the SSM for one token, updating the SSM state in place, and the gate
+                           (the CUDA version is this package's Triton kernel, layers.mamba_triton)
 
 State conventions: the conv state holds the last ``K - 1`` inputs (B, E, K-1) in the model
 dtype; the SSM state (B, E, N) is fp32. Both start at zero for a new sequence.
@@ -84,22 +85,25 @@ def selective_scan_ref(
     return y.to(u.dtype), h
 
 
-def selective_state_update_ref(
+def ssm_step_ref(
     ssm_state: torch.Tensor,
     x: torch.Tensor,
     dt: torch.Tensor,
-    A: torch.Tensor,
+    A_log: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
     D: torch.Tensor,
     dt_bias: torch.Tensor,
-) -> torch.Tensor:
-    """One SSM step: x, dt (B, E); B, C (B, N); updates ``ssm_state`` (B, E, N) in place, returns y (B, E)."""
+    z: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SSM step: x, dt, z (B, E); B, C (B, N); ``A = -exp(A_log)``; updates ``ssm_state`` (B, E, N)
+    in place. Returns y (B, E) and the gated ``y * silu(z)`` out_proj reads, both in x's dtype."""
     dt = F.softplus(dt.float() + dt_bias.float())[..., None]  # (B, E, 1)
-    h = torch.exp(dt * A.float()) * ssm_state.float() + dt * x.float()[..., None] * B.float()[:, None]
+    A = -torch.exp(A_log.float())
+    h = torch.exp(dt * A) * ssm_state.float() + dt * x.float()[..., None] * B.float()[:, None]
     ssm_state.copy_(h)
-    y = (h * C.float()[:, None]).sum(-1) + D.float() * x.float()
-    return y.to(x.dtype)
+    y = ((h * C.float()[:, None]).sum(-1) + D.float() * x.float()).to(x.dtype)
+    return y, y * F.silu(z)
 
 
 # ----------------------------------------------------------------------------- CUDA kernels
@@ -169,29 +173,24 @@ def selective_scan_cuda(
     return y.to(u.dtype), last
 
 
-@torch.library.custom_op("sambay::selective_state_update", mutates_args=("ssm_state",))
-def selective_state_update_cuda(
-    ssm_state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-    C: torch.Tensor, D: torch.Tensor, dt_bias: torch.Tensor,
-) -> torch.Tensor:
-    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+def ssm_step_cuda(
+    ssm_state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A_log: torch.Tensor, B: torch.Tensor,
+    C: torch.Tensor, D: torch.Tensor, dt_bias: torch.Tensor, z: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ssm_step_ref` in one Triton kernel (:mod:`layers.mamba_triton`)."""
+    from .mamba_triton import ssm_step_triton
 
-    return selective_state_update(ssm_state, x, dt, A, B, C, D=D, z=None, dt_bias=dt_bias, dt_softplus=True)
-
-
-@selective_state_update_cuda.register_fake
-def _(ssm_state, x, dt, A, B, C, D, dt_bias):  # type: ignore[no-untyped-def]
-    return torch.empty_like(x)
+    return ssm_step_triton(ssm_state, x, dt, A_log, B, C, D, dt_bias, z)
 
 
 KERNELS = {
-    "ref": (causal_conv1d_ref, causal_conv1d_update_ref, selective_scan_ref, selective_state_update_ref),
-    "cuda": (causal_conv1d_cuda, causal_conv1d_update_cuda, selective_scan_cuda, selective_state_update_cuda),
+    "ref": (causal_conv1d_ref, causal_conv1d_update_ref, selective_scan_ref, ssm_step_ref),
+    "cuda": (causal_conv1d_cuda, causal_conv1d_update_cuda, selective_scan_cuda, ssm_step_cuda),
 }
 
 
 def kernels(device: torch.device, what: str):
-    """(conv, conv_update, scan, state_update) for ``device``, as :mod:`layers.backends` picks."""
+    """(conv, conv_update, scan, ssm_step) for ``device``, as :mod:`layers.backends` picks."""
     name = backends.mamba_backend(device)
     backends.announce(f"mamba {what}", name)
     return KERNELS[name]
@@ -295,12 +294,11 @@ class Mamba(nn.Module):
     def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], norm: nn.Module | None = None,
              residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One token x (B, 1, d), updating ``state`` in place; ``norm`` and ``residual`` as in ``forward``."""
-        _, causal_conv1d_update, _, selective_state_update = kernels(x.device, "decode")
+        _, causal_conv1d_update, _, ssm_step = kernels(x.device, "decode")
         conv_state, ssm_state = state
         x_in, z = self.in_proj(x[:, 0], norm=norm).chunk(2, dim=-1)  # (B, E) each
         x_c = causal_conv1d_update(x_in, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias)
         dt, Bm, Cm = self._ssm_inputs(x_c)
-        A = -torch.exp(self.A_log.float())
-        y = selective_state_update(ssm_state, x_c, dt, A, Bm, Cm, self.D, self.dt_proj.bias)
-        out = self.out_proj(y * F.silu(z), residual=residual[:, 0] if residual is not None else None)
+        y, gated = ssm_step(ssm_state, x_c, dt, self.A_log, Bm, Cm, self.D, self.dt_proj.bias, z)
+        out = self.out_proj(gated, residual=residual[:, 0] if residual is not None else None)
         return out[:, None], y[:, None]

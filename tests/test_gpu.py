@@ -285,22 +285,24 @@ def test_mamba_step_kernels_match_reference(dtype):
     seed = fresh_seed()
     _, upd_ref, _, step_ref = KERNELS["ref"]
     _, upd_cuda, _, step_cuda = KERNELS["cuda"]
-    Bsz, E, N, K = 3, 512, 16, 4
+    Bsz, E, N, K = 3, 5120 + 96, 16, 4  # the official d_inner and a ragged channel block
     w, bias = torch.randn(E, K, device=CUDA), torch.randn(E, device=CUDA)
     state = torch.randn(Bsz, E, K - 1, device=CUDA, dtype=dtype)
     h = torch.randn(Bsz, E, N, device=CUDA)
     s_ref, s_cuda, h_ref, h_cuda = state.clone(), state.clone(), h.clone(), h.clone()
-    A = -torch.rand(E, N, device=CUDA) * 2
+    A_log = torch.randn(E, N, device=CUDA) * 0.5
     D, dbias = torch.randn(E, device=CUDA), torch.randn(E, device=CUDA)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
     for _ in range(20):
-        x = torch.randn(Bsz, E, device=CUDA, dtype=dtype)
+        x, z = torch.randn(Bsz, 2 * E, device=CUDA, dtype=dtype).chunk(2, dim=-1)  # views, as in_proj's
         assert rel(upd_cuda(x, s_cuda, w, bias), upd_ref(x, s_ref, w, bias)) < 1e-2, seed
         assert torch.equal(s_cuda, s_ref)
         dt = torch.randn(Bsz, E, device=CUDA, dtype=dtype)
-        Bm, Cm = torch.randn(Bsz, N, device=CUDA, dtype=dtype), torch.randn(Bsz, N, device=CUDA, dtype=dtype)
-        y1 = step_ref(h_ref, x, dt, A, Bm, Cm, D, dbias)
-        y2 = step_cuda(h_cuda, x, dt, A, Bm, Cm, D, dbias)
-        assert rel(y2, y1) < 1e-2 and rel(h_cuda, h_ref) < 1e-4, seed
+        x_dbl = torch.randn(Bsz, 160 + 2 * N, device=CUDA, dtype=dtype)
+        Bm, Cm = x_dbl[:, 160:160 + N], x_dbl[:, 160 + N:]
+        (y1, o1), (y2, o2) = (step_ref(h_ref, x, dt, A_log, Bm, Cm, D, dbias, z),
+                              step_cuda(h_cuda, x, dt, A_log, Bm, Cm, D, dbias, z))
+        assert rel(y2, y1) < tol and rel(o2, o1) < tol and rel(h_cuda, h_ref) < 1e-4, seed
 
 
 # ----------------------------------------------------------------------------- whole models

@@ -1,4 +1,4 @@
-"""The decode-attention, RoPE-store, fp8 GEMV and sampling kernels compile for Hopper (sm_90), checked without a GPU.
+"""The decode-attention, RoPE-store, GEMV, SSM-step and sampling kernels compile for Hopper (sm_90), checked without a GPU.
 
 Triton's interpreter (how the other CPU tests run the kernels) executes the kernel's Python and
 accepts what the compiler refuses (a constexpr passed through a tuple, say), so a kernel can pass
@@ -77,6 +77,17 @@ x = torch.randn(512).to(torch.bfloat16)
 ln = (LAYER_NORM, torch.ones(512, dtype=torch.bfloat16), torch.zeros(512, dtype=torch.bfloat16), 1e-5)
 for f16 in (0, 1):  # fp8 GEMV tiles widened to fp32, or multiplied and summed in f16
     compiles(f"gemv fp8 F16={f16}", lambda: gt.gemv(x, w8, None, True, ln, scale=ws, config=(4, 256, 4, 1, f16)))
+gt.PDL = True  # what Hopper runs: programmatic dependent launches (read at import and at each launch)
+import layers.mamba_triton as mt  # noqa: E402
+mt.PDL = True
+for dtype in (torch.bfloat16, torch.float32):
+    R, E, N = 2, 160, 16
+    xz, x_dbl = torch.randn(R, 2 * E, dtype=dtype), torch.randn(R, 10 + 2 * N, dtype=dtype)
+    args = (torch.randn(R, E, N), xz[:, :E], torch.randn(R, E, dtype=dtype), torch.randn(E, N),
+            x_dbl[:, 10:10 + N], x_dbl[:, 10 + N:], torch.randn(E), torch.randn(E, dtype=dtype), xz[:, E:])
+    compiles(f"ssm step {dtype}", lambda: mt.ssm_step_triton(*args))
+    compiles(f"gemv PDL {dtype}", lambda: gt.gemv(x.to(dtype), torch.randn(96, 512, dtype=dtype), None, False, ln,
+                                                  config=(4, 256, 4, 1, 0)))
 import layers.sampling_triton as st  # each of the sampler's kernels on its own (a launch stops the first)
 B, V = 3, 20000
 C = -(-V // st.CHUNK)
@@ -106,6 +117,6 @@ def test_decode_kernels_compile_for_sm90() -> None:
     env["TRITON_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "triton-sm90")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 29, proc.stdout
+    assert proc.stdout.count("compiled") == 33, proc.stdout
     shared = int(proc.stdout.split("shared")[-1])
     assert 0 < shared <= 232448, f"a decode-attention variant needs {shared} B of shared memory"
