@@ -121,11 +121,35 @@ def _input_tile(X, NORM_W, NORM_B, k, cols, kmask, mean, rstd, wdt: tl.constexpr
 
 
 @triton.jit
-def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
+def _conv_step(out, rows, rmask, CONV_W, CONV_B, CONV_STATE, CONV_ROWS, wdt: tl.constexpr, CONV: tl.constexpr,
+               CONV_BIAS: tl.constexpr, CONV_P2: tl.constexpr):
+    """Mamba's depthwise causal conv, one token, on output rows below CONV_ROWS (in_proj's x half; the z
+    rows pass): ``silu(w . [state, x] + b)``, the row's state (its last CONV - 1 inputs, the layer's
+    dtype) shifted in place. Each row is one program's, so no other program touches its state."""
+    v = out.to(wdt).to(tl.float32)  # x_in, rounded as the unfused path stores it
+    cm = rmask & (rows < CONV_ROWS)
+    taps = tl.arange(0, CONV_P2)
+    tm = cm[:, None] & (taps[None, :] < CONV - 1)
+    state = CONV_STATE + rows[:, None].to(tl.int64) * (CONV - 1) + taps[None, :]
+    old = tl.load(state, mask=tm, other=0.0)
+    later = tl.load(state + 1, mask=tm & (taps[None, :] < CONV - 2), other=0.0)  # the state shifted by one
+    w = tl.load(CONV_W + rows[:, None] * CONV + taps[None, :], mask=tm, other=0.0).to(tl.float32)
+    c = tl.sum(old.to(tl.float32) * w, axis=1) + v * tl.load(CONV_W + rows * CONV + CONV - 1, mask=cm, other=0.0).to(tl.float32)
+    if CONV_BIAS:
+        c += tl.load(CONV_B + rows, mask=cm, other=0.0).to(tl.float32)
+    tl.debug_barrier()  # the program's threads have all read the state before any of them writes it
+    new = tl.where(taps[None, :] == CONV - 2, v[:, None], later.to(tl.float32))
+    tl.store(state, new.to(CONV_STATE.dtype.element_ty), mask=tm)
+    return tl.where(rows < CONV_ROWS, c / (1.0 + tl.exp(-c)), out)
+
+
+@triton.jit
+def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, CONV_W, CONV_B, CONV_STATE, N, eps, CONV_ROWS,
           K: tl.constexpr, HAS_BIAS: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, NORM_BIAS: tl.constexpr,
           GATED: tl.constexpr, RESIDUAL: tl.constexpr, EVEN: tl.constexpr, FP8: tl.constexpr,
           SPLIT_K: tl.constexpr, X_PARTS: tl.constexpr, X_STRIDE: tl.constexpr,
-          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, F16: tl.constexpr, PDL: tl.constexpr):
+          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, F16: tl.constexpr, PDL: tl.constexpr,
+          CONV: tl.constexpr = 0, CONV_BIAS: tl.constexpr = False, CONV_P2: tl.constexpr = 1):
     # The layer's dtype: the scales' for an fp8 weight; without scales SCALE is the weight itself.
     wdt: tl.constexpr = SCALE.dtype.element_ty
     # K_SPLIT columns per program along axis 1 (all of K without a split), a whole number of tiles.
@@ -189,6 +213,8 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, N, eps,
     else:
         if HAS_BIAS:
             out += tl.load(BIAS + rows, mask=rmask, other=0.0).to(tl.float32)
+        if CONV > 0:
+            out = _conv_step(out, rows, rmask, CONV_W, CONV_B, CONV_STATE, CONV_ROWS, wdt, CONV, CONV_BIAS, CONV_P2)
         if GLU:
             up = tl.sum(acc_up.to(tl.float32), axis=1)
             if F16:
@@ -490,13 +516,17 @@ def tune(keys: list[Key] | None = None, device: torch.device | str | None = None
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, glu: bool = False,
          norm: tuple[int, torch.Tensor, torch.Tensor | None, float] | None = None,
          gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-         scale: torch.Tensor | None = None, config: tuple[int, ...] | None = None) -> torch.Tensor:
+         scale: torch.Tensor | None = None, config: tuple[int, ...] | None = None,
+         conv: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None) -> torch.Tensor:
     """x (..., K) holding one row, weight (N, K) contiguous -> (..., N), or (..., N / 2) with ``glu``.
 
     ``norm = (LAYER_NORM or RMS_NORM, weight, bias, eps)`` normalizes x first (x may then be fp32);
     ``gate`` (N,) returns ``silu(out) * gate``; ``residual`` (N,) returns ``residual + out`` in the
     residual's dtype. Otherwise the result has the layer's dtype: the weight's, or for a float8_e4m3fn
     weight with per-row ``scale`` (layers.quant), the scales'. ``config`` overrides the tile table.
+    ``conv = (weight (E, W), bias (E,) or None, state (E, W - 1))``: the first E outputs (Mamba's
+    in_proj: x_in, then z) go through one step of the depthwise causal conv, as
+    :func:`layers.mamba.causal_conv1d_update_ref` (silu, the state updated in place); no other epilogue.
 
     A config's fifth entry (F16, fp8 weights in a 16-bit layer only; fp32 layers keep fp32 products)
     multiplies and sums each program's tiles in f16 before the fp32 reduction: the tune sweep offers
@@ -509,6 +539,11 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     assert not fp8 or (weight.dtype == torch.float8_e4m3fn and scale.shape == (weight.shape[0],) and scale.is_contiguous())
     for t in (gate, residual):
         assert t is None or (t.numel() == N and t.is_contiguous())
+    if conv is not None:
+        cw, cb, cs = conv
+        E, taps = cw.shape
+        assert not glu and gate is None and residual is None and E <= N and taps >= 2
+        assert cw.is_contiguous() and cs.shape == (E, taps - 1) and cs.is_contiguous() and cs.dtype == dtype_of(weight, scale)
     key = (N, K, glu, norm is not None, fp8, "gemv")
     if config is None:
         _note(key, x.device)
@@ -517,8 +552,14 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     dtype = scale.dtype if fp8 else weight.dtype
     f16 = len(config) > 4 and bool(config[4]) and fp8 and dtype != torch.float32
     out = torch.empty(*x.shape[:-1], N, device=x.device, dtype=residual.dtype if residual is not None else dtype)
-    _launch(x, weight, scale, bias, out, norm, gate, residual, None, N, K, glu, block_n, block_k, warps, 1, 0, 0, f16)
+    _launch(x, weight, scale, bias, out, norm, gate, residual, None, N, K, glu, block_n, block_k, warps, 1, 0, 0, f16,
+            conv)
     return out
+
+
+def dtype_of(weight: torch.Tensor, scale: torch.Tensor | None) -> torch.dtype:
+    """The dtype a layer computes in: its weight's, or for fp8 weights its scales'."""
+    return scale.dtype if scale is not None else weight.dtype
 
 
 def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1: torch.Tensor | None = None,
@@ -551,17 +592,21 @@ def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1
 
 
 def _launch(x, weight, scale, bias, out, norm, gate, residual, x_out, N, K, glu, block_n, block_k, warps,
-            split_k, x_parts, x_stride, f16=False) -> None:  # type: ignore[no-untyped-def]
+            split_k, x_parts, x_stride, f16=False, conv=None) -> None:  # type: ignore[no-untyped-def]
     kind, norm_w, norm_b, eps = norm or (NO_NORM, None, None, 0.0)
+    conv_w, conv_b, conv_state = conv or (None, None, None)
+    taps = conv_w.shape[1] if conv_w is not None else 0
     k_split = triton.cdiv(K, split_k * block_k) * block_k
     _gemv[(triton.cdiv(N, block_n), split_k)](
         x, weight, scale if scale is not None else weight, bias if bias is not None else weight, out,
         norm_w if norm_w is not None else weight, norm_b if norm_b is not None else weight,
         gate if gate is not None else weight, residual if residual is not None else weight,
-        x_out if x_out is not None else out, N, eps, K,
+        x_out if x_out is not None else out, *(t if t is not None else weight for t in (conv_w, conv_b, conv_state)),
+        N, eps, conv_w.shape[0] if conv_w is not None else 0, K,
         HAS_BIAS=bias is not None, GLU=glu, NORM=kind, NORM_BIAS=norm_b is not None, GATED=gate is not None,
         RESIDUAL=residual is not None, EVEN=K == split_k * k_split and N % block_n == 0, FP8=scale is not None,
         SPLIT_K=split_k, X_PARTS=x_parts, X_STRIDE=x_stride, BLOCK_N=block_n, BLOCK_K=block_k, F16=f16, PDL=PDL,
+        CONV=taps, CONV_BIAS=conv_b is not None, CONV_P2=triton.next_power_of_2(max(taps - 1, 1)),
         num_warps=warps, **({"launch_pdl": True} if PDL else {}))
 
 
@@ -592,6 +637,21 @@ def _(x, weight, bias=None, glu=False, norm_kind=NO_NORM, norm_weight=None, norm
     n = weight.shape[0] // 2 if glu else weight.shape[0]
     dtype = residual.dtype if residual is not None else scale.dtype if scale is not None else weight.dtype
     return x.new_empty(*x.shape[:-1], n, dtype=dtype)
+
+
+@torch.library.custom_op("sambay::gemv_conv", mutates_args=("conv_state",))
+def gemv_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, norm_kind: int,
+                 norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float,
+                 scale: torch.Tensor | None, conv_weight: torch.Tensor, conv_bias: torch.Tensor | None,
+                 conv_state: torch.Tensor) -> torch.Tensor:
+    """:func:`gemv` with the ``conv`` epilogue (Mamba's in_proj), as an operator torch.compile keeps whole."""
+    norm = (norm_kind, norm_weight, norm_bias, eps) if norm_kind != NO_NORM else None
+    return gemv(x, weight, bias, False, norm, scale=scale, conv=(conv_weight, conv_bias, conv_state))
+
+
+@gemv_conv_op.register_fake
+def _(x, weight, bias, norm_kind, norm_weight, norm_bias, eps, scale, conv_weight, conv_bias, conv_state):  # type: ignore[no-untyped-def]
+    return x.new_empty(*x.shape[:-1], weight.shape[0], dtype=dtype_of(weight, scale))
 
 
 @torch.library.custom_op("sambay::gemv_chain", mutates_args=())

@@ -64,6 +64,17 @@ def fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias:
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
+def gemv_norm_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, norm: nn.Module | None
+                   ) -> tuple | None:
+    """How the Triton GEMV computes ``norm`` (:func:`layers.norm.fused_norm_args`) when x is one row
+    of inference on CUDA that the GEMV takes (a contiguous weight, the ``triton`` linear backend, no
+    autograd); None when the row goes through torch's path."""
+    if not (x.is_cuda and x.numel() == x.shape[-1] and weight.is_contiguous()
+            and backends.linear_backend(x.device) == "triton" and not backends.needs_autograd(x, weight, bias, norm)):
+        return None
+    return fused_norm_args(norm)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
            scale: torch.Tensor | None = None, glu: bool = False, norm: nn.Module | None = None,
            gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,10 +85,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     check_quantized(weight, scale)
     dtype = scale.dtype if scale is not None else weight.dtype  # the dtype the layer computes in
     out_shape = (*x.shape[:-1], weight.shape[0] // 2 if glu else weight.shape[0])
-    fused_norm = fused_norm_args(norm) if x.is_cuda else None
     inference = x.is_cuda and not backends.needs_autograd(x, weight, bias, norm, gate, residual)
-    if (x.numel() == x.shape[-1] and inference and weight.is_contiguous() and fused_norm is not None
-            and backends.linear_backend(x.device) == "triton"
+    fused_norm = gemv_norm_args(x, weight, bias, norm)
+    if (fused_norm is not None and inference
             and (gate is None or (gate.shape == out_shape and gate.dtype == dtype))
             and (residual is None or (residual.shape == out_shape and residual.dtype in (dtype, torch.float32)))):
         from .gemv_triton import gemv_op

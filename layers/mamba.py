@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backends
-from .linear import Linear, linear_chain
+from .linear import Linear, gemv_norm_args, linear_chain
 
 # ----------------------------------------------------------------------------- reference kernels
 
@@ -296,8 +296,19 @@ class Mamba(nn.Module):
         """One token x (B, 1, d), updating ``state`` in place; ``norm`` and ``residual`` as in ``forward``."""
         _, causal_conv1d_update, _, ssm_step = kernels(x.device, "decode")
         conv_state, ssm_state = state
-        x_in, z = self.in_proj(x[:, 0], norm=norm).chunk(2, dim=-1)  # (B, E) each
-        x_c = causal_conv1d_update(x_in, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        conv_w, proj = self.conv1d.weight.squeeze(1), self.in_proj
+        fused = (gemv_norm_args(x, proj.weight, proj.bias, norm)
+                 if backends.mamba_backend(x.device) == "cuda" and not backends.needs_autograd(conv_w) else None)
+        if fused is not None:  # one row: the conv step rides in in_proj's GEMV (a launch fewer)
+            from .gemv_triton import gemv_conv_op
+
+            backends.announce("mamba in_proj + conv step (one row)", "triton gemv")
+            xz = gemv_conv_op(x.reshape(-1).contiguous(), proj.weight, proj.bias, *fused, proj.weight_scale, conv_w,
+                              self.conv1d.bias, conv_state[0])
+            x_c, z = xz.view(1, -1).chunk(2, dim=-1)
+        else:
+            x_in, z = proj(x[:, 0], norm=norm).chunk(2, dim=-1)  # (B, E) each
+            x_c = causal_conv1d_update(x_in, conv_state, conv_w, self.conv1d.bias)
         dt, Bm, Cm = self._ssm_inputs(x_c)
         y, gated = ssm_step(ssm_state, x_c, dt, self.A_log, Bm, Cm, self.D, self.dt_proj.bias, z)
         out = self.out_proj(gated, residual=residual[:, 0] if residual is not None else None)

@@ -110,6 +110,31 @@ def test_gemv_residual_keeps_its_dtype(residual_dtype):
     assert rel(got, want) < 1e-3, f"seed {seed}"  # fp16 products summed in another order
 
 
+@pytest.mark.parametrize("E, taps, norm_kind, bias", [(37, 4, "layer", False), (32, 2, None, True), (40, 3, "rms", True)])
+def test_gemv_conv_epilogue_matches_linear_then_conv_step(E, taps, norm_kind, bias):
+    """Mamba's in_proj with the conv step in its epilogue: the first E outputs through one causal
+    conv step (the state shifted in place), the other E passed through, over three tokens."""
+    from layers.gemv_triton import gemv
+    from layers.mamba import causal_conv1d_update_ref
+
+    seed = fresh_seed()
+    K = 200
+    w, b = torch.randn(2 * E, K, device=DEVICE) * 0.1, (torch.randn(2 * E, device=DEVICE) if bias else None)
+    cw, cb = torch.randn(E, taps, device=DEVICE), (torch.randn(E, device=DEVICE) if bias else None)
+    norm = _norm(norm_kind, K)
+    state = torch.randn(E, taps - 1, device=DEVICE)
+    got_state = state.clone()
+    for _ in range(3):
+        x = torch.randn(K, device=DEVICE)
+        with torch.no_grad():
+            got = gemv(x, w, b, False, fused_norm_args(norm) if norm is not None else None, config=(8, 64, 4),
+                       conv=(cw, cb, got_state))
+            x_in, z = linear_ref(x, w, b, norm=norm).chunk(2)
+            want = torch.cat([causal_conv1d_update_ref(x_in[None], state[None], cw, cb)[0], z])
+        assert rel(got, want) < 1e-5, f"seed {seed}"
+        assert rel(got_state, state) < 1e-6, f"seed {seed}"
+
+
 # ----------------------------------------------------------------------------- Mamba's SSM step
 
 
