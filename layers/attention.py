@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import backends
-from .linear import Linear
+from .linear import Linear, gemv_norm_args
 from .norm import RMSNorm
 
 
@@ -425,17 +425,36 @@ class DiffAttention(nn.Module):
         self.inner_cross_attn = DiffAttnCore(self.head_dim, layer_idx, eps)
         self.out_proj = Linear(num_heads * self.head_dim, dim, bias=True)
 
-    def project(self, x: torch.Tensor, norm: nn.Module | None = None
+    def project(self, x: torch.Tensor, norm: nn.Module | None = None,
+                ring: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """x (B, T, d) -> q (B, T, H, D) and, for self-attention, k, v (B, T, G, D), from ``norm(x)``."""
+        """x (B, T, d) -> q (B, T, H, D) and, for self-attention, k, v (B, T, G, D), from ``norm(x)``.
+
+        ``ring = (ring_k, ring_v, rows, at)`` (one-token decoding of a sliding-window layer; rings
+        (B, W, G, D)): k and v also go into slot ``at[b]`` of row ``rows[b]``'s rings, at one row
+        inside Wqkv's GEMV (no launch of their own)."""
         B, T, _ = x.shape
-        qkv = self.Wqkv(x, norm=norm)
+        w = self.Wqkv
+        fused = gemv_norm_args(x, w.weight, w.bias, norm) if ring is not None else None
+        if fused is not None:
+            from .gemv_triton import gemv_ring_op
+
+            ring_k, ring_v, _, at = ring
+            qkv = gemv_ring_op(x.reshape(-1).contiguous(), w.weight, w.bias, *fused, w.weight_scale, ring_k[0],
+                               ring_v[0], at, self.num_heads * self.head_dim).view(B, T, -1)
+        else:
+            qkv = w(x, norm=norm)
         if self.cross:
             return qkv.view(B, T, self.num_heads, self.head_dim), None, None
         q, k, v = qkv.split([self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim,
                              self.num_kv_heads * self.head_dim], dim=-1)
-        return (q.view(B, T, self.num_heads, self.head_dim), k.view(B, T, self.num_kv_heads, self.head_dim),
-                v.view(B, T, self.num_kv_heads, self.head_dim))
+        q, k, v = (q.view(B, T, self.num_heads, self.head_dim), k.view(B, T, self.num_kv_heads, self.head_dim),
+                   v.view(B, T, self.num_kv_heads, self.head_dim))
+        if ring is not None and fused is None:
+            ring_k, ring_v, rows, at = ring
+            ring_k.index_put_((rows, at), k[:, 0])
+            ring_v.index_put_((rows, at), v[:, 0])
+        return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
                k_pos: torch.Tensor | None, start: torch.Tensor | None = None, window: int | None = None,

@@ -144,12 +144,14 @@ def _conv_step(out, rows, rmask, CONV_W, CONV_B, CONV_STATE, CONV_ROWS, wdt: tl.
 
 
 @triton.jit
-def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, CONV_W, CONV_B, CONV_STATE, N, eps, CONV_ROWS,
+def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, CONV_W, CONV_B, CONV_STATE, RING_K, RING_V, RING_AT,
+          N, eps, CONV_ROWS, RING_FROM, RING_WIDTH,
           K: tl.constexpr, HAS_BIAS: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, NORM_BIAS: tl.constexpr,
           GATED: tl.constexpr, RESIDUAL: tl.constexpr, EVEN: tl.constexpr, FP8: tl.constexpr,
           SPLIT_K: tl.constexpr, X_PARTS: tl.constexpr, X_STRIDE: tl.constexpr,
           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, F16: tl.constexpr, PDL: tl.constexpr,
-          CONV: tl.constexpr = 0, CONV_BIAS: tl.constexpr = False, CONV_P2: tl.constexpr = 1):
+          CONV: tl.constexpr = 0, CONV_BIAS: tl.constexpr = False, CONV_P2: tl.constexpr = 1,
+          RING: tl.constexpr = False):
     # The layer's dtype: the scales' for an fp8 weight; without scales SCALE is the weight itself.
     wdt: tl.constexpr = SCALE.dtype.element_ty
     # K_SPLIT columns per program along axis 1 (all of K without a split), a whole number of tiles.
@@ -229,7 +231,13 @@ def _gemv(X, W, SCALE, BIAS, OUT, NORM_W, NORM_B, GATE, RES, X_OUT, CONV_W, CONV
             out = _silu_rounded(out, wdt) * tl.load(GATE + rows, mask=rmask, other=0.0).to(tl.float32)
         if RESIDUAL:
             out = tl.load(RES + rows, mask=rmask, other=0.0).to(tl.float32) + out.to(wdt).to(tl.float32)
-        tl.store(OUT + rows, out.to(OUT.dtype.element_ty), mask=rmask)
+        out = out.to(OUT.dtype.element_ty)
+        tl.store(OUT + rows, out, mask=rmask)
+        if RING:  # rows RING_FROM + [0, M) are k, the next M are v: also into the rings' slot RING_AT
+            at = tl.load(RING_AT).to(tl.int64) * RING_WIDTH
+            j = rows - RING_FROM
+            tl.store(RING_K + at + j, out, mask=rmask & (j >= 0) & (j < RING_WIDTH))
+            tl.store(RING_V + at + j - RING_WIDTH, out, mask=rmask & (j >= RING_WIDTH) & (j < 2 * RING_WIDTH))
 
 
 # ----------------------------------------------------------------------------- tile tables
@@ -517,7 +525,8 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
          norm: tuple[int, torch.Tensor, torch.Tensor | None, float] | None = None,
          gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
          scale: torch.Tensor | None = None, config: tuple[int, ...] | None = None,
-         conv: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None) -> torch.Tensor:
+         conv: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None,
+         ring: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
     """x (..., K) holding one row, weight (N, K) contiguous -> (..., N), or (..., N / 2) with ``glu``.
 
     ``norm = (LAYER_NORM or RMS_NORM, weight, bias, eps)`` normalizes x first (x may then be fp32);
@@ -527,6 +536,10 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     ``conv = (weight (E, W), bias (E,) or None, state (E, W - 1))``: the first E outputs (Mamba's
     in_proj: x_in, then z) go through one step of the depthwise causal conv, as
     :func:`layers.mamba.causal_conv1d_update_ref` (silu, the state updated in place); no other epilogue.
+    ``ring = (ring_k, ring_v, at, first)`` (rings (W, ...) of one sequence, ``at`` a one-element
+    device tensor): outputs ``first`` + [0, M) also go to ``ring_k[at]`` and the next M to ``ring_v[at]``
+    (M = a ring slot's size; a sliding-window layer's Wqkv writing its new k and v, as
+    :meth:`layers.attention.DiffAttention.project` does unfused).
 
     A config's fifth entry (F16, fp8 weights in a 16-bit layer only; fp32 layers keep fp32 products)
     multiplies and sums each program's tiles in f16 before the fp32 reduction: the tune sweep offers
@@ -544,6 +557,11 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
         E, taps = cw.shape
         assert not glu and gate is None and residual is None and E <= N and taps >= 2
         assert cw.is_contiguous() and cs.shape == (E, taps - 1) and cs.is_contiguous() and cs.dtype == dtype_of(weight, scale)
+    if ring is not None:
+        rk, rv, at, first = ring
+        width = rk[0].numel()
+        assert not glu and residual is None and rk.is_contiguous() and rv.is_contiguous() and rk.shape == rv.shape
+        assert at.numel() == 1 and rk.dtype == rv.dtype == dtype_of(weight, scale) and 0 <= first <= N - 2 * width
     key = (N, K, glu, norm is not None, fp8, "gemv")
     if config is None:
         _note(key, x.device)
@@ -553,7 +571,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     f16 = len(config) > 4 and bool(config[4]) and fp8 and dtype != torch.float32
     out = torch.empty(*x.shape[:-1], N, device=x.device, dtype=residual.dtype if residual is not None else dtype)
     _launch(x, weight, scale, bias, out, norm, gate, residual, None, N, K, glu, block_n, block_k, warps, 1, 0, 0, f16,
-            conv)
+            conv, ring)
     return out
 
 
@@ -592,21 +610,23 @@ def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1
 
 
 def _launch(x, weight, scale, bias, out, norm, gate, residual, x_out, N, K, glu, block_n, block_k, warps,
-            split_k, x_parts, x_stride, f16=False, conv=None) -> None:  # type: ignore[no-untyped-def]
+            split_k, x_parts, x_stride, f16=False, conv=None, ring=None) -> None:  # type: ignore[no-untyped-def]
     kind, norm_w, norm_b, eps = norm or (NO_NORM, None, None, 0.0)
     conv_w, conv_b, conv_state = conv or (None, None, None)
+    ring_k, ring_v, ring_at, ring_from = ring or (None, None, None, 0)
     taps = conv_w.shape[1] if conv_w is not None else 0
     k_split = triton.cdiv(K, split_k * block_k) * block_k
     _gemv[(triton.cdiv(N, block_n), split_k)](
         x, weight, scale if scale is not None else weight, bias if bias is not None else weight, out,
         norm_w if norm_w is not None else weight, norm_b if norm_b is not None else weight,
         gate if gate is not None else weight, residual if residual is not None else weight,
-        x_out if x_out is not None else out, *(t if t is not None else weight for t in (conv_w, conv_b, conv_state)),
-        N, eps, conv_w.shape[0] if conv_w is not None else 0, K,
+        x_out if x_out is not None else out,
+        *(t if t is not None else weight for t in (conv_w, conv_b, conv_state, ring_k, ring_v, ring_at)),
+        N, eps, conv_w.shape[0] if conv_w is not None else 0, ring_from, ring_k[0].numel() if ring_k is not None else 0, K,
         HAS_BIAS=bias is not None, GLU=glu, NORM=kind, NORM_BIAS=norm_b is not None, GATED=gate is not None,
         RESIDUAL=residual is not None, EVEN=K == split_k * k_split and N % block_n == 0, FP8=scale is not None,
         SPLIT_K=split_k, X_PARTS=x_parts, X_STRIDE=x_stride, BLOCK_N=block_n, BLOCK_K=block_k, F16=f16, PDL=PDL,
-        CONV=taps, CONV_BIAS=conv_b is not None, CONV_P2=triton.next_power_of_2(max(taps - 1, 1)),
+        CONV=taps, CONV_BIAS=conv_b is not None, CONV_P2=triton.next_power_of_2(max(taps - 1, 1)), RING=ring is not None,
         num_warps=warps, **({"launch_pdl": True} if PDL else {}))
 
 
@@ -651,6 +671,21 @@ def gemv_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 @gemv_conv_op.register_fake
 def _(x, weight, bias, norm_kind, norm_weight, norm_bias, eps, scale, conv_weight, conv_bias, conv_state):  # type: ignore[no-untyped-def]
+    return x.new_empty(*x.shape[:-1], weight.shape[0], dtype=dtype_of(weight, scale))
+
+
+@torch.library.custom_op("sambay::gemv_ring", mutates_args=("ring_k", "ring_v"))
+def gemv_ring_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, norm_kind: int,
+                 norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None, eps: float,
+                 scale: torch.Tensor | None, ring_k: torch.Tensor, ring_v: torch.Tensor, at: torch.Tensor,
+                 first: int) -> torch.Tensor:
+    """:func:`gemv` with the ``ring`` epilogue (a sliding-window layer's Wqkv), as an operator torch.compile keeps whole."""
+    norm = (norm_kind, norm_weight, norm_bias, eps) if norm_kind != NO_NORM else None
+    return gemv(x, weight, bias, False, norm, scale=scale, ring=(ring_k, ring_v, at, first))
+
+
+@gemv_ring_op.register_fake
+def _(x, weight, bias, norm_kind, norm_weight, norm_bias, eps, scale, ring_k, ring_v, at, first):  # type: ignore[no-untyped-def]
     return x.new_empty(*x.shape[:-1], weight.shape[0], dtype=dtype_of(weight, scale))
 
 

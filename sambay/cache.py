@@ -221,10 +221,11 @@ class SambaYCache(PagedCache):
             ring_v[rows, t % W] = v[rows, t.clamp(min=0)]
         return keys, values, k_pos
 
-    def sliding_step(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor,
-                     batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode: write each row's new k, v (B, 1, G, D) into its ring; return the rings (B, W, G, D)
-        and the position each ring slot holds per row (B, W) (negative: empty)."""
+    def ring(self, layer_idx: int, batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                               torch.Tensor]:
+        """Decode: a sliding layer's rings (B, W, G, D), the rows (B,) and ring slots (B,) their new
+        k, v go to (:meth:`layers.attention.DiffAttention.project` writes them), and the position
+        each ring slot holds per row after the write (B, W) (negative: empty)."""
         ring_k, ring_v = self.ring_k[layer_idx][batch.slots()], self.ring_v[layer_idx][batch.slots()]
         key = ("ring", self.window)
         if key not in batch.shared:  # the same for every sliding layer of the call
@@ -233,9 +234,7 @@ class SambaYCache(PagedCache):
             k_pos = pos[:, None] - (pos[:, None] - self._ring_slots) % self.window
             batch.shared[key] = (rows, pos % self.window, k_pos)
         rows, at, k_pos = batch.shared[key]
-        ring_k.index_put_((rows, at), k[:, 0])
-        ring_v.index_put_((rows, at), v[:, 0])
-        return ring_k, ring_v, k_pos
+        return ring_k, ring_v, rows, at, k_pos
 
     def shared_kv(self, k: torch.Tensor, v: torch.Tensor, batch: CacheBatch) -> tuple[torch.Tensor, torch.Tensor, None]:
         """Prefill: write layer h+1's new k, v (B, T, G, D); return all its K/V (slot s = position s)."""

@@ -81,6 +81,10 @@ class SambaYDecoderLayer(nn.Module):
             return out
         if self.kind == GMU_KIND:
             return self.attn(x, ctx.memory, norm, x)
+        if ctx.decode and self.kind == SLIDING:  # the new k, v go straight into the ring
+            ring_k, ring_v, rows, at, k_pos = cache.ring(self.layer_idx, batch)
+            q, _, _ = self.attn.project(x, norm, ring=(ring_k, ring_v, rows, at))
+            return self.attn.attend(q, ring_k, ring_v, ctx.positions[:, None], k_pos, ctx.start, self.window, residual=x)
         q, k, v = self.attn.project(x, norm)
         # One query per row over the paged shared K/V: decoding, and a prefill's last token per row in
         # the cross-decoder (through the decode kernel whose variants the decode graphs compiled,
@@ -99,8 +103,7 @@ class SambaYDecoderLayer(nn.Module):
         elif cache is None:
             k_pos = ctx.positions
         elif self.kind == SLIDING:
-            k, v, k_pos = (cache.sliding_step(self.layer_idx, k, v, batch) if ctx.decode
-                           else cache.sliding_kv(self.layer_idx, k, v, batch))
+            k, v, k_pos = cache.sliding_kv(self.layer_idx, k, v, batch)
         else:
             k, v, k_pos = cache.shared_kv(k, v, batch)
         if self.kind == FULL:

@@ -91,6 +91,9 @@ for dtype in (torch.bfloat16, torch.float32):
     cw, cs = torch.randn(48, 4, dtype=dtype), torch.randn(48, 3, dtype=dtype)  # Mamba's in_proj + conv step
     compiles(f"gemv conv {dtype}", lambda: gt.gemv(x.to(dtype), torch.randn(96, 512, dtype=dtype), None, False, ln,
                                                    config=(4, 256, 4, 1, 0), conv=(cw, cw[:, 0], cs)))
+    rk = torch.zeros(8, 2, 8, dtype=dtype)  # a sliding layer's Wqkv writing its k, v into the rings
+    compiles(f"gemv ring {dtype}", lambda: gt.gemv(x.to(dtype), torch.randn(96, 512, dtype=dtype), None, False, ln,
+                                                   config=(4, 256, 4, 1, 0), ring=(rk, rk.clone(), torch.tensor([3]), 64)))
 import layers.sampling_triton as st  # each of the sampler's kernels on its own (a launch stops the first)
 B, V = 3, 20000
 C = -(-V // st.CHUNK)
@@ -120,6 +123,6 @@ def test_decode_kernels_compile_for_sm90() -> None:
     env["TRITON_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "triton-sm90")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 35, proc.stdout
+    assert proc.stdout.count("compiled") == 37, proc.stdout
     shared = int(proc.stdout.split("shared")[-1])
     assert 0 < shared <= 232448, f"a decode-attention variant needs {shared} B of shared memory"

@@ -135,6 +135,29 @@ def test_gemv_conv_epilogue_matches_linear_then_conv_step(E, taps, norm_kind, bi
         assert rel(got_state, state) < 1e-6, f"seed {seed}"
 
 
+@pytest.mark.parametrize("H, G, D, at", [(4, 2, 8, 3), (3, 1, 12, 0)])  # 3 x 12 + 2 x 12 rows: ragged blocks
+def test_gemv_ring_epilogue_writes_k_and_v_into_the_ring_slot(H, G, D, at):
+    """A sliding layer's Wqkv with the ring write in its epilogue: the output is linear_ref's and the
+    k, v rows land in ring slot ``at`` (and nowhere else)."""
+    from layers.gemv_triton import gemv
+
+    seed = fresh_seed()
+    K, W = 100, 5
+    w, b = torch.randn((H + 2 * G) * D, K, device=DEVICE) * 0.1, torch.randn((H + 2 * G) * D, device=DEVICE)
+    norm = _norm("layer", K)
+    rings = [torch.randn(W, G, D, device=DEVICE) for _ in range(2)]
+    want_rings = [r.clone() for r in rings]
+    x = torch.randn(K, device=DEVICE)
+    with torch.no_grad():
+        got = gemv(x, w, b, False, fused_norm_args(norm), config=(8, 64, 4),
+                   ring=(*rings, torch.tensor([at], device=DEVICE), H * D))
+        want = linear_ref(x, w, b, norm=norm)
+    assert rel(got, want) < 1e-5, f"seed {seed}"
+    want_rings[0][at] = got[H * D:(H + G) * D].view(G, D)  # the very values the output holds
+    want_rings[1][at] = got[(H + G) * D:].view(G, D)
+    assert torch.equal(rings[0], want_rings[0]) and torch.equal(rings[1], want_rings[1]), f"seed {seed}"
+
+
 # ----------------------------------------------------------------------------- Mamba's SSM step
 
 
