@@ -306,6 +306,13 @@ class _Live:
     batch: int = 1
     result: Result | None = None
 
+    def feed(self, token: int) -> None:
+        """A generated token: its text, streamed when decided."""
+        self.generated += 1
+        delta = self.row.feed(token)
+        if delta and self.on_text is not None:
+            self.on_text(delta)
+
 
 # ------------------------------------------------------------------------------------------
 # The engine
@@ -449,11 +456,7 @@ class ReasoningEngine:
         live = _Live(item, _RowText(self.tokenizer, [s for s in stop if s], self.stop_token_ids), on_text)
 
         def should_stop(tokens: list[int]) -> bool:  # the stepping thread, after every token
-            live.generated = len(tokens)
-            live.batch = max(live.batch, self.engine.last_batch)
-            delta = live.row.feed(tokens[-1])
-            if delta and on_text is not None:
-                on_text(delta)
+            live.feed(tokens[-1])
             return live.row.stopped_by is not None
 
         with self._live_lock:
@@ -462,7 +465,10 @@ class ReasoningEngine:
                 raise ValueError(f"request id {rid!r} is already in use")
             self._live[rid] = live
         try:
-            self.engine.add(Request(item.ids, item.params, sorted(self.stop_token_ids), should_stop, rid))
+            # A stop string is decided before the next step is planned (its text inside engine.step());
+            # other requests' text is made in step() below, while the engine's next step computes.
+            self.engine.add(Request(item.ids, item.params, sorted(self.stop_token_ids),
+                                    should_stop if live.row.stop else None, rid))
         except BaseException:
             with self._live_lock:
                 self._live.pop(rid, None)
@@ -480,6 +486,16 @@ class ReasoningEngine:
         """One engine step; the Results of the requests that finished in it."""
         with self._step_lock:
             outputs = self.engine.step()
+        batch = self.engine.last_batch
+        with self._live_lock:
+            lives = [self._live.get(out.request_id) for out in outputs]
+        for out, live in zip(outputs, lives):
+            if live is None:
+                continue
+            live.batch = max(live.batch, batch)
+            if not live.row.stop:  # (with stop strings the text went in with the stop check)
+                for token in out.new_tokens:
+                    live.feed(token)
         results = []
         for out in outputs:
             if not out.finished:

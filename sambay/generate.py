@@ -34,7 +34,7 @@ from .cache import kv_pool_dtype
 from .engine.block_manager import BlockManager
 from .engine.runner import ModelRunner
 from .engine.sampling import SamplingParams, uniform
-from .engine.scheduler import POLICIES, Scheduler
+from .engine.scheduler import POLICIES, Plan, Scheduler
 from .engine.sequence import Sequence, Status, decode_tokens_per_second
 
 log = logging.getLogger("sambay.engine")
@@ -108,8 +108,20 @@ class EngineStats:
     def host_share(self) -> float | None:
         """Share of step time the host spent not waiting for the device (scheduling, inputs, sampling
         parameters, launches, bookkeeping), over decode-only steps (a prefill chunk runs eagerly and
-        may synchronize inside): on a GPU, about the share of time the device sat idle."""
+        may synchronize inside): on a GPU, about the share of time the device sat idle. (With
+        ``lookahead`` the device also computes while the caller runs between steps, time this
+        leaves out: there it is an upper bound.)"""
         return 1 - self.wait_seconds / self.seconds if self.seconds > 0 else None
+
+
+@dataclass
+class _Launched:
+    """A plan whose decode step is on the device: what :meth:`Engine._complete` finishes."""
+
+    plan: Plan
+    decoded: list[Sequence]  # the rows of the decode step (empty when it failed)
+    results: list[torch.Tensor] = field(default_factory=list)  # (rows, 2) token + non-finite flag, on the device
+    outputs: list[StepOutput] = field(default_factory=list)  # requests that already failed
 
 
 def prefill_groups(prefills: list[tuple[Sequence, int]]) -> list[tuple[list[Sequence], list[int]]]:
@@ -157,6 +169,9 @@ class Engine:
             half the cache a decode step reads (``"auto"`` / None: the model's dtype).
         graph_sizes: the batch sizes graphs are captured for (default: the ladder 1, 2, 4, 8, 16,
             32, ... up to ``max_batch_size``, which they must include).
+        lookahead: each step launches the next one's decode before returning (see :meth:`step`), so
+            the host's work between steps overlaps the device's (default: with CUDA graphs, where a
+            launch returns at once; on a CPU the step would compute before returning).
 
     Memory is not reserved for ``max_new_tokens``: a request is admitted when the blocks for its
     prompt are free, and grows a block at a time; when the pool runs dry the most recently
@@ -172,7 +187,7 @@ class Engine:
                  memory_fraction: float = 0.9, block_size: int = 16, cuda_graphs: bool | None = None,
                  compile: bool = False, prefill_chunk: int = 2048, policy: str = "continuous",
                  keep_logits: bool = False, graph_sizes: Seq[int] | None = None,
-                 kv_cache_dtype: str | None = None, max_prefills: int = 16) -> None:
+                 kv_cache_dtype: str | None = None, max_prefills: int = 16, lookahead: bool | None = None) -> None:
         self.model = model.eval()
         self.device = model.device
         cuda = self.device.type == "cuda"
@@ -205,6 +220,10 @@ class Engine:
         self.scheduler = Scheduler(self.blocks, self.max_batch_size, prefill_chunk, policy, self.max_prefills)
         self.runner = ModelRunner(model, cache, self.max_batch_size, self.max_context, self.cuda_graphs, compile,
                                   keep_logits, list(graph_sizes) if graph_sizes else None)
+        if lookahead and keep_logits:
+            raise ValueError("keep_logits keeps the last computation's logits: it needs lookahead=False")
+        self.lookahead = self.cuda_graphs and not keep_logits if lookahead is None else lookahead
+        self._planned: _Launched | None = None  # with lookahead: the next step, launched
         self.stats = EngineStats()
         self.last_batch = 0  # running requests decoded in the last step
         self._lock = threading.Lock()
@@ -277,14 +296,15 @@ class Engine:
         return rid
 
     def abort(self, request_id: str) -> None:
-        """End ``request_id`` at the next step (finish_reason "abort"), freeing its memory. Unknown
-        or finished ids are ignored."""
+        """End ``request_id`` at the next step (finish_reason "abort"; with ``lookahead``, after the
+        step already launched, whose token it still reports), freeing its memory. Unknown or
+        finished ids are ignored."""
         with self._lock:
             self._aborts.add(request_id)
 
     def has_unfinished(self) -> bool:
         with self._lock:
-            return bool(self._incoming) or self.scheduler.has_unfinished()
+            return bool(self._incoming) or self.scheduler.has_unfinished() or self._planned is not None
 
     # ----- one step
     def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> Generation:
@@ -301,12 +321,8 @@ class Engine:
         return [StepOutput(seq.request_id, [], True, "error", message, self._finish(seq, "error", message))
                 for seq in seqs]
 
-    @torch.no_grad()
-    def step(self) -> list[StepOutput]:
-        """One scheduler iteration: aborts, admission, the prefill chunks sharing ``prefill_chunk``
-        tokens, one decode step of the running set, then the new tokens (one device-to-host copy)
-        and who finished."""
-        t0 = time.perf_counter()
+    def _arrivals(self) -> list[StepOutput]:
+        """Queue the requests added and end those aborted since the last call."""
         with self._lock:
             incoming, self._incoming = self._incoming, []
             aborts, self._aborts = self._aborts, set()
@@ -314,30 +330,40 @@ class Engine:
                 self._live[seq.request_id] = seq
         for seq in incoming:
             self.scheduler.add(seq)
-        outputs: list[StepOutput] = []
+        outputs = []
         for rid in aborts:
             seq = self._live.get(rid)
             if seq is not None:
-                gen = self._finish(seq, "abort")
-                outputs.append(StepOutput(rid, [], True, "abort", None, gen))
-        plan = self.scheduler.schedule()
-        self.stats.steps += 1
+                outputs.append(StepOutput(rid, [], True, "abort", None, self._finish(seq, "abort")))
+        return outputs
+
+    def _launch(self, plan: Plan) -> _Launched | None:
+        """Carry out ``plan``'s slot moves and start its decode step on the device (its prefills run
+        in :meth:`_complete`); None for an empty plan."""
         self.stats.preemptions = self.scheduler.preemptions
         for src, dst in plan.moves:
             self.runner.move_slot(src, dst)
-        results = []
-        decoded = plan.decode
-        self.last_batch = len(decoded)
+        if not plan.decode and not plan.prefills:
+            return None
+        self.stats.steps += 1
+        launched = _Launched(plan, plan.decode)
         # A failure of the runner (out of memory, say) ends the requests it was computing, with the
         # error; the engine, its other requests and its memory go on.
-        if decoded:
+        if plan.decode:
             try:
-                results.append(self.runner.decode(decoded))
+                launched.results.append(self.runner.decode(plan.decode))
                 self.stats.decode_steps += 1
-                self.stats.decode_rows += len(decoded)
+                self.stats.decode_rows += len(plan.decode)
             except Exception as e:  # noqa: BLE001
-                outputs += self._fail(decoded, f"the decode step failed: {type(e).__name__}: {e}")
-                decoded = []
+                launched.outputs += self._fail(plan.decode, f"the decode step failed: {type(e).__name__}: {e}")
+                launched.decoded = []
+        return launched
+
+    def _complete(self, launched: _Launched) -> tuple[list[StepOutput], float]:
+        """Run a launched plan's prefill chunks, bring back its tokens (the step's one device-to-host
+        copy) and record who finished; returns the outputs and the seconds spent waiting for the copy."""
+        plan, decoded, results, outputs = launched.plan, launched.decoded, launched.results, launched.outputs
+        self.last_batch = len(plan.decode)
         sampled_prefills: dict[int, int] = {}  # id(seq) -> end, for the chunks that sample a token
         for group, ends in prefill_groups(plan.prefills):
             now = time.perf_counter()
@@ -359,7 +385,7 @@ class Engine:
             if samples:
                 results.append(out)
         t_wait = time.perf_counter()
-        rows = torch.cat(results).tolist() if results else []  # the step's one device-to-host copy
+        rows = torch.cat(results).tolist() if results else []
         waited = time.perf_counter() - t_wait
         sampled = decoded + [seq for seq, end in plan.prefills if id(seq) in sampled_prefills]
         for seq, (token, bad) in zip(sampled, rows):
@@ -384,18 +410,49 @@ class Engine:
             if joining:
                 self.scheduler.join(seq)
             outputs.append(StepOutput(seq.request_id, [token], False))
-        if not plan.prefills and decoded:
+        return outputs, waited
+
+    @torch.no_grad()
+    def step(self) -> list[StepOutput]:
+        """One scheduler iteration: aborts, admission, the prefill chunks sharing ``prefill_chunk``
+        tokens, one decode step of the running set, then the new tokens (one device-to-host copy)
+        and who finished.
+
+        With ``lookahead``, the next iteration's plan (taking the aborts and requests that came in
+        meanwhile) is made and its decode step launched before this one returns, so the device
+        computes it while the caller handles these outputs (streams text, say); a request aborted
+        or added in that time leaves or is admitted one step later."""
+        t0 = time.perf_counter()
+        outputs: list[StepOutput] = []
+        if self._planned is None:
+            outputs += self._arrivals()
+            self._planned = self._launch(self.scheduler.schedule())
+        launched, self._planned = self._planned, None
+        if launched is None:
+            return outputs
+        done, waited = self._complete(launched)
+        outputs += done
+        if self.lookahead and self.scheduler.has_unfinished():
+            outputs += self._arrivals()
+            self._planned = self._launch(self.scheduler.schedule())
+        if not launched.plan.prefills and launched.decoded:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.wait_seconds += waited
         return outputs
 
     # ----- benchmarks
+    def _idle(self, what: str) -> None:
+        if self._planned is not None:
+            raise RuntimeError(f"{what}() changes the running set: not while a launched step is in flight "
+                               "(use lookahead=False, or call it before the first step)")
+
     def place(self, contexts: Seq[int], params: SamplingParams | Seq[SamplingParams] | None = None,
               generated: Seq[int] | None = None) -> list[Sequence]:
         """Benchmarks only: put requests straight into the running set at ``contexts`` tokens each,
         ``generated[i]`` (default 1) of them already sampled, without computing them. Their blocks
         are allocated and hold whatever the memory held: a decode step moves the same bytes
         whatever they hold. They then run (and finish) like any other request."""
+        self._idle("place")
         generated = [1] * len(contexts) if generated is None else list(generated)
         if params is None or isinstance(params, SamplingParams):
             params = [params or SamplingParams(temperature=0.0, max_new_tokens=self.max_context)] * len(contexts)
@@ -416,6 +473,7 @@ class Engine:
 
     def jump(self, seqs: Seq[Sequence], context: int) -> None:
         """Benchmarks only: move placed running requests on to ``context`` tokens without computing them."""
+        self._idle("jump")
         for seq in seqs:
             if context < seq.num_tokens or not self.blocks.can_grow(seq, context):
                 raise ValueError(f"cannot move a request of {seq.num_tokens} tokens to {context}")

@@ -114,7 +114,10 @@ def greedy_reference(model, prompt: list[int], n: int) -> list[int]:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_tokens_alone_static_continuous_and_preempted_are_identical(kind, temperature):
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_tokens_alone_static_continuous_and_preempted_are_identical(kind, temperature, lookahead):
+    """Also with ``lookahead`` (each step launching the next before it returns), whose extra
+    decode of a request that just finished is dropped."""
     model = tiny(kind)
     lengths, budgets = [3, 11, 6, 19, 2], [30, 9, 24, 14, 28]
     reqs = [Request(p, SamplingParams(temperature=temperature, top_p=0.9, max_new_tokens=m, seed=7 + i))
@@ -122,9 +125,9 @@ def test_tokens_alone_static_continuous_and_preempted_are_identical(kind, temper
     alone = [Engine(model, max_batch_size=1).generate([r])[0].tokens for r in reqs]
     if temperature == 0.0:
         assert alone == [greedy_reference(model, r.prompt, r.params.max_new_tokens) for r in reqs]
-    static = Engine(model, max_batch_size=2, policy="static")
-    continuous = Engine(model, max_batch_size=3, prefill_chunk=4)  # chunked prefill; requests join and leave
-    tight = Engine(model, max_batch_size=4, num_blocks=13, block_size=4)  # 48 tokens for all: preemptions
+    static = Engine(model, max_batch_size=2, policy="static", lookahead=lookahead)
+    continuous = Engine(model, max_batch_size=3, prefill_chunk=4, lookahead=lookahead)  # chunked prefill; join, leave
+    tight = Engine(model, max_batch_size=4, num_blocks=13, block_size=4, lookahead=lookahead)  # 48 tokens: preemptions
     for engine in (static, continuous, tight):
         gens = engine.generate(reqs)
         assert [g.tokens for g in gens] == alone
@@ -198,11 +201,12 @@ def test_static_policy_admits_only_into_an_empty_batch():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_stop_tokens_and_stop_conditions(kind):
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_stop_tokens_and_stop_conditions(kind, lookahead):
     model = tiny(kind)
     p = prompts(model, [5])[0]
     free = Engine(model).generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=12))])[0].tokens
-    engine = Engine(model)
+    engine = Engine(model, lookahead=lookahead)
     stop_tok, by_cond = engine.generate([
         Request(p, SamplingParams(temperature=0.0, max_new_tokens=12), stop_token_ids=[free[3]]),
         Request(p, SamplingParams(temperature=0.0, max_new_tokens=12), should_stop=lambda toks: len(toks) == 5),
@@ -212,13 +216,14 @@ def test_stop_tokens_and_stop_conditions(kind):
     assert by_cond.tokens == free[:5] and by_cond.finish_reason == "stop"
 
 
-def test_a_failing_stop_check_ends_only_its_request():
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_a_failing_stop_check_ends_only_its_request(lookahead):
     """A stop condition that raises ends its own request with finish_reason "error" and the message;
     the request beside it gives the tokens it gives alone, and the blocks all come back."""
     model = tiny("sambay")
     a, b = prompts(model, [7, 5])
     params = SamplingParams(temperature=0.0, max_new_tokens=10)
-    engine = Engine(model, max_batch_size=2, block_size=4)
+    engine = Engine(model, max_batch_size=2, block_size=4, lookahead=lookahead)
     alone = engine.generate([Request(b, params)])[0].tokens
 
     def broken(tokens: list[int]) -> bool:
@@ -264,14 +269,15 @@ def test_requests_admitted_together_prefill_in_one_call(kind, chunk, monkeypatch
 
 
 @pytest.mark.parametrize("where", ["prefill", "decode"])
-def test_a_failing_runner_ends_the_requests_it_computed(where, monkeypatch):
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_a_failing_runner_ends_the_requests_it_computed(where, lookahead, monkeypatch):
     """The runner raising (out of memory, say) inside a prefill ends that request, inside a decode
     step the requests of that step, each with finish_reason "error" and the message; the engine
     frees their memory and runs the rest, which give the tokens they give alone."""
     model = tiny("sambay")
     a, b, c = prompts(model, [7, 5, 9])
     params = SamplingParams(temperature=0.0, max_new_tokens=6)
-    engine = Engine(model, max_batch_size=2, block_size=4)
+    engine = Engine(model, max_batch_size=2, block_size=4, lookahead=lookahead)
     alone = {i: engine.generate([Request(p, params)])[0].tokens for i, p in enumerate((a, b, c))}
     runner = engine.runner
     real = getattr(runner, where)
@@ -298,9 +304,12 @@ def test_a_failing_runner_ends_the_requests_it_computed(where, monkeypatch):
 # ----------------------------------------------------------------------------- memory, abort, counters
 
 
-def test_abort_frees_memory_and_the_others_go_on():
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_abort_frees_memory_and_the_others_go_on(lookahead):
+    """An abort ends its request in the next step's outputs (with ``lookahead``, after the step
+    already launched), its blocks back; the other request gives the tokens it gives alone."""
     model = tiny("dense")
-    engine = Engine(model, max_batch_size=4, block_size=4)
+    engine = Engine(model, max_batch_size=4, block_size=4, lookahead=lookahead)
     a, b = prompts(model, [20, 6])
     params = SamplingParams(temperature=0.0, max_new_tokens=40)
     alone = engine.generate([Request(b, params)])[0].tokens
@@ -314,8 +323,8 @@ def test_abort_frees_memory_and_the_others_go_on():
     aborter.start()
     aborter.join()
     outs = engine.step()
-    ended = [o for o in outs if o.request_id == ra]
-    assert ended and ended[0].finished and ended[0].finish_reason == "abort"
+    ended = [o for o in outs if o.request_id == ra and o.finished]  # lookahead: after the launched step's token
+    assert ended and ended[0].finish_reason == "abort"
     assert engine.num_blocks - 1 - engine.free_blocks < held - 20 // 4  # a's blocks are back
     rest = []
     while engine.has_unfinished():
@@ -325,9 +334,37 @@ def test_abort_frees_memory_and_the_others_go_on():
     engine.step()
 
 
-def test_stats_count_steps_prefill_tokens_and_the_mean_batch():
+def test_lookahead_admits_requests_added_while_a_step_is_in_flight():
+    """With lookahead a step is launched before step() returns: requests added and aborted then
+    are taken at the next step and give the tokens they give alone; benchmarks' place() refuses
+    to change the running set under a launched step."""
     model = tiny("sambay")
-    engine = Engine(model, max_batch_size=8, prefill_chunk=1000)
+    params = SamplingParams(temperature=0.0, max_new_tokens=9)
+    a, b, c = prompts(model, [6, 13, 4])
+    alone = [Engine(model).generate([Request(p, params)])[0].tokens for p in (a, b, c)]
+    engine = Engine(model, max_batch_size=4, block_size=4, lookahead=True)
+    done: dict[str, list[int]] = {}
+    ids = [engine.add(Request(a, params))]
+    for i in range(40):
+        for out in engine.step():
+            if out.finished:
+                done[out.request_id] = out.generation.tokens
+        if i in (2, 5):
+            assert engine._planned is not None  # the next step is on its way
+            ids.append(engine.add(Request(b if i == 2 else c, params)))
+        if i == 3:
+            with pytest.raises(RuntimeError, match="in flight"):
+                engine.place([8])
+        if not engine.has_unfinished():
+            break
+    assert [done[r] for r in ids] == alone
+    assert engine.free_blocks == engine.num_blocks - 1 and engine._planned is None
+
+
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_stats_count_steps_prefill_tokens_and_the_mean_batch(lookahead):
+    model = tiny("sambay")
+    engine = Engine(model, max_batch_size=8, prefill_chunk=1000, lookahead=lookahead)
     ps = prompts(model, [5, 7, 9])
     engine.generate([Request(p, SamplingParams(temperature=0.0, max_new_tokens=6)) for p in ps])
     s = engine.stats

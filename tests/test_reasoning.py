@@ -212,6 +212,25 @@ def test_streaming_callback_and_iterator(engine: ReasoningEngine) -> None:
         assert "".join(d for j, d in pairs if j == i) == stream.results[i].text == results[i].text
 
 
+def test_lookahead_gives_the_same_results_and_streams(engine: ReasoningEngine) -> None:
+    """An engine that launches each next step before handling the last one's text (the default with
+    CUDA graphs) gives the same tokens, texts and stop decisions, and streams the same text."""
+    ahead = ReasoningEngine(engine.model, engine.tokenizer, lookahead=True)
+    assert ahead.engine.lookahead and not engine.engine.lookahead
+    prompts = [QUESTION, "Hi there", "12 + 34 = ?"]
+    full = engine.generate(prompts[0], max_new_tokens=24, temperature=0.0)
+    stop = _pick_stop(full.text) or "never appears"
+    for kw in (sampled(seed=4), {"temperature": 0.0, "max_new_tokens": 24, "stop": [stop]}):
+        seen: dict[int, list[str]] = {i: [] for i in range(3)}
+        want = engine.generate(prompts, **kw)
+        got = ahead.generate(prompts, on_text=lambda i, d: seen[i].append(d), **kw)
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert (a.tokens, a.text, a.stats.finish_reason, a.stats.stop) == (b.tokens, b.text, b.stats.finish_reason,
+                                                                                b.stats.stop)
+            assert "".join(seen[i]) == a.text
+    assert not ahead.has_unfinished() and ahead.engine.free_blocks == ahead.engine.num_blocks - 1
+
+
 def test_leaving_a_stream_early_cancels_it(engine: ReasoningEngine) -> None:
     stream = engine.stream(QUESTION, temperature=1.0, top_p=1.0, max_new_tokens=2000, seed=0, stop=["<|end|>"])
     deltas = iter(stream)
