@@ -57,7 +57,7 @@ bench() {  # bench SECONDS NAME ARGS...: one compare_latency run, its log under 
 for stage in $STAGES; do
   echo "=== $stage ($(date +%T))"
   case "$stage" in
-    tests) timeout ${TESTS_LIMIT:-480} python3 -m pytest -q -rs -m gpu -n ${TESTS_WORKERS:-8} --durations=25 tests/ -p no:cacheprovider \
+    tests) timeout -s INT -k 20 ${TESTS_LIMIT:-480} python3 -m pytest -q -rs -m gpu -n ${TESTS_WORKERS:-8} --durations=25 tests/ -p no:cacheprovider \
              > "$OUT/pytest_gpu.txt" 2>&1
            tail -3 "$OUT/pytest_gpu.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.txt" | head -20 ;;
     tests-rest)  # the GPU test files after test_gpu.py (when a first run stopped there)
