@@ -89,3 +89,33 @@ def test_gemv_fp8_f16_products_stay_near_the_fp32_ones(dtype, N, K, glu, norm_ki
         assert rel(fast, same) < 2e-3, seed
     else:
         assert rel(fast, exact) < 1.5 * rel(same, exact) + 1e-3, seed
+
+
+@pytest.mark.parametrize("epilogue", ["conv", "ring"])
+def test_gemv_fp8_with_the_decode_epilogues_matches_the_reference(epilogue):
+    """fp8 weights (their scales in the epilogue) before Mamba's conv step or a sliding layer's ring write."""
+    from layers.mamba import causal_conv1d_update_ref
+
+    seed = fresh_seed()
+    E, K = 40, 200
+    w, b = torch.randn(2 * E, K, device=DEVICE) * 0.05, torch.randn(2 * E, device=DEVICE)
+    q, s = quantize_fp8(w)
+    norm = nn.LayerNorm(K).to(DEVICE)
+    nn.init.normal_(norm.weight, 1.0, 0.3)
+    x = torch.randn(K, device=DEVICE)
+    with torch.no_grad():
+        ref = linear_ref(x, q, b, scale=s, norm=norm)
+        if epilogue == "conv":
+            cw, cb, state = torch.randn(E, 4, device=DEVICE), torch.randn(E, device=DEVICE), torch.randn(E, 3, device=DEVICE)
+            got_state = state.clone()
+            out = gemv(x, q, b, False, fused_norm_args(norm), scale=s, config=(4, 64, 4, 1), conv=(cw, cb, got_state))
+            want = torch.cat([causal_conv1d_update_ref(ref[None, :E], state[None], cw, cb)[0], ref[E:]])
+            assert rel(out, want) < 1e-5 and rel(got_state, state) < 1e-5, seed
+        else:  # rows 16.. are k (12), then v (12): a ring of 3 slots of (2, 6)
+            rings = [torch.randn(3, 2, 6, device=DEVICE) for _ in range(2)]
+            before = [r.clone() for r in rings]
+            out = gemv(x, q, b, False, fused_norm_args(norm), scale=s, config=(4, 64, 4, 1),
+                       ring=(*rings, torch.tensor([1], device=DEVICE), 16))
+            assert rel(out, ref) < 1e-5, seed
+            assert torch.equal(rings[0][1].reshape(-1), out[16:28]) and torch.equal(rings[1][1].reshape(-1), out[28:40])
+            assert all(torch.equal(r[[0, 2]], r0[[0, 2]]) for r, r0 in zip(rings, before))  # no other slot written
