@@ -75,7 +75,7 @@ class Generation:
         return decode_tokens_per_second(len(self.tokens), self.decode_seconds)
 
 
-@dataclass
+@dataclass(slots=True)
 class StepOutput:
     """What one request produced in one step (``generation`` is set once it finished)."""
 
@@ -388,6 +388,7 @@ class Engine:
         rows = torch.cat(results).tolist() if results else []
         waited = time.perf_counter() - t_wait
         sampled = decoded + [seq for seq, end in plan.prefills if id(seq) in sampled_prefills]
+        now = time.perf_counter()
         for seq, (token, bad) in zip(sampled, rows):
             joining = id(seq) in sampled_prefills
             seq.num_cached = sampled_prefills[id(seq)] if joining else seq.num_cached + 1
@@ -395,7 +396,7 @@ class Engine:
                 gen = self._finish(seq, "error", NON_FINITE)
                 outputs.append(StepOutput(seq.request_id, [], True, "error", NON_FINITE, gen))
                 continue
-            seq.append(token)
+            seq.append(token, now)
             try:
                 reason = seq.check_stop()
             except Exception as e:  # noqa: BLE001 - a request's stop check failed: it ends, the others go on

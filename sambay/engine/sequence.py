@@ -55,8 +55,9 @@ class Sequence:
     def tokens_between(self, start: int, end: int) -> list[int]:
         return (self.prompt + self.tokens)[start:end]
 
-    def append(self, token: int) -> None:
-        now = time.perf_counter()
+    def append(self, token: int, now: float | None = None) -> None:
+        """A sampled token, at ``now`` (the step's clock; read here when not given)."""
+        now = time.perf_counter() if now is None else now
         if self.first_token_time is None:
             self.first_token_time = now
         self.last_token_time = now
