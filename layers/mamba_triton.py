@@ -27,6 +27,14 @@ BLOCK_E = 32  # channels per program: 160 programs a row for the official d_inne
 
 
 @triton.jit
+def _log1p(y):
+    """log(1 + y) to fp32 accuracy for small y too (log(u) * y / (u - 1), u = 1 + y rounded: the
+    rounding of u cancels), where log(1 + y) alone loses y's digits (and is 0 below 6e-8)."""
+    u = 1.0 + y
+    return tl.where(u == 1.0, y, tl.log(u) * (y / tl.where(u == 1.0, 1.0, u - 1.0)))
+
+
+@triton.jit
 def _ssm_step(STATE, X, DT, A_LOG, BM, CM, D, DT_BIAS, Z, Y, OUT, E,
               s_state, s_x, s_dt, s_b, s_c, s_z,
               N: tl.constexpr, BLOCK_E: tl.constexpr, PDL: tl.constexpr):
@@ -47,7 +55,7 @@ def _ssm_step(STATE, X, DT, A_LOG, BM, CM, D, DT_BIAS, Z, Y, OUT, E,
         gdc_wait()  # x, dt, B, C and z are the previous kernels' outputs
     x = tl.load(X + b * s_x + e, mask=em, other=0.0).to(tl.float32)
     dt = tl.load(DT + b * s_dt + e, mask=em, other=0.0).to(tl.float32) + bias
-    dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))  # torch's softplus (threshold 20)
+    dt = tl.where(dt > 20.0, dt, _log1p(tl.exp(dt)))  # torch's softplus (threshold 20)
     bv = tl.load(BM + b * s_b + n).to(tl.float32)
     cv = tl.load(CM + b * s_c + n).to(tl.float32)
     h = tl.exp(dt[:, None] * a) * h + (dt * x)[:, None] * bv[None, :]

@@ -305,13 +305,20 @@ class _Live:
     generated: int = 0
     batch: int = 1
     result: Result | None = None
+    error: str | None = None  # the text callback raised: the request ends with this error
 
     def feed(self, token: int) -> None:
         """A generated token: its text, streamed when decided."""
         self.generated += 1
-        delta = self.row.feed(token)
-        if delta and self.on_text is not None:
-            self.on_text(delta)
+        self.emit(self.row.feed(token))
+
+    def emit(self, delta: str) -> None:
+        """Hand ``delta`` to the callback; one that raises ends its own request, not the others."""
+        if delta and self.on_text is not None and self.error is None:
+            try:
+                self.on_text(delta)
+            except Exception as e:  # noqa: BLE001
+                self.error = f"the text callback raised {type(e).__name__}: {e}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -457,7 +464,7 @@ class ReasoningEngine:
 
         def should_stop(tokens: list[int]) -> bool:  # the stepping thread, after every token
             live.feed(tokens[-1])
-            return live.row.stopped_by is not None
+            return live.row.stopped_by is not None or live.error is not None
 
         with self._live_lock:
             rid = request_id if request_id is not None else f"text-{next(self._ids)}"
@@ -484,40 +491,44 @@ class ReasoningEngine:
 
     def step(self) -> list[Result]:
         """One engine step; the Results of the requests that finished in it."""
+        # The text of a step is made under the step lock too (each row's tokens in order, whichever
+        # thread steps); with lookahead the engine's next step is already computing meanwhile.
         with self._step_lock:
             outputs = self.engine.step()
-        batch = self.engine.last_batch
-        with self._live_lock:
-            lives = [self._live.get(out.request_id) for out in outputs]
-        for out, live in zip(outputs, lives):
-            if live is None:
-                continue
-            live.batch = max(live.batch, batch)
-            if not live.row.stop:  # (with stop strings the text went in with the stop check)
-                for token in out.new_tokens:
-                    live.feed(token)
-        results = []
-        for out in outputs:
-            if not out.finished:
-                continue
+            batch = self.engine.last_batch
             with self._live_lock:
-                live = self._live.pop(out.request_id, None)
-            if live is not None:
-                live.result = self._result(out.request_id, live, out.generation)
-                results.append(live.result)
+                lives = [self._live.get(out.request_id) for out in outputs]
+            for out, live in zip(outputs, lives):
+                if live is None:
+                    continue
+                live.batch = max(live.batch, batch)
+                if not live.row.stop:  # (with stop strings the text went in with the stop check)
+                    for token in out.new_tokens:
+                        live.feed(token)
+                    if live.error is not None and not out.finished:
+                        self.engine.abort(out.request_id)  # its callback failed: it ends, with the error
+            results = []
+            for out in outputs:
+                if not out.finished:
+                    continue
+                with self._live_lock:
+                    live = self._live.pop(out.request_id, None)
+                if live is not None:
+                    live.result = self._result(out.request_id, live, out.generation)
+                    results.append(live.result)
         return results
 
     def _result(self, request_id: str, live: _Live, gen: Generation) -> Result:
         row = live.row
-        delta = row.finish()
-        if delta and live.on_text is not None:
-            live.on_text(delta)
+        live.emit(row.finish())
         stopped_by = row.stopped_by
         if gen.finish_reason == "stop" and gen.tokens and gen.tokens[-1] in self.stop_token_ids:
             stopped_by = self.tokenizer.decode(gen.tokens[-1:])
+        reason, error = (gen.finish_reason, gen.error) if live.error is None else ("error", live.error)
         stats = Stats(prompt_tokens=gen.prompt_tokens, generated_tokens=len(gen.tokens),
                       prefill_seconds=gen.prefill_seconds, decode_seconds=gen.decode_seconds,
-                      finish_reason=gen.finish_reason, stop=stopped_by, batch_size=live.batch, error=gen.error)
+                      finish_reason=reason, stop=stopped_by if error is None else None, batch_size=live.batch,
+                      error=error)
         return Result(live.item.prompt, row.final, gen.tokens, stats, live.item.params, request_id=request_id)
 
     def _run_items(self, items: Sequence[_Item], *, stop: Sequence[str] = (),

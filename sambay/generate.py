@@ -224,6 +224,7 @@ class Engine:
             raise ValueError("keep_logits keeps the last computation's logits: it needs lookahead=False")
         self.lookahead = self.cuda_graphs and not keep_logits if lookahead is None else lookahead
         self._planned: _Launched | None = None  # with lookahead: the next step, launched
+        self._deferred: Exception | None = None  # with lookahead: planning the next step failed
         self.stats = EngineStats()
         self.last_batch = 0  # running requests decoded in the last step
         self._lock = threading.Lock()
@@ -423,6 +424,9 @@ class Engine:
         meanwhile) is made and its decode step launched before this one returns, so the device
         computes it while the caller handles these outputs (streams text, say); a request aborted
         or added in that time leaves or is admitted one step later."""
+        if self._deferred is not None:  # the last step's planning of this one failed: as if it failed now
+            error, self._deferred = self._deferred, None
+            raise error
         t0 = time.perf_counter()
         outputs: list[StepOutput] = []
         if self._planned is None:
@@ -434,8 +438,11 @@ class Engine:
         done, waited = self._complete(launched)
         outputs += done
         if self.lookahead and self.scheduler.has_unfinished():
-            outputs += self._arrivals()
-            self._planned = self._launch(self.scheduler.schedule())
+            try:
+                outputs += self._arrivals()
+                self._planned = self._launch(self.scheduler.schedule())
+            except Exception as e:  # noqa: BLE001 - this step's outputs are out; the next step raises it
+                self._deferred = e
         if not launched.plan.prefills and launched.decoded:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.wait_seconds += waited

@@ -22,6 +22,9 @@ from layers.attention import DiffAttnCore, attention_ref  # noqa: E402
 from layers.linear import linear_ref  # noqa: E402
 from layers.norm import RMSNorm, fused_norm_args  # noqa: E402
 from layers.rope import rotary_store_ref  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from layers.mamba_triton import _log1p  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -159,6 +162,21 @@ def test_gemv_ring_epilogue_writes_k_and_v_into_the_ring_slot(H, G, D, at):
 
 
 # ----------------------------------------------------------------------------- Mamba's SSM step
+
+
+@triton.jit
+def _log1p_kernel(X, Y, n, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    tl.store(Y + i, _log1p(tl.load(X + i, mask=i < n, other=0.0)), mask=i < n)
+
+
+def test_ssm_step_softplus_keeps_small_values():
+    """The kernel's log1p (inside softplus) against torch's for 1e-30 .. 10: log(1 + y) alone would
+    give 0 below 6e-8 and lose digits well above (a time step of softplus(-17) = 4e-8, not 0)."""
+    y = torch.logspace(-30, 1, 500, device=DEVICE)
+    out = torch.empty_like(y)
+    _log1p_kernel[(1,)](y, out, y.numel(), BLOCK=512)
+    assert ((out - torch.log1p(y)).abs() / torch.log1p(y)).max() < 1e-6
 
 
 @pytest.mark.parametrize("R, E, N", [(1, 64, 16), (3, 80, 8)])  # 80: a ragged last channel block

@@ -231,6 +231,50 @@ def test_lookahead_gives_the_same_results_and_streams(engine: ReasoningEngine) -
     assert not ahead.has_unfinished() and ahead.engine.free_blocks == ahead.engine.num_blocks - 1
 
 
+@pytest.mark.parametrize("stop", [[], ["never appears"]])
+def test_a_raising_text_callback_ends_only_its_request(engine: ReasoningEngine, stop: list[str]) -> None:
+    """A consumer's on_text that raises ends that request with finish_reason "error" and the
+    message (its text made with the stop check or after the step alike); the other one completes."""
+    ahead = ReasoningEngine(engine.model, engine.tokenizer, lookahead=True)
+
+    def on_text(i: int, delta: str) -> None:
+        if i == 0:
+            raise RuntimeError("consumer broke")
+
+    bad, good = ahead.generate([QUESTION, "Hi there"], temperature=0.0, max_new_tokens=8, on_text=on_text, stop=stop)
+    alone = engine.generate("Hi there", temperature=0.0, max_new_tokens=8, stop=stop)
+    assert bad.stats.finish_reason == "error" and "consumer broke" in bad.stats.error
+    assert good.tokens == alone.tokens and good.stats.error is None
+    assert not ahead.has_unfinished() and not ahead._live
+
+
+def test_two_threads_stepping_one_engine_keep_each_text_in_order(engine: ReasoningEngine) -> None:
+    """generate() from two threads at once (each steps the shared engine): every request's streamed
+    text is its tokens' text, in order, though a slow consumer holds the other thread's steps."""
+    import time
+
+    ahead = ReasoningEngine(engine.model, engine.tokenizer, lookahead=True)
+    results, seen = {}, {0: [], 1: []}
+
+    def work(who: int) -> None:
+        def on_text(_: int, delta: str) -> None:
+            seen[who].append(delta)
+            time.sleep(0.005)
+
+        results[who] = ahead.generate([QUESTION, "Hi there"][who], temperature=1.0, top_p=0.95, seed=who,
+                                      max_new_tokens=16, on_text=on_text)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w in (0, 1):
+        r = results[w]
+        tokens = r.tokens[:-1] if r.tokens and r.tokens[-1] in ahead.stop_token_ids else r.tokens
+        assert r.text == engine.tokenizer.decode(tokens) == "".join(seen[w])
+
+
 def test_leaving_a_stream_early_cancels_it(engine: ReasoningEngine) -> None:
     stream = engine.stream(QUESTION, temperature=1.0, top_p=1.0, max_new_tokens=2000, seed=0, stop=["<|end|>"])
     deltas = iter(stream)
