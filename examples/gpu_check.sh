@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call of checks and timings on the GPU machine. Installs the wheels carried in .gpu/
-# (mamba-ssm, causal-conv1d, math-verify and its needs, the server's FastAPI / uvicorn / openai stack;
+# (mamba-ssm, causal-conv1d, math-verify and its needs, the server's FastAPI / uvicorn (httptools, uvloop) / openai stack;
 # see ../shared/GPU.md) and uses .gpu/o200k_base.tiktoken (the Phi-4 tokenizer, built offline), then
 # runs the stages named in STAGES, each bounded by its own time limit (a slow stage still leaves the
 # others' results under $OUT):

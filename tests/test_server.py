@@ -195,6 +195,65 @@ def test_unsupported_fields_are_named() -> None:
     assert unsupported_fields(body) == ["presence_penalty", "tools"]
 
 
+def test_text_chunks_from_the_template_are_the_models_json() -> None:
+    """The per-step text chunks written from a template are byte for byte what dumping the pydantic
+    chunk gives (random texts with quotes, escapes, control and non-ASCII characters; several
+    choices, empty parts left out)."""
+    from reasoning.server.app import _sse, _TextChunks
+    from reasoning.server.protocol import ChatCompletionChunk, ChunkChoice, Completion, CompletionChoice, Delta
+
+    rng = random.Random(1)
+    alphabet = ['a', ' ', '"', "\\", "\n", "\t", "\x00", "\x1f", "\u2028", "é", "漢", "🙂", "</think>", ""]
+    chat = _TextChunks(ChatCompletionChunk(id="chatcmpl-1", created=17, model="sambay", choices=[]))
+    plain = _TextChunks(Completion(id="cmpl-1", created=17, model="sambay", choices=[]))
+    for _ in range(300):
+        deltas = [(rng.randrange(4), "".join(rng.choices(alphabet, k=rng.randrange(3))),
+                   "".join(rng.choices(alphabet, k=rng.randrange(3)))) for _ in range(rng.randint(1, 3))]
+        want = _sse(ChatCompletionChunk(id="chatcmpl-1", created=17, model="sambay", choices=[
+            ChunkChoice(index=i, delta=Delta(reasoning_content=r or None, content=c or None))
+            for i, r, c in deltas if r or c]))
+        if any(r or c for _, r, c in deltas):
+            assert chat.chat(deltas) == want
+        texts = [(i, r + c) for i, r, c in deltas]
+        assert plain.completion(texts) == _sse(Completion(id="cmpl-1", created=17, model="sambay", choices=[
+            CompletionChoice(index=i, text=t) for i, t in texts]))
+
+
+def test_reasoning_tokens_count_the_streamed_text_up_to_think_close() -> None:
+    """The usage's reasoning tokens (found by bisection over whole decodes) against a stream
+    decoder fed token by token: the tokens up to the one whose text completes </think> (a
+    multi-byte character cut across tokens holds text back), else all but a stop token."""
+    from types import SimpleNamespace
+
+    from reasoning.server.app import _Server
+    from reasoning.small_tokenizer import build_small_tokenizer
+    from reasoning.tokenizer import StreamDecoder
+
+    tok = build_small_tokenizer()
+    stops = tok.stop_token_ids
+    host = SimpleNamespace(reasoning_parser=True, engine=SimpleNamespace(tokenizer=tok, stop_token_ids=stops))
+
+    def brute(tokens: list[int]) -> int:
+        decoder, text = StreamDecoder(tok), ""
+        for n, t in enumerate(tokens, 1):
+            text += decoder.feed(t)
+            if "</think>" in text:
+                return n
+        return len(tokens) - bool(tokens and tokens[-1] in stops)
+
+    rng = random.Random(2)
+    pieces = ["</think>", "</th", "ink>", "é", "🙂", "a b", "\n", "<think>", "x"]
+    stop_id = sorted(stops)[0]
+    for _ in range(300):
+        ids = tok.encode("".join(rng.choices(pieces, k=rng.randint(0, 8))))
+        if ids and rng.random() < 0.3:  # cut a multi-byte character's bytes across tokens
+            ids = ids[:rng.randrange(len(ids))] + ids[rng.randrange(len(ids)):]
+        if rng.random() < 0.5:
+            ids = ids + [stop_id]
+        result = SimpleNamespace(tokens=ids)
+        assert _Server.reasoning_tokens(host, result) == brute(ids), ids
+
+
 # ---------------------------------------------------------------------------------------------
 # The server process
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from sambay.generate import SamplingParams
 
 from ..answers import THINK_CLOSE
 from ..engine import Prompt, Result
-from ..tokenizer import StreamDecoder
+from ..tokenizer.stream import REPLACEMENT_CHAR
 from .engine_process import EngineError, EngineProcess, QueueFull
 from .metrics import CONTENT_TYPE, Metrics
 from .protocol import (
@@ -192,17 +192,27 @@ class _Server:
 
     def reasoning_tokens(self, result: Result) -> int:
         """Generated tokens whose text is reasoning: those up to the one that completes
-        ``</think>``; without ``</think>``, all but the stop token (all text is reasoning)."""
+        ``</think>`` in the streamed text; without ``</think>``, all but the stop token (all text
+        is reasoning). The streamed text after n tokens is the decode of the first j <= n tokens for
+        the last j whose decode does not end in an unfinished character (what a
+        :class:`~reasoning.tokenizer.StreamDecoder` hands out), so the answer is the first prefix
+        that holds ``</think>`` and ends cleanly: found by bisection, a few whole decodes rather
+        than one per token."""
         if not self.reasoning_parser:
             return 0
-        decoder, text = StreamDecoder(self.engine.tokenizer), ""
-        for n, token in enumerate(result.tokens, 1):
-            start = max(0, len(text) - len(THINK_CLOSE) + 1)  # a new match ends in the new text
-            text += decoder.feed(token)
-            if THINK_CLOSE in text[start:]:
+        tokens, tok = result.tokens, self.engine.tokenizer
+        stopped = bool(tokens) and tokens[-1] in self.engine.stop_token_ids
+        fallback = len(tokens) - stopped
+        if THINK_CLOSE not in tok.decode(tokens):
+            return fallback
+        lo, hi = 1, len(tokens)  # the first prefix holding </think> (holding it is monotone in n)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if THINK_CLOSE in tok.decode(tokens[:mid]) else (mid + 1, hi)
+        for n in range(lo, len(tokens) + 1):
+            if not tok.decode(tokens[:n]).endswith(REPLACEMENT_CHAR):
                 return n
-        stopped = result.tokens and result.tokens[-1] in self.engine.stop_token_ids
-        return len(result.tokens) - bool(stopped)
+        return fallback
 
     def usage(self, prompt_tokens: int, results: Sequence[Result]) -> Usage:
         completion = sum(r.stats.generated_tokens for r in results)
@@ -270,6 +280,35 @@ class _Run:
 def _sse(payload: BaseModel | dict[str, Any]) -> str:
     data = payload.model_dump_json(exclude_none=True) if isinstance(payload, BaseModel) else json.dumps(payload)
     return f"data: {data}\n\n"
+
+
+class _TextChunks:
+    """The text-only chunks of one stream (one a step per request: thousands a second at high
+    concurrency, more than building and dumping a pydantic model each leaves room for), written
+    from the stream's own chunk with its choices cut out: the same JSON :func:`_sse` writes for
+    ``choices`` of text deltas (``tests/test_server.py`` compares them)."""
+
+    def __init__(self, empty: ChatCompletionChunk | Completion) -> None:
+        head, sep, tail = _sse(empty).partition('"choices":[]')
+        assert sep, "the chunk's JSON has its choices"
+        self.head, self.tail = head + '"choices":[', "]" + tail
+
+    def chat(self, deltas: list[tuple[int, str, str]]) -> str:
+        """``(index, reasoning_content, content)`` per choice (empty strings left out, as None fields are)."""
+        parts = []
+        for i, reasoning, content in deltas:
+            fields = ([f'"content":{_json_str(content)}'] if content else []) + \
+                ([f'"reasoning_content":{_json_str(reasoning)}'] if reasoning else [])
+            if fields:
+                parts.append(f'{{"index":{i},"delta":{{{",".join(fields)}}}}}')
+        return self.head + ",".join(parts) + self.tail
+
+    def completion(self, texts: list[tuple[int, str]]) -> str:
+        return self.head + ",".join(f'{{"index":{i},"text":{_json_str(t)}}}' for i, t in texts) + self.tail
+
+
+def _json_str(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def build_app(engine: EngineProcess, *, model_name: str, api_key: str | None = None, reasoning_parser: bool = True,
@@ -408,10 +447,16 @@ async def _chat_stream(server: _Server, run: _Run, rid: str, include_usage: bool
             return None
         return ChunkChoice(index=i, delta=Delta(reasoning_content=reasoning or None, content=content or None))
 
+    text = _TextChunks(ChatCompletionChunk(id=rid, created=created, model=model, choices=[]))
     yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(n)])
     try:
         async with aclosing(run.events()) as events:  # closing the stream aborts what is left
             async for batch in events:
+                if all(kind == "text" for _, kind, _ in batch):  # a step's tokens: the common chunk, from its template
+                    deltas = [(i, *parsers[i].feed(value)) for i, _, value in batch]
+                    if any(r or c for _, r, c in deltas):
+                        yield text.chat(deltas)
+                    continue
                 choices: list[ChunkChoice] = []
                 for i, kind, value in batch:
                     if kind == "text":
@@ -442,9 +487,13 @@ async def _completion_stream(server: _Server, run: _Run, rid: str, created: int,
     (when asked for) and ``[DONE]``."""
     model = server.model_name
     results: dict[int, Result] = {}
+    text = _TextChunks(Completion(id=rid, created=created, model=model, choices=[]))
     try:
         async with aclosing(run.events()) as events:
             async for batch in events:
+                if all(kind == "text" for _, kind, _ in batch):  # a step's tokens: the common chunk, from its template
+                    yield text.completion([(i, value) for i, _, value in batch])
+                    continue
                 choices = []
                 for i, kind, value in batch:
                     if kind == "text":

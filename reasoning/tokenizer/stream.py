@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .tokenizer import Tokenizer
 
-_REPLACEMENT_CHAR = "\ufffd"
+REPLACEMENT_CHAR = "\ufffd"  # what a decode shows for bytes that are not (yet) a whole character
 
 
 class StreamDecoder:
@@ -43,7 +43,7 @@ class StreamDecoder:
         ids = [*self._ids, self._tokenizer.check_id(token_id)]  # checked before it is kept
         text = self._decode(ids)
         self._ids = ids
-        if text.endswith(_REPLACEMENT_CHAR) or len(text) <= len(self._prefix_text):
+        if text.endswith(REPLACEMENT_CHAR) or len(text) <= len(self._prefix_text):
             return ""
         delta = text[len(self._prefix_text) :]
         # The pending tokens become the context segment for what follows.
