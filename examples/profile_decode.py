@@ -32,7 +32,7 @@ def kind_of(name: str) -> str:
         return "gemv"
     if n.startswith(("_partial", "_combine")):
         return "attention"
-    if any(s in n for s in ("selective", "causal_conv1d", "state_update")):
+    if any(s in n for s in ("selective", "causal_conv1d", "state_update", "_ssm_step")):
         return "mamba"
     if n.startswith("_rotary_store"):
         return "rope+cache"
