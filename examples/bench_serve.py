@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000 (with or without /v1)")
     ap.add_argument("--concurrency", type=int, default=16, help="clients sending at once (default 16)")
@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="client processes (default: one per 32 clients); each runs its share of clients and requests")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     ap.add_argument("--out", help="write the report here as JSON")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     for name in ("concurrency", "requests", "processes"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"bench_serve: error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)

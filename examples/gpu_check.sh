@@ -23,6 +23,7 @@
 #   workload  the continuous-batching workload benchmark, steady state, fixed / uniform / lognormal
 #   memory    lognormal in a pool of 16 max-length requests (560K tokens), both models
 #   serve     through the server vs the engine alone, concurrency 1, 16, 256, both models
+#   http      examples/bench_http.py: the HTTP side alone over a stand-in engine (this machine's CPU)
 #   eval      sambay eval of 64 problems x k=8 (examples/eval_gpu.sh)
 #   quality   examples/fp8_quality.py on the GPU (built-in model, 500 held-out problems)
 #
@@ -120,6 +121,10 @@ for stage in $STAGES; do
           --concurrency 1,16,256 --requests-per-client ${SERVE_RPC:-2} --out "$OUT/serve_$m" > "$OUT/serve_$m.txt" 2>&1 || echo "[serve $m: exit $?]"
         tail -8 "$OUT/serve_$m.txt"
       done ;;
+    http)
+      timeout ${HTTP_LIMIT:-90} python3 examples/bench_http.py --concurrency 256 --tokens 400 --step 0.005 \
+        --out "$OUT/http.json" > "$OUT/http.txt" 2>&1 || echo "[http: exit $?]"
+      tail -2 "$OUT/http.txt" ;;
     eval)
       OUT="$OUT/eval" MODEL_DIR=${MODEL_DIR:-/dev/shm/sambay_eval_model} MAX_NEW_TOKENS=${EVAL_TOKENS:-1024} timeout ${EVAL_LIMIT:-200} bash examples/eval_gpu.sh > "$OUT/eval.txt" 2>&1 || echo "[eval: exit $?]"
       tail -25 "$OUT/eval.txt" ;;
@@ -127,6 +132,6 @@ for stage in $STAGES; do
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
         || echo "[quality: exit $?]"
       tail -7 "$OUT/quality.txt" ;;
-    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, tune, prefill, sampling, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, eval, quality)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, tune, prefill, sampling, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, http, eval, quality)" >&2; exit 2 ;;
   esac
 done

@@ -651,6 +651,19 @@ def test_bench_serve(server, tmp_path) -> None:
     assert report["ttft_ms"]["p99"] <= report["e2e_ms"]["p99"]
 
 
+def test_bench_http_measures_the_http_side_alone(tmp_path) -> None:
+    """examples/bench_http.py: the app over a stand-in engine, every stream complete, the HTTP
+    process's CPU per token measured (a positive, finite figure) and every token counted."""
+    out = tmp_path / "http.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "bench_http.py"), "--concurrency", "8",
+                           "--tokens", "20", "--step", "0.005", "--processes", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["failed"] == 0 and report["server_tokens"] == 8 * 20
+    assert 0 < report["server_cpu_us_per_token"] < 1e5 and report["delivered_tokens_per_s"] > 0
+
+
 def test_server_log_is_clean(server) -> None:
     """After everything above (errors, disconnects, load): no traceback in the server's log."""
     log = Path(server["log"]).read_text()
