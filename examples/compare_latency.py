@@ -86,6 +86,7 @@ def workload(args: argparse.Namespace, s: BenchSettings, out: Path) -> None:
     section, validation = {}, {}
     for name in args.workload.split(","):
         w = wl.WorkloadSettings.tiny(name) if args.tiny else wl.WorkloadSettings(workload=name)
+        w.profile_host = args.profile_host
         for key in ("requests", "steady_steps", "max_batch_size", "num_blocks", "max_len", "kv_cache_dtype"):
             if getattr(args, key) is not None:
                 setattr(w, key, getattr(args, key))
@@ -150,6 +151,8 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, help="workload: the engine's max_batch_size")
     ap.add_argument("--num-blocks", type=int, help="workload: K/V pool blocks (default: from free memory)")
     ap.add_argument("--max-len", type=int, help="workload: longest output (default 32768)")
+    ap.add_argument("--profile-host", action="store_true",
+                    help="workload, steady state: a cProfile of the continuous engine's steps in results.json")
     ap.add_argument("--validate", action="store_true",
                     help="workload: check the steady-state method against an end-to-end run (lengths up to 4096)")
     ap.add_argument("--no-plot", action="store_true")

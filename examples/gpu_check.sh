@@ -21,6 +21,7 @@
 #   capacity-dense, capacity-sambay
 #             the largest batch of the 2K + 32K throughput run, bf16 K/V then fp8 K/V
 #   workload  the continuous-batching workload benchmark, steady state, fixed / uniform / lognormal
+#             (WORKLOAD_ARGS="--profile-host": a cProfile of the host loop in each results.json)
 #   memory    lognormal in a pool of 16 max-length requests (560K tokens), both models
 #   serve     through the server vs the engine alone, concurrency 1, 16, 256, both models
 #   http      examples/bench_http.py: the HTTP side alone over a stand-in engine (this machine's CPU)
@@ -110,7 +111,7 @@ for stage in $STAGES; do
     workload)
       for w in ${WORKLOADS:-lognormal uniform fixed}; do
         TAIL=10 bench ${WORKLOAD_LIMIT:-150} workload_$w --models dense,sambay --workload $w --requests 1024 \
-          --steady-steps ${STEADY_STEPS:-120} --max-batch-size ${WORKLOAD_BATCH:-256}
+          --steady-steps ${STEADY_STEPS:-120} --max-batch-size ${WORKLOAD_BATCH:-256} ${WORKLOAD_ARGS:-}
       done ;;
     memory)
       TAIL=8 bench 100 workload_memory --models dense,sambay --workload lognormal --requests 256 --steady-steps 100 \

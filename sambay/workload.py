@@ -39,7 +39,10 @@ reserving ``prompt + max_len`` per request would allow in the same pool.
 
 from __future__ import annotations
 
+import cProfile
+import io
 import math
+import pstats
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -73,6 +76,7 @@ class WorkloadSettings:
     steady_steps: int | None = None  # None: end to end; else the steady-state method for this many steps
     repeats: int = 1  # runs per policy, alternating static and continuous; the fastest of each is kept
     kv_cache_dtype: str | None = None  # "fp8": the paged K/V in float8 e4m3 (see sambay.cache)
+    profile_host: bool = False  # steady state: a cProfile of the continuous engine's steps (the host loop)
 
     @classmethod
     def tiny(cls, workload: str = "lognormal") -> "WorkloadSettings":
@@ -223,14 +227,23 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
         torch.cuda.reset_peak_memory_stats(model.device)
     meter = _Meter(model, engine, bandwidth)
     tokens = 0
+    profiler = cProfile.Profile() if s.profile_host else None
     t0, c0 = time.perf_counter(), time.process_time()
+    if profiler is not None:
+        profiler.enable()
     for _ in range(s.steady_steps or 0):
         if not engine.has_unfinished():
             break
         tokens += meter.step()
-    return {"method": "steady_state", "placed": len(placed),
-            **_report(model, engine, meter, s, tokens, time.perf_counter() - t0, s.steady_steps or 0,
-                      time.process_time() - c0)}
+    if profiler is not None:
+        profiler.disable()
+    report = _report(model, engine, meter, s, tokens, time.perf_counter() - t0, s.steady_steps or 0,
+                     time.process_time() - c0)
+    if profiler is not None:  # where the host's time goes (waiting for the device included: the copy's tolist)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+        report["host_profile"] = text.getvalue()
+    return {"method": "steady_state", "placed": len(placed), **report}
 
 
 @dataclass
