@@ -4,7 +4,7 @@
 # see ../shared/GPU.md) and uses .gpu/o200k_base.tiktoken (the Phi-4 tokenizer, built offline), then
 # runs the stages named in STAGES, each bounded by its own time limit (a slow stage still leaves the
 # others' results under $OUT):
-#   tests     pytest -m gpu over every GPU test file, in TESTS_WORKERS (8) pytest-xdist processes
+#   tests     pytest -m gpu over every GPU test file, in TESTS_WORKERS (12) pytest-xdist processes
 #             sharing the GPU (one process: about 7 minutes on the H200)
 #   tests-rest  the GPU test files after test_gpu.py (when a first run stopped there)
 #   one       the tests named in ONE ("tests/test_x.py::test_y ..."), every failure reported
@@ -59,7 +59,7 @@ bench() {  # bench SECONDS NAME ARGS...: one compare_latency run, its log under 
 for stage in $STAGES; do
   echo "=== $stage ($(date +%T))"
   case "$stage" in
-    tests) timeout -s INT -k 20 ${TESTS_LIMIT:-480} python3 -m pytest -q -rs -m gpu -n ${TESTS_WORKERS:-8} --durations=25 tests/ -p no:cacheprovider \
+    tests) timeout -s INT -k 20 ${TESTS_LIMIT:-480} python3 -m pytest -q -rs -m gpu -n ${TESTS_WORKERS:-12} --durations=25 tests/ -p no:cacheprovider \
              > "$OUT/pytest_gpu.txt" 2>&1
            tail -3 "$OUT/pytest_gpu.txt"; grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.txt" | head -20 ;;
     tests-rest)  # the GPU test files after test_gpu.py (when a first run stopped there)
