@@ -18,10 +18,14 @@ __all__ = ["ReasoningParser", "parse_reasoning"]
 
 
 def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
-    for n in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-n:]):
-            return n
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``: such a suffix
+    starts with the tag's first character, so only those positions are tried (most deltas have none)."""
+    start = max(0, len(text) - len(tag) + 1)
+    i = text.find(tag[0], start)
+    while i != -1:
+        if tag.startswith(text[i:]):
+            return len(text) - i
+        i = text.find(tag[0], i + 1)
     return 0
 
 
