@@ -308,6 +308,10 @@ class _TextChunks:
 
 
 def _json_str(text: str) -> str:
+    """``json.dumps(text, ensure_ascii=False)``; most deltas need no escape at all (printable, no quote
+    or backslash), which is a concatenation."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
     return json.dumps(text, ensure_ascii=False)
 
 
