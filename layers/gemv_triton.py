@@ -548,6 +548,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     K = x.shape[-1]
     N = weight.shape[0] // 2 if glu else weight.shape[0]
     fp8 = scale is not None
+    dtype = dtype_of(weight, scale)
     assert x.numel() == K and weight.shape[1] == K and weight.is_contiguous() and x.is_contiguous()
     assert not fp8 or (weight.dtype == torch.float8_e4m3fn and scale.shape == (weight.shape[0],) and scale.is_contiguous())
     for t in (gate, residual):
@@ -556,18 +557,17 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
         cw, cb, cs = conv
         E, taps = cw.shape
         assert not glu and gate is None and residual is None and E <= N and taps >= 2
-        assert cw.is_contiguous() and cs.shape == (E, taps - 1) and cs.is_contiguous() and cs.dtype == dtype_of(weight, scale)
+        assert cw.is_contiguous() and cs.shape == (E, taps - 1) and cs.is_contiguous() and cs.dtype == dtype
     if ring is not None:
         rk, rv, at, first = ring
         width = rk[0].numel()
         assert not glu and residual is None and rk.is_contiguous() and rv.is_contiguous() and rk.shape == rv.shape
-        assert at.numel() == 1 and rk.dtype == rv.dtype == dtype_of(weight, scale) and 0 <= first <= N - 2 * width
+        assert at.numel() == 1 and rk.dtype == rv.dtype == dtype and 0 <= first <= N - 2 * width
     key = (N, K, glu, norm is not None, fp8, "gemv")
     if config is None:
         _note(key, x.device)
         config = gemv_config(*key, device=x.device)
     block_n, block_k, warps = config[:3]
-    dtype = scale.dtype if fp8 else weight.dtype
     f16 = len(config) > 4 and bool(config[4]) and fp8 and dtype != torch.float32
     out = torch.empty(*x.shape[:-1], N, device=x.device, dtype=residual.dtype if residual is not None else dtype)
     _launch(x, weight, scale, bias, out, norm, gate, residual, None, N, K, glu, block_n, block_k, warps, 1, 0, 0, f16,
@@ -592,7 +592,7 @@ def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1
     N1, N2 = w1.shape[0], w2.shape[0]
     assert x.numel() == K and w1.shape[1] == K and w2.shape[1] == rank <= N1
     assert w1.is_contiguous() and w2.is_contiguous() and x.is_contiguous()
-    dtype = scale1.dtype if scale1 is not None else w1.dtype
+    dtype = dtype_of(w1, scale1)
     keys = ((N1, K, False, False, scale1 is not None, "split"), (N2, rank, False, False, scale2 is not None, "gemv"))
     cfgs = []
     for key, cfg in zip(keys, configs):
@@ -603,7 +603,7 @@ def chain(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, scale1
     (bn1, bk1, nw1, split), (bn2, bk2, nw2) = cfgs[0][:4], cfgs[1][:3]
     parts = torch.empty(split, N1, device=x.device, dtype=torch.float32)
     y1 = torch.empty(*x.shape[:-1], N1, device=x.device, dtype=dtype)
-    y2 = torch.empty(*x.shape[:-1], N2, device=x.device, dtype=scale2.dtype if scale2 is not None else w2.dtype)
+    y2 = torch.empty(*x.shape[:-1], N2, device=x.device, dtype=dtype_of(w2, scale2))
     _launch(x, w1, scale1, None, parts, None, None, None, None, N1, K, False, bn1, bk1, nw1, split, 0, 0)
     _launch(parts, w2, scale2, None, y2, None, None, None, y1, N2, rank, False, bn2, bk2, nw2, 1, split, N1)
     return y1, y2
@@ -655,7 +655,7 @@ def gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 def _(x, weight, bias=None, glu=False, norm_kind=NO_NORM, norm_weight=None, norm_bias=None, eps=0.0, gate=None,
       residual=None, scale=None):  # type: ignore[no-untyped-def]
     n = weight.shape[0] // 2 if glu else weight.shape[0]
-    dtype = residual.dtype if residual is not None else scale.dtype if scale is not None else weight.dtype
+    dtype = residual.dtype if residual is not None else dtype_of(weight, scale)
     return x.new_empty(*x.shape[:-1], n, dtype=dtype)
 
 
@@ -698,6 +698,5 @@ def chain_op(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, rank: int, sca
 
 @chain_op.register_fake
 def _(x, w1, w2, rank, scale1=None, scale2=None):  # type: ignore[no-untyped-def]
-    d1 = scale1.dtype if scale1 is not None else w1.dtype
-    d2 = scale2.dtype if scale2 is not None else w2.dtype
+    d1, d2 = dtype_of(w1, scale1), dtype_of(w2, scale2)
     return x.new_empty(*x.shape[:-1], w1.shape[0], dtype=d1), x.new_empty(*x.shape[:-1], w2.shape[0], dtype=d2)
