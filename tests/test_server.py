@@ -195,28 +195,27 @@ def test_unsupported_fields_are_named() -> None:
     assert unsupported_fields(body) == ["presence_penalty", "tools"]
 
 
-def test_text_chunks_from_the_template_are_the_models_json() -> None:
-    """The per-step text chunks written from a template are byte for byte what dumping the pydantic
-    chunk gives (random texts with quotes, escapes, control and non-ASCII characters; several
-    choices, empty parts left out)."""
-    from reasoning.server.app import _sse, _TextChunks
+def test_stream_chunks_from_the_template_are_the_models_json() -> None:
+    """The streamed text and finish chunks written from a template are byte for byte what dumping
+    the pydantic chunk gives (random texts with quotes, escapes, control and non-ASCII characters;
+    several choices, empty parts left out, finish reasons)."""
+    from reasoning.server.app import _Chunks, _sse
     from reasoning.server.protocol import ChatCompletionChunk, ChunkChoice, Completion, CompletionChoice, Delta
 
     rng = random.Random(1)
     alphabet = ['a', ' ', '"', "\\", "\n", "\t", "\x00", "\x1f", "\u2028", "é", "漢", "🙂", "</think>", ""]
-    chat = _TextChunks(ChatCompletionChunk(id="chatcmpl-1", created=17, model="sambay", choices=[]))
-    plain = _TextChunks(Completion(id="cmpl-1", created=17, model="sambay", choices=[]))
+    chat = _Chunks(ChatCompletionChunk(id="chatcmpl-1", created=17, model="sambay", choices=[]))
+    plain = _Chunks(Completion(id="cmpl-1", created=17, model="sambay", choices=[]))
     for _ in range(300):
-        deltas = [(rng.randrange(4), "".join(rng.choices(alphabet, k=rng.randrange(3))),
-                   "".join(rng.choices(alphabet, k=rng.randrange(3)))) for _ in range(rng.randint(1, 3))]
-        want = _sse(ChatCompletionChunk(id="chatcmpl-1", created=17, model="sambay", choices=[
-            ChunkChoice(index=i, delta=Delta(reasoning_content=r or None, content=c or None))
-            for i, r, c in deltas if r or c]))
-        if any(r or c for _, r, c in deltas):
-            assert chat.chat(deltas) == want
-        texts = [(i, r + c) for i, r, c in deltas]
+        choices = [(rng.randrange(4), "".join(rng.choices(alphabet, k=rng.randrange(3))),
+                    "".join(rng.choices(alphabet, k=rng.randrange(3))), rng.choice([None, None, "stop", "length"]))
+                   for _ in range(rng.randint(1, 3))]
+        assert chat.chat(choices) == _sse(ChatCompletionChunk(id="chatcmpl-1", created=17, model="sambay", choices=[
+            ChunkChoice(index=i, delta=Delta(reasoning_content=r or None, content=c or None), finish_reason=f)
+            for i, r, c, f in choices]))
+        texts = [(i, r + c, f) for i, r, c, f in choices]
         assert plain.completion(texts) == _sse(Completion(id="cmpl-1", created=17, model="sambay", choices=[
-            CompletionChoice(index=i, text=t) for i, t in texts]))
+            CompletionChoice(index=i, text=t, finish_reason=f) for i, t, f in texts]))
 
 
 def test_reasoning_tokens_count_the_streamed_text_up_to_think_close() -> None:

@@ -282,29 +282,35 @@ def _sse(payload: BaseModel | dict[str, Any]) -> str:
     return f"data: {data}\n\n"
 
 
-class _TextChunks:
-    """The text-only chunks of one stream (one a step per request: thousands a second at high
+class _Chunks:
+    """The text and finish chunks of one stream (one a step per request: thousands a second at high
     concurrency, more than building and dumping a pydantic model each leaves room for), written
     from the stream's own chunk with its choices cut out: the same JSON :func:`_sse` writes for
-    ``choices`` of text deltas (``tests/test_server.py`` compares them)."""
+    those choices (``tests/test_server.py`` compares them)."""
 
     def __init__(self, empty: ChatCompletionChunk | Completion) -> None:
         head, sep, tail = _sse(empty).partition('"choices":[]')
         assert sep, "the chunk's JSON has its choices"
         self.head, self.tail = head + '"choices":[', "]" + tail
 
-    def chat(self, deltas: list[tuple[int, str, str]]) -> str:
-        """``(index, reasoning_content, content)`` per choice (empty strings left out, as None fields are)."""
+    def chat(self, choices: list[tuple[int, str, str, str | None]]) -> str:
+        """``(index, reasoning_content, content, finish_reason)`` per choice, as ``ChunkChoice(index,
+        Delta(reasoning_content=r or None, content=c or None), finish_reason)`` dumps (None left out)."""
         parts = []
-        for i, reasoning, content in deltas:
+        for i, reasoning, content, finish in choices:
             fields = ([f'"content":{_json_str(content)}'] if content else []) + \
                 ([f'"reasoning_content":{_json_str(reasoning)}'] if reasoning else [])
-            if fields:
-                parts.append(f'{{"index":{i},"delta":{{{",".join(fields)}}}}}')
+            parts.append(f'{{"index":{i},"delta":{{{",".join(fields)}}}{_finish(finish)}}}')
         return self.head + ",".join(parts) + self.tail
 
-    def completion(self, texts: list[tuple[int, str]]) -> str:
-        return self.head + ",".join(f'{{"index":{i},"text":{_json_str(t)}}}' for i, t in texts) + self.tail
+    def completion(self, choices: list[tuple[int, str, str | None]]) -> str:
+        """``(index, text, finish_reason)`` per choice, as ``CompletionChoice`` dumps."""
+        return self.head + ",".join(f'{{"index":{i},"text":{_json_str(t)}{_finish(f)}}}' for i, t, f in choices) \
+            + self.tail
+
+
+def _finish(reason: str | None) -> str:
+    return f',"finish_reason":{_json_str(reason)}' if reason is not None else ""
 
 
 def _json_str(text: str) -> str:
@@ -443,37 +449,25 @@ async def _chat_stream(server: _Server, run: _Run, rid: str, include_usage: bool
     parsers = [ReasoningParser(server.reasoning_parser) for _ in range(n)]
     results: dict[int, Result] = {}
 
-    def chunk(choices: list[ChunkChoice]) -> str:
-        return _sse(ChatCompletionChunk(id=rid, created=created, model=model, choices=choices))
-
-    def delta(i: int, reasoning: str, content: str) -> ChunkChoice | None:
-        if not reasoning and not content:
-            return None
-        return ChunkChoice(index=i, delta=Delta(reasoning_content=reasoning or None, content=content or None))
-
-    text = _TextChunks(ChatCompletionChunk(id=rid, created=created, model=model, choices=[]))
-    yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(n)])
+    chunks = _Chunks(ChatCompletionChunk(id=rid, created=created, model=model, choices=[]))
+    yield _sse(ChatCompletionChunk(id=rid, created=created, model=model, choices=[
+        ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(n)]))
     try:
         async with aclosing(run.events()) as events:  # closing the stream aborts what is left
             async for batch in events:
-                if all(kind == "text" for _, kind, _ in batch):  # a step's tokens: the common chunk, from its template
-                    deltas = [(i, *parsers[i].feed(value)) for i, _, value in batch]
-                    if any(r or c for _, r, c in deltas):
-                        yield text.chat(deltas)
-                    continue
-                choices: list[ChunkChoice] = []
+                choices: list[tuple[int, str, str, str | None]] = []
                 for i, kind, value in batch:
                     if kind == "text":
-                        c = delta(i, *parsers[i].feed(value))
+                        reasoning, content = parsers[i].feed(value)
                     else:
                         results[i] = value
-                        c = delta(i, *parsers[i].finish())
-                    if c is not None:
-                        choices.append(c)
+                        reasoning, content = parsers[i].finish()
+                    if reasoning or content:
+                        choices.append((i, reasoning, content, None))
                     if kind == "done":
-                        choices.append(ChunkChoice(index=i, delta=Delta(), finish_reason=value.stats.finish_reason))
+                        choices.append((i, "", "", value.stats.finish_reason))
                 if choices:
-                    yield chunk(choices)
+                    yield chunks.chat(choices)
     except APIError as e:
         yield _error_event(e)
         return
@@ -491,21 +485,18 @@ async def _completion_stream(server: _Server, run: _Run, rid: str, created: int,
     (when asked for) and ``[DONE]``."""
     model = server.model_name
     results: dict[int, Result] = {}
-    text = _TextChunks(Completion(id=rid, created=created, model=model, choices=[]))
+    chunks = _Chunks(Completion(id=rid, created=created, model=model, choices=[]))
     try:
         async with aclosing(run.events()) as events:
             async for batch in events:
-                if all(kind == "text" for _, kind, _ in batch):  # a step's tokens: the common chunk, from its template
-                    yield text.completion([(i, value) for i, _, value in batch])
-                    continue
-                choices = []
+                choices: list[tuple[int, str, str | None]] = []
                 for i, kind, value in batch:
                     if kind == "text":
-                        choices.append(CompletionChoice(index=i, text=value))
+                        choices.append((i, value, None))
                     else:
                         results[i] = value
-                        choices.append(CompletionChoice(index=i, text="", finish_reason=value.stats.finish_reason))
-                yield _sse(Completion(id=rid, created=created, model=model, choices=choices))
+                        choices.append((i, "", value.stats.finish_reason))
+                yield chunks.completion(choices)
     except APIError as e:
         yield _error_event(e)
         return
