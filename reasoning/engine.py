@@ -496,9 +496,10 @@ class ReasoningEngine:
         with self._step_lock:
             outputs = self.engine.step()
             batch = self.engine.last_batch
-            with self._live_lock:
-                lives = [self._live.get(out.request_id) for out in outputs]
-            for out, live in zip(outputs, lives):
+            results = []
+            for out in outputs:
+                with self._live_lock:
+                    live = (self._live.pop if out.finished else self._live.get)(out.request_id, None)
                 if live is None:
                     continue
                 live.batch = max(live.batch, batch)
@@ -507,13 +508,7 @@ class ReasoningEngine:
                         live.feed(token)
                     if live.error is not None and not out.finished:
                         self.engine.abort(out.request_id)  # its callback failed: it ends, with the error
-            results = []
-            for out in outputs:
-                if not out.finished:
-                    continue
-                with self._live_lock:
-                    live = self._live.pop(out.request_id, None)
-                if live is not None:
+                if out.finished:
                     live.result = self._result(out.request_id, live, out.generation)
                     results.append(live.result)
         return results
