@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,9 +54,8 @@ class Sequence:
     def tokens_between(self, start: int, end: int) -> list[int]:
         return (self.prompt + self.tokens)[start:end]
 
-    def append(self, token: int, now: float | None = None) -> None:
-        """A sampled token, at ``now`` (the step's clock; read here when not given)."""
-        now = time.perf_counter() if now is None else now
+    def append(self, token: int, now: float) -> None:
+        """A sampled token, at ``now`` (the step's clock, read once for all its rows)."""
         if self.first_token_time is None:
             self.first_token_time = now
         self.last_token_time = now
