@@ -13,7 +13,7 @@ differential attention (the layer-17 / cross-attention decode); the dense one pl
 
 ``--sweep`` also times the paged kernels (bf16 and fp8) under other launch configs (keys per
 block, warps, pipeline stages) than ``layers.attention_triton.launch_config`` picks, to choose its
-table; ``--sweep-splits 1,4,16`` times the mixed and skewed rows with other numbers of programs
+table; ``--sweep-splits 1,4,16`` times the paged, mixed and skewed rows with other numbers of programs
 per (row, KV head) than ``num_splits`` picks; ``--pages 16,64`` repeats everything per block size.
 """
 
@@ -40,6 +40,13 @@ SWEEP = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (128, 8, 4), (256, 8, 2))  # (key
 MODELS = {"dense": (24, 8, 128, False), "sambay": (40, 20, 64, True)}  # query heads, KV heads, head dim, differential
 
 
+def quantize_chunked(pool: torch.Tensor, blocks: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantize_kv_fp8` a few thousand blocks at a time: at 256 rows of 34K tokens the whole
+    pool's float32 copy alone would not fit beside the bf16 buffers."""
+    parts = [quantize_kv_fp8(pool[i:i + blocks]) for i in range(0, pool.shape[0], blocks)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple = (), splits: tuple = ()) -> dict:
     Hq, Hk, D, diff = MODELS[model]
     bf16 = torch.bfloat16
@@ -54,7 +61,7 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
     v_pool = torch.empty_like(k_pool)
     k_pool[table.long()] = k.view(B, ctx // page, page, Hk, D)
     v_pool[table.long()] = v.view(B, ctx // page, page, Hk, D)
-    (k8, ks), (v8, vs) = quantize_kv_fp8(k_pool), quantize_kv_fp8(v_pool)
+    (k8, ks), (v8, vs) = quantize_chunked(k_pool), quantize_chunked(v_pool)
     v8 = tokens_contiguous(v8)  # the cache's float8 V layout
     mixed_pos = torch.randint(0, ctx, (B,), device=dev)
     # a continuous batch's skew: a 2K prompt plus a log-normal output (median 8K, sigma 0.8), capped
@@ -93,8 +100,8 @@ def run(model: str, B: int, ctx: int, page: int, dev: torch.device, sweep: tuple
                 seconds = graph_seconds([fns[name]])
             out[f"{name} {cfg}"] = {"ms": seconds * 1e3, "TB/s": B * ctx * per_token[name] / seconds / 1e12,
                                     "tokens": B * ctx}
-    for n in splits:  # programs per (row, KV head) over rows of different lengths
-        for name in ("mixed", "skewed"):
+    for n in splits:  # programs per (row, KV head): rows of one length, and of different lengths
+        for name in ("paged", "mixed", "skewed"):
             with mock.patch.object(at, "num_splits", lambda *_, n=n, **__: n):
                 seconds = graph_seconds([fns[name]])
             out[f"{name} splits={n}"] = {"ms": seconds * 1e3, "TB/s": tokens[name] * per_token[name] / seconds / 1e12,

@@ -287,13 +287,19 @@ def launch_config(batch: int, kv_heads: int, fp8: bool = False, fp32: bool = Fal
     return 64, 4, stages
 
 
-def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132, block: int = 64) -> int:
+def num_splits(batch: int, kv_heads: int, slots: int, num_sms: int = 132, block: int = 64,
+               span: int = 8192) -> int:
     """Programs per (row, KV head): enough to fill the GPU about four times over, at least 64
     slots (one block) each, a power of two. At batch 1 a short cache split finely keeps each
     program's serial walk short: the step is latency-bound there, not bandwidth-bound. ``slots``
     is the capacity (static shapes: CUDA graphs); each row cuts its own visible range in as many
-    splits, so a short row's programs are short and those past its end are empty."""
-    want = max(1, min(64, triton.cdiv(slots, block), triton.cdiv(4 * num_sms, batch * kv_heads)))
+    splits, so a short row's programs are short and those past its end are empty. And at least
+    ``slots / span``, however many rows fill the GPU: in a continuous batch rows of 2K and of 34K
+    tokens sit side by side, and one program walking a whole long row ends the step late (on the
+    H200, dense at 83 rows of mixed lengths up to 34K: 3.43 TB/s in one split, 3.94 in four or
+    eight; ``examples/bench_paged_attention.py --sweep-splits``)."""
+    fill = triton.cdiv(4 * num_sms, batch * kv_heads)
+    want = max(1, min(64, triton.cdiv(slots, block), max(fill, triton.cdiv(slots, span))))
     return triton.next_power_of_2(want)
 
 

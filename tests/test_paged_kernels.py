@@ -378,6 +378,17 @@ def splits(monkeypatch):
     return force
 
 
+def test_num_splits_fills_the_gpu_and_bounds_each_programs_walk():
+    from layers.attention_triton import num_splits
+
+    assert num_splits(1, 8, 34816) == 64  # batch 1: split finely (latency-bound)
+    assert num_splits(1, 8, 64) == 1  # one block: one split
+    assert num_splits(256, 8, 2048) == 1  # many rows of short caches fill the GPU as they are
+    for batch, heads, slots in ((83, 8, 34816), (256, 20, 34816), (512, 8, 131072)):
+        n = num_splits(batch, heads, slots)  # mixed lengths: no program walks more than 8192 slots
+        assert n & (n - 1) == 0 and slots / n <= 8192 and n <= 64
+
+
 @pytest.mark.parametrize("page, lengths, Hq, Hk, window, forced", [
     (16, (1, 16, 17, 65, 130, 300), 4, 2, None, None),  # rows cross pages, 64-key tiles and splits
     (128, (1, 127, 129, 300), 2, 1, None, 16),          # a page wider than a tile; many empty splits
