@@ -23,6 +23,8 @@
 #   workload  the continuous-batching workload benchmark, steady state, fixed / uniform / lognormal
 #             (WORKLOAD_ARGS="--profile-host": a cProfile of the host loop in each results.json)
 #   memory    lognormal in a pool of 16 max-length requests (560K tokens), both models
+#   validate  the steady-state method against a complete end-to-end run of a small log-normal job
+#             (512 requests, lengths up to 4K), both models
 #   serve     through the server vs the engine alone, concurrency 1, 16, 256, both models
 #   http      examples/bench_http.py: the HTTP side alone over a stand-in engine (this machine's CPU)
 #   eval      sambay eval of 64 problems x k=8 (examples/eval_gpu.sh)
@@ -116,6 +118,9 @@ for stage in $STAGES; do
     memory)
       TAIL=8 bench 100 workload_memory --models dense,sambay --workload lognormal --requests 256 --steady-steps 100 \
         --max-batch-size 256 --num-blocks 35001 ;;
+    validate)
+      TAIL=12 bench ${VALIDATE_LIMIT:-250} workload_validate --models dense,sambay --workload lognormal --requests 512 \
+        --steady-steps ${STEADY_STEPS:-120} --max-batch-size ${WORKLOAD_BATCH:-256} --validate ;;
     serve)
       for m in sambay dense; do
         timeout ${SERVE_LIMIT:-150} python3 examples/serve_vs_engine.py --model $m --shape official --max-tokens ${SERVE_TOKENS:-256} \
@@ -133,6 +138,6 @@ for stage in $STAGES; do
       timeout 200 python3 examples/fp8_quality.py --out "$OUT/quality" --device cuda > "$OUT/quality.txt" 2>&1 \
         || echo "[quality: exit $?]"
       tail -7 "$OUT/quality.txt" ;;
-    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, tune, prefill, sampling, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, serve, http, eval, quality)" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage' (tests, tests-rest, one, quick, attention, tune, prefill, sampling, profile, latency, latency-bf16, capacity-dense, capacity-sambay, workload, memory, validate, serve, http, eval, quality)" >&2; exit 2 ;;
   esac
 done

@@ -121,6 +121,20 @@ def test_tiny_lognormal_workload_continuous_needs_fewer_steps(tmp_path):
     assert "continuous / static" in out.stdout
 
 
+def test_validate_checks_the_steady_state_method_of_every_model(tmp_path):
+    """``--validate``: each model's steady-state run beside its own small end-to-end run."""
+    out = subprocess.run([sys.executable, str(ROOT / "examples/compare_latency.py"), "--out", str(tmp_path),
+                          "--device", "cpu", "--tiny", "--workload", "lognormal", "--requests", "32",
+                          "--steady-steps", "20", "--validate", "--no-plot"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    validation = json.loads((tmp_path / "results.json").read_text())["workload_validation"]["lognormal"]
+    assert set(validation) == {"sambay", "dense"}
+    for v in validation.values():
+        assert v["end_to_end"]["method"] == "end_to_end" and v["steady_vs_saturated_end_to_end"] > 0
+
+
 def test_padded_static_job_reserves_and_keeps_every_row():
     """The static engine before continuous batching: rows reserve prompt + max_len, so the pool
     bounds the batch, and every row runs until its batch's longest ends."""
