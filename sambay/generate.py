@@ -119,8 +119,9 @@ class _Launched:
     """A plan whose decode step is on the device: what :meth:`Engine._complete` finishes."""
 
     plan: Plan
-    decoded: list[Sequence]  # the rows of the decode step (empty when it failed)
+    decoded: list[Sequence | None]  # row i of the decode step; None: out of budget, or it failed
     results: list[torch.Tensor] = field(default_factory=list)  # (rows, 2) token + non-finite flag, on the device
+    joined: list[Sequence] = field(default_factory=list)  # prefills that sampled a first token, in results' order
     outputs: list[StepOutput] = field(default_factory=list)  # requests that already failed
 
 
@@ -169,7 +170,8 @@ class Engine:
             half the cache a decode step reads (``"auto"`` / None: the model's dtype).
         graph_sizes: the batch sizes graphs are captured for (default: the ladder 1, 2, 4, 8, 16,
             32, ... up to ``max_batch_size``, which they must include).
-        lookahead: each step launches the next one's decode before returning (see :meth:`step`), so
+        lookahead: each step launches the next one's decode before reading its own tokens back,
+            the next step's rows taking their last tokens from the device (see :meth:`step`), so
             the host's work between steps overlaps the device's (default: with CUDA graphs, where a
             launch returns at once; on a CPU the step would compute before returning).
 
@@ -225,6 +227,7 @@ class Engine:
         self.lookahead = self.cuda_graphs and not keep_logits if lookahead is None else lookahead
         self._planned: _Launched | None = None  # with lookahead: the next step, launched
         self._deferred: Exception | None = None  # with lookahead: planning the next step failed
+        self._rows: dict[int, int] = {}  # id(sequence) -> the slot that sampled its token on the device
         self.stats = EngineStats()
         self.last_batch = 0  # running requests decoded in the last step
         self._lock = threading.Lock()
@@ -297,9 +300,8 @@ class Engine:
         return rid
 
     def abort(self, request_id: str) -> None:
-        """End ``request_id`` at the next step (finish_reason "abort"; with ``lookahead``, after the
-        step already launched, whose token it still reports), freeing its memory. Unknown or
-        finished ids are ignored."""
+        """End ``request_id`` at the next step (finish_reason "abort"; with ``lookahead``, a token
+        already computing for it is dropped), freeing its memory. Unknown or finished ids are ignored."""
         with self._lock:
             self._aborts.add(request_id)
 
@@ -340,59 +342,81 @@ class Engine:
 
     def _launch(self, plan: Plan) -> _Launched | None:
         """Carry out ``plan``'s slot moves and start its decode step on the device (its prefills run
-        in :meth:`_complete`); None for an empty plan."""
+        in :meth:`_prefill`); None for an empty plan. A running sequence whose last token is still
+        on the device (the last step's, not read back) takes it from there; one out of budget
+        computes nothing."""
         self.stats.preemptions = self.scheduler.preemptions
         for src, dst in plan.moves:
             self.runner.move_slot(src, dst)
-        if not plan.decode and not plan.prefills:
+        live = [seq for seq in plan.decode if not seq.out_of_budget]
+        if not live and not plan.prefills:
             return None
         self.stats.steps += 1
-        launched = _Launched(plan, plan.decode)
+        launched = _Launched(plan, [])
         # A failure of the runner (out of memory, say) ends the requests it was computing, with the
         # error; the engine, its other requests and its memory go on.
-        if plan.decode:
+        if live:
+            sources = [self._rows.get(id(seq), -1) for seq in plan.decode]
             try:
-                launched.results.append(self.runner.decode(plan.decode))
-                self.stats.decode_steps += 1
-                self.stats.decode_rows += len(plan.decode)
+                launched.results.append(self.runner.decode(plan.decode, sources))
             except Exception as e:  # noqa: BLE001
-                launched.outputs += self._fail(plan.decode, f"the decode step failed: {type(e).__name__}: {e}")
-                launched.decoded = []
+                launched.outputs += self._fail(live, f"the decode step failed: {type(e).__name__}: {e}")
+                return launched
+            self.stats.decode_steps += 1
+            self.stats.decode_rows += len(live)
+            self._rows = {id(seq): i for i, seq in enumerate(plan.decode)}
+            for seq in plan.decode:
+                if seq.out_of_budget:
+                    launched.decoded.append(None)
+                else:  # its last token is in the cache now, its next one on the device
+                    seq.num_cached, seq.pending = seq.num_tokens, seq.pending + 1
+                    launched.decoded.append(seq)
         return launched
 
-    def _complete(self, launched: _Launched) -> tuple[list[StepOutput], float]:
-        """Run a launched plan's prefill chunks, bring back its tokens (the step's one device-to-host
-        copy) and record who finished; returns the outputs and the seconds spent waiting for the copy."""
-        plan, decoded, results, outputs = launched.plan, launched.decoded, launched.results, launched.outputs
-        self.last_batch = len(plan.decode)
-        sampled_prefills: dict[int, int] = {}  # id(seq) -> end, for the chunks that sample a token
-        for group, ends in prefill_groups(plan.prefills):
+    def _prefill(self, launched: _Launched) -> None:
+        """Run a launched plan's prefill chunks (eagerly, after its decode step on the stream); a
+        sequence whose last chunk ran joins the running set, its first token on the device (the
+        next decode step can take it from there)."""
+        for group, ends in prefill_groups(launched.plan.prefills):
             now = time.perf_counter()
             for seq in group:
                 if seq.prefill_start is None:
                     seq.prefill_start = now
-            samples = plan.samples(group[0], ends[0])
+            samples = launched.plan.samples(group[0], ends[0])
             try:
                 out = self.runner.prefill(group, ends, samples)
             except Exception as e:  # noqa: BLE001
-                outputs += self._fail(group, f"the prefill failed: {type(e).__name__}: {e}")
+                launched.outputs += self._fail(group, f"the prefill failed: {type(e).__name__}: {e}")
                 continue
             for seq, end in zip(group, ends):
                 self.stats.prefill_tokens += end - seq.num_cached
+                self.scheduler.prefilled(seq, end)
                 if samples:
-                    sampled_prefills[id(seq)] = end
-                else:
-                    self.scheduler.prefilled(seq, end)
+                    seq.pending += 1
+                    self._rows[id(seq)] = seq.slot  # where runner.prefill left its token
+                    self.scheduler.join(seq)
             if samples:
-                results.append(out)
+                launched.results.append(out)
+                launched.joined += group
+
+    def _complete(self, launched: _Launched) -> tuple[list[StepOutput], float]:
+        """Bring back a launched plan's tokens (the step's one device-to-host copy) and record who
+        finished; returns the outputs and the seconds spent waiting for the copy. Tokens of
+        requests that ended meanwhile (aborted, or stopped by the token before: the next step was
+        launched before that one was read) are dropped; a request preempted meanwhile keeps its
+        token, and recomputes it with the rest on readmission."""
+        outputs = launched.outputs
+        self.last_batch = sum(seq is not None for seq in launched.decoded)
         t_wait = time.perf_counter()
-        rows = torch.cat(results).tolist() if results else []
+        rows = torch.cat(launched.results).tolist() if launched.results else []
         waited = time.perf_counter() - t_wait
-        sampled = decoded + [seq for seq, end in plan.prefills if id(seq) in sampled_prefills]
         now = time.perf_counter()
-        for seq, (token, bad) in zip(sampled, rows):
-            joining = id(seq) in sampled_prefills
-            seq.num_cached = sampled_prefills[id(seq)] if joining else seq.num_cached + 1
+        for seq, (token, bad) in zip(launched.decoded + launched.joined, rows):
+            if seq is None:
+                continue
+            seq.pending -= 1
+            if seq.status is Status.FINISHED:
+                continue
             if bad:
                 gen = self._finish(seq, "error", NON_FINITE)
                 outputs.append(StepOutput(seq.request_id, [], True, "error", NON_FINITE, gen))
@@ -409,8 +433,6 @@ class Engine:
                 gen = self._finish(seq, reason)
                 outputs.append(StepOutput(seq.request_id, [token], True, reason, None, gen))
                 continue
-            if joining:
-                self.scheduler.join(seq)
             outputs.append(StepOutput(seq.request_id, [token], False))
         return outputs, waited
 
@@ -421,9 +443,12 @@ class Engine:
         and who finished.
 
         With ``lookahead``, the next iteration's plan (taking the aborts and requests that came in
-        meanwhile) is made and its decode step launched before this one returns, so the device
-        computes it while the caller handles these outputs (streams text, say); a request aborted
-        or added in that time leaves or is admitted one step later."""
+        meanwhile) is made and its decode step launched before this one's tokens are read back:
+        its rows take their last tokens from this step's output on the device, so the device
+        computes it while the host reads and books this step's tokens and the caller handles the
+        outputs (streams text, say). A request that this step ends (a stop token) is then computed
+        once more in the next step, its token dropped; a request aborted or added meanwhile leaves
+        or is admitted one step later."""
         if self._deferred is not None:  # the last step's planning of this one failed: as if it failed now
             error, self._deferred = self._deferred, None
             raise error
@@ -435,14 +460,15 @@ class Engine:
         launched, self._planned = self._planned, None
         if launched is None:
             return outputs
-        done, waited = self._complete(launched)
-        outputs += done
+        self._prefill(launched)
         if self.lookahead and self.scheduler.has_unfinished():
             try:
                 outputs += self._arrivals()
                 self._planned = self._launch(self.scheduler.schedule())
             except Exception as e:  # noqa: BLE001 - this step's outputs are out; the next step raises it
                 self._deferred = e
+        done, waited = self._complete(launched)
+        outputs += done
         if not launched.plan.prefills and launched.decoded:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.wait_seconds += waited

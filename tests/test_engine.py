@@ -138,6 +138,42 @@ def test_tokens_alone_static_continuous_and_preempted_are_identical(kind, temper
     assert static.stats.mean_batch <= 2 and continuous.stats.mean_batch > static.stats.mean_batch
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_lookahead_feeds_each_step_its_tokens_on_the_device(kind, monkeypatch):
+    """With ``lookahead`` the next decode step is launched before this one's tokens are read back:
+    every running row (those that just joined from a prefill included) takes its last token from
+    the device (a source slot), and a request out of budget computes nothing in the step launched
+    before its last token was read. Without it, every token comes from the host. Tokens are the
+    same either way, with stop tokens ending requests (their extra row dropped)."""
+    model = tiny(kind)
+    ps = prompts(model, [5, 9, 3, 12])
+    alone = [Engine(model, max_batch_size=1).generate([Request(p, SamplingParams(temperature=0.0,
+                                                                                  max_new_tokens=12))])[0].tokens
+             for p in ps]
+    stop = alone[1][4]  # request 1 stops at its 5th token; the others wherever that token appears
+    want = [t[:t.index(stop) + 1] if stop in t else t for t in alone]
+    for lookahead in (False, True):
+        engine = Engine(model, max_batch_size=4, prefill_chunk=8, lookahead=lookahead)
+        calls = []
+        real = engine.runner.decode
+
+        def spy(seqs, sources=None):
+            calls.append([(s.pending, s.out_of_budget, src) for s, src in zip(seqs, sources)])
+            return real(seqs, sources)
+
+        monkeypatch.setattr(engine.runner, "decode", spy)
+        reqs = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=12), stop_token_ids=[stop]) for p in ps]
+        assert [g.tokens for g in engine.generate(reqs)] == want
+        rows = [r for c in calls for r in c]
+        fed = [r for r in rows if r[0] and not r[1]]
+        if lookahead:
+            assert len(fed) > len(rows) // 2 and all(src >= 0 for _, _, src in fed)
+            assert any(out for _, out, _ in rows)  # a row launched after its last token was sampled
+        else:
+            assert not fed and not any(out for _, out, _ in rows)
+        assert engine.free_blocks == engine.num_blocks - 1 and not engine.has_unfinished()
+
+
 # ----------------------------------------------------------------------------- fp8 K/V cache
 
 
@@ -306,8 +342,9 @@ def test_a_failing_runner_ends_the_requests_it_computed(where, lookahead, monkey
 
 @pytest.mark.parametrize("lookahead", [False, True])
 def test_abort_frees_memory_and_the_others_go_on(lookahead):
-    """An abort ends its request in the next step's outputs (with ``lookahead``, after the step
-    already launched), its blocks back; the other request gives the tokens it gives alone."""
+    """An abort ends its request in the next step's outputs (with ``lookahead``, the token the
+    launched step computes for it dropped), its blocks back; the other request gives the tokens it
+    gives alone."""
     model = tiny("dense")
     engine = Engine(model, max_batch_size=4, block_size=4, lookahead=lookahead)
     a, b = prompts(model, [20, 6])
@@ -323,7 +360,7 @@ def test_abort_frees_memory_and_the_others_go_on(lookahead):
     aborter.start()
     aborter.join()
     outs = engine.step()
-    ended = [o for o in outs if o.request_id == ra and o.finished]  # lookahead: after the launched step's token
+    ended = [o for o in outs if o.request_id == ra and o.finished]
     assert ended and ended[0].finish_reason == "abort"
     assert engine.num_blocks - 1 - engine.free_blocks < held - 20 // 4  # a's blocks are back
     rest = []

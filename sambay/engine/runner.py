@@ -4,7 +4,10 @@ device. No policy: which requests run, and where their state lives, is the sched
 
 A decode step returns a (B, 2) int64 device tensor per row: the sampled token and a flag set when
 the row's logits are not all finite (NaN weights, overflow). The engine copies it to the host once
-per step, together with each finished prefill's (1, 2).
+per step, together with each finished prefill's (1, 2). Each sampled token is also kept on the
+device at its slot (``last``): a row whose last token is not read back yet (the engine launched
+this step before reading the last one's tokens) takes it from there (``sources``), without a round
+trip through the host.
 """
 
 from __future__ import annotations
@@ -31,14 +34,16 @@ def graph_ladder(max_batch_size: int) -> list[int]:
 
 
 def decode_step_fn(model: nn.Module, cache: PagedCache, ints: torch.Tensor, floats: torch.Tensor,
-                   block_table: torch.Tensor, keep_logits: bool
+                   block_table: torch.Tensor, last: torch.Tensor, keep_logits: bool
                    ) -> Callable[[int, int], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     """The decode step of rows 0..n-1 over the static input buffers (reading ``width`` block-table
-    columns): the function a CUDA graph captures. ``ints`` (5, B) holds each row's token, position,
-    write slot, top-k and LongRoPE flag, ``floats`` (3, B) its temperature, top-p and uniform
+    columns): the function a CUDA graph captures. ``ints`` (6, B) holds each row's token, position,
+    write slot, top-k, LongRoPE flag and source (-1, or the slot of ``last``, the tokens sampled
+    last at each slot, that holds its token), ``floats`` (3, B) its temperature, top-p and uniform
     number: two buffers, so a step's inputs go to the device in two copies."""
     def step(n: int, width: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        ids, positions, write_slots, top_k, long = ints[:, :n]
+        ids, positions, write_slots, top_k, long, source = ints[:, :n]
+        ids = torch.where(source >= 0, last[source.clamp(min=0)], ids)
         temperature, top_p, u = floats[:, :n]
         batch = CacheBatch(0, block_table[:n, :width], positions, write_slots, long != 0)
         logits = model.run(ids[:, None], cache, batch)[:, -1]
@@ -73,11 +78,12 @@ class ModelRunner:
         B, dev = max_batch_size, self.device
         # Static inputs of the decode step (a captured graph reads these buffers), written from
         # pinned host buffers of the same layout: two asynchronous copies a step.
-        self.ints = torch.zeros(5, B, dtype=torch.long, device=dev)
+        self.ints = torch.zeros(6, B, dtype=torch.long, device=dev)
         self.floats = torch.zeros(3, B, dtype=torch.float32, device=dev)
         self.block_table = torch.zeros(B, self.max_blocks, dtype=torch.int32, device=dev)
         pin = dev.type == "cuda"
-        self._host_ints = torch.zeros(5, B, dtype=torch.long, pin_memory=pin)
+        self.last = torch.zeros(cache.num_slots, dtype=torch.long, device=dev)  # the last token sampled at each slot
+        self._host_ints = torch.zeros(6, B, dtype=torch.long, pin_memory=pin)
         self._host_floats = torch.zeros(3, B, dtype=torch.float32, pin_memory=pin)
         self._copied = torch.cuda.Event() if pin else None  # the host buffers are free again once it is done
         # Who holds each row of the block table, and how many of its blocks are written there: a
@@ -88,7 +94,7 @@ class ModelRunner:
         # The step is a closure over the model, cache and buffers, not a bound method: a runner that
         # held itself (through self._step) would outlive its engine until a garbage collection,
         # with the whole K/V pool; the next engine would then size its pool from what is left.
-        step = decode_step_fn(model, cache, self.ints, self.floats, self.block_table, keep_logits)
+        step = decode_step_fn(model, cache, self.ints, self.floats, self.block_table, self.last, keep_logits)
         if compile:
             # One static graph per batch size. Inductor rounds between fused ops where eager rounds
             # (emulate_precision_casts), so compiled numerics are eager's; no matmul padding search.
@@ -122,24 +128,40 @@ class ModelRunner:
         """Block-table columns an eager step reads: those in use (static shapes read them all)."""
         return self.max_blocks if self.cuda_graphs or self.compiled else max(len(s.blocks) for s in seqs)
 
-    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """One token for every running sequence (row i = slot i) -> (n, 2) on the device."""
+    def decode(self, seqs: list[Sequence], sources: list[int] | None = None) -> torch.Tensor:
+        """One token for every running sequence (row i = slot i) -> (n, 2) on the device.
+        ``sources[i]``: the slot that sampled sequence i's last token, when that token is not read
+        back yet (``seq.pending``). A sequence out of budget (its last token sampled, not yet read
+        back) computes nothing: a padding row in its place."""
         n = len(seqs)
         size = next(b for b in self.ladder if b >= n) if self.cuda_graphs else n
-        ids, pos, slots, top_k, long, temperature, top_p, u = ([] for _ in range(8))
+        ids, pos, slots, top_k, long, source, temperature, top_p, u = ([] for _ in range(9))
         rows, cols, blocks = [], [], []  # block-table entries that changed since the last step
+        scratch = SCRATCH_BLOCK * self.block_size
         for i, seq in enumerate(seqs):
-            p = seq.num_tokens - 1  # the last sampled token goes in at its position
-            ids.append(seq.tokens[-1])
-            pos.append(p)
-            slots.append(seq.blocks[p // self.block_size] * self.block_size + p % self.block_size)
             sp = seq.params
-            top_k.append(sp.top_k)
-            long.append(seq.long_rope)
-            temperature.append(sp.temperature)
-            top_p.append(sp.top_p)
-            # greedy rows never read their uniform number: skip its hash (a few us a row)
-            u.append(uniform(sp.seed, len(seq.tokens)) if sp.temperature > 0 else 0.0)
+            if seq.out_of_budget:
+                ids.append(0)
+                pos.append(0)
+                slots.append(scratch)
+                top_k.append(0)
+                long.append(False)
+                source.append(-1)
+                temperature.append(0.0)
+                top_p.append(1.0)
+                u.append(0.0)
+            else:
+                p = seq.num_tokens - 1  # the last sampled token goes in at its position
+                ids.append(seq.tokens[-1] if not seq.pending else 0)
+                source.append(sources[i] if seq.pending else -1)
+                pos.append(p)
+                slots.append(seq.blocks[p // self.block_size] * self.block_size + p % self.block_size)
+                top_k.append(sp.top_k)
+                long.append(seq.long_rope)
+                temperature.append(sp.temperature)
+                top_p.append(sp.top_p)
+                # greedy rows never read their uniform number: skip its hash (a few us a row)
+                u.append(uniform(sp.seed, seq.generated) if sp.temperature > 0 else 0.0)
             if self._owner[i] != (seq, seq.admitted):  # a new occupant of slot i (or readmitted)
                 self._owner[i], self._filled[i] = (seq, seq.admitted), 0
             new = range(self._filled[i], len(seq.blocks))
@@ -150,9 +172,10 @@ class ModelRunner:
         pad = size - n  # padding rows: position 0 of the scratch block, greedy
         ids += [0] * pad
         pos += [0] * pad
-        slots += [SCRATCH_BLOCK * self.block_size] * pad
+        slots += [scratch] * pad
         top_k += [0] * pad
         long += [False] * pad
+        source += [-1] * pad
         temperature += [0.0] * pad
         top_p += [1.0] * pad
         u += [0.0] * pad
@@ -165,7 +188,7 @@ class ModelRunner:
         w = self._width(seqs)
         if self._copied is not None:
             self._copied.synchronize()  # the last step's copies have read the host buffers
-        self._host_ints[:, :size] = torch.tensor([ids, pos, slots, top_k, long], dtype=torch.long)
+        self._host_ints[:, :size] = torch.tensor([ids, pos, slots, top_k, long, source], dtype=torch.long)
         self._host_floats[:, :size] = torch.tensor([temperature, top_p, u], dtype=torch.float32)
         self.ints.copy_(self._host_ints, non_blocking=True)
         self.floats.copy_(self._host_floats, non_blocking=True)
@@ -183,6 +206,7 @@ class ModelRunner:
         if self.keep_logits:
             out, logits = out
             self.last_logits = logits[:n].clone()
+        self.last[:n] = out[:n, 0]  # the next step's sources
         return out[:n].clone()
 
     # ----- prefill
@@ -224,9 +248,11 @@ class ModelRunner:
             return None
         params = [s.params for s in seqs]
         f = lambda xs, dtype=torch.float32: torch.tensor(xs, dtype=dtype, device=dev)  # noqa: E731
-        return sample(logits, f([float(p.temperature) for p in params]), f([float(p.top_p) for p in params]),
-                      f([p.top_k for p in params], torch.long),
-                      f([uniform(p.seed, len(s.tokens)) for p, s in zip(params, seqs)]))
+        out = sample(logits, f([float(p.temperature) for p in params]), f([float(p.top_p) for p in params]),
+                     f([p.top_k for p in params], torch.long),
+                     f([uniform(p.seed, len(s.tokens)) for p, s in zip(params, seqs)]))
+        self.last[seq0.slot:seq0.slot + len(seqs)] = out[:, 0]  # the first decode step's sources
+        return out
 
     def move_slot(self, src: int, dst: int) -> None:
         self.cache.move_slot(src, dst)

@@ -108,8 +108,9 @@ class Scheduler:
         plan = Plan()
         # Room for every running sequence's next token, preempting the newest when the pool is dry;
         # oldest first, and only those whose next token opens a block (one step in block_size).
+        # (A sequence whose last token is still on the device has no next token: it is out of budget.)
         size = self.blocks.block_size
-        growing = [s for s in self.running if s.num_tokens > len(s.blocks) * size]
+        growing = [s for s in self.running if s.num_tokens > len(s.blocks) * size and not s.out_of_budget]
         for seq in sorted(growing, key=lambda s: s.admitted):
             if seq.status is not Status.RUNNING:
                 continue  # preempted in this loop
@@ -127,6 +128,8 @@ class Scheduler:
         for seq in self.prefilling:  # chunks of the prompts already going in, oldest first
             if budget == 0:
                 break
+            if seq.pending:  # its prompt is in; it joins once its first token is back
+                continue
             end = min(seq.num_tokens, seq.num_cached + budget)
             plan.prefills.append((seq, end))
             budget -= end - seq.num_cached
@@ -151,6 +154,8 @@ class Scheduler:
         if self.policy == "static" and not self._filling:
             return False
         head = self.waiting[0]
+        if head.pending:  # preempted while its last token was on the device: recomputed once that is back
+            return False
         if not self.blocks.can_grow(head, head.num_tokens):
             self._filling = False
             return False

@@ -27,7 +27,10 @@ def decode_tokens_per_second(tokens: int, seconds: float) -> float | None:
 @dataclass(eq=False)
 class Sequence:
     """A request inside the engine. ``num_cached`` tokens of ``prompt + tokens`` have their state
-    in the cache; a running sequence has all but its last sampled token cached."""
+    in the cache; a running sequence has all but its last sampled token cached. ``pending``
+    tokens are sampled on the device and not yet read back (the engine's lookahead launches the
+    next step before reading this one's): they count in ``num_tokens`` (the next token's position
+    and blocks), not in ``tokens``."""
 
     request_id: str
     prompt: list[int]
@@ -36,6 +39,7 @@ class Sequence:
     should_stop: Callable[[list[int]], bool] | None
     long_rope: bool  # the dense model's LongRoPE list, decided once from prompt + max_new_tokens
     tokens: list[int] = field(default_factory=list)
+    pending: int = 0
     status: Status = Status.WAITING
     blocks: list[int] = field(default_factory=list)
     num_cached: int = 0
@@ -49,9 +53,21 @@ class Sequence:
 
     @property
     def num_tokens(self) -> int:
-        return len(self.prompt) + len(self.tokens)
+        return len(self.prompt) + len(self.tokens) + self.pending
+
+    @property
+    def generated(self) -> int:
+        """Tokens sampled so far, those still on the device included."""
+        return len(self.tokens) + self.pending
+
+    @property
+    def out_of_budget(self) -> bool:
+        """Its last token is sampled (``max_new_tokens``): a step launched before that token is
+        read back computes nothing for it."""
+        return self.generated >= self.params.max_new_tokens
 
     def tokens_between(self, start: int, end: int) -> list[int]:
+        assert not self.pending, "tokens still on the device"
         return (self.prompt + self.tokens)[start:end]
 
     def append(self, token: int, now: float) -> None:
