@@ -24,7 +24,7 @@
 #             (WORKLOAD_ARGS="--profile-host": a cProfile of the host loop in each results.json)
 #   memory    lognormal in a pool of 16 max-length requests (560K tokens), both models
 #   validate  the steady-state method against a complete end-to-end run of a small log-normal job
-#             (512 requests, lengths up to 4K), both models
+#             (256 requests, lengths up to 4K, batches up to 64), both models
 #   serve     through the server vs the engine alone, concurrency 1, 16, 256, both models
 #   http      examples/bench_http.py: the HTTP side alone over a stand-in engine (this machine's CPU)
 #   eval      sambay eval of 64 problems x k=8 (examples/eval_gpu.sh)
@@ -119,8 +119,8 @@ for stage in $STAGES; do
       TAIL=8 bench 100 workload_memory --models dense,sambay --workload lognormal --requests 256 --steady-steps 100 \
         --max-batch-size 256 --num-blocks 35001 ;;
     validate)
-      TAIL=12 bench ${VALIDATE_LIMIT:-250} workload_validate --models dense,sambay --workload lognormal --requests 512 \
-        --steady-steps ${STEADY_STEPS:-120} --max-batch-size ${WORKLOAD_BATCH:-256} --validate ;;
+      TAIL=12 bench ${VALIDATE_LIMIT:-150} workload_validate --models dense,sambay --workload lognormal --requests 256 \
+        --steady-steps 60 --max-batch-size 64 --validate ;;
     serve)
       for m in sambay dense; do
         timeout ${SERVE_LIMIT:-150} python3 examples/serve_vs_engine.py --model $m --shape official --max-tokens ${SERVE_TOKENS:-256} \

@@ -122,6 +122,7 @@ class _Launched:
     decoded: list[Sequence | None]  # row i of the decode step; None: out of budget, or it failed
     results: list[torch.Tensor] = field(default_factory=list)  # (rows, 2) token + non-finite flag, on the device
     joined: list[Sequence] = field(default_factory=list)  # prefills that sampled a first token, in results' order
+    host: tuple[torch.Tensor, torch.cuda.Event | None] | None = None  # results on their way to the host
     outputs: list[StepOutput] = field(default_factory=list)  # requests that already failed
 
 
@@ -398,6 +399,16 @@ class Engine:
             if samples:
                 launched.results.append(out)
                 launched.joined += group
+        if launched.results:
+            # The step's one device-to-host copy, queued now: reading the tokens must not wait for
+            # the next step, launched after this on the same stream.
+            tokens = torch.cat(launched.results)
+            done = None
+            if tokens.device.type == "cuda":
+                tokens = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True).copy_(tokens, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+            launched.host = (tokens, done)
 
     def _complete(self, launched: _Launched) -> tuple[list[StepOutput], float]:
         """Bring back a launched plan's tokens (the step's one device-to-host copy) and record who
@@ -408,7 +419,12 @@ class Engine:
         outputs = launched.outputs
         self.last_batch = sum(seq is not None for seq in launched.decoded)
         t_wait = time.perf_counter()
-        rows = torch.cat(launched.results).tolist() if launched.results else []
+        rows = []
+        if launched.host is not None:
+            tokens, done = launched.host
+            if done is not None:
+                done.synchronize()
+            rows = tokens.tolist()
         waited = time.perf_counter() - t_wait
         now = time.perf_counter()
         for seq, (token, bad) in zip(launched.decoded + launched.joined, rows):
