@@ -378,6 +378,27 @@ def test_cuda_graph_ladder_gives_the_eager_tokens_as_requests_join_and_leave(whi
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
+def test_graphs_with_lookahead_sample_stop_and_preempt_as_without(which):
+    """CUDA graphs with lookahead (each step launched before the last one's tokens are read, its rows
+    fed from the device, the tokens read back from pinned memory) give the tokens of the same
+    graphs without it: seeded sampling with a stop token, and greedy in a pool that runs dry."""
+    fresh_seed()
+    model = small_models(torch.float32)[which]
+    lengths, budgets = [50, 7, 120, 33, 9, 70, 3], [40, 12, 25, 60, 8, 30, 45]
+    prompts = [torch.randint(0, 1000, (n,)).tolist() for n in lengths]
+    sampled = [Request(p, SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=m, seed=i), stop_token_ids=[7])
+               for i, (p, m) in enumerate(zip(prompts, budgets))]
+    greedy = [Request(p, SamplingParams(temperature=0.0, max_new_tokens=m)) for p, m in zip(prompts, budgets)]
+    for reqs, blocks in ((sampled, None), (greedy, 20)):
+        ahead = Engine(model, max_batch_size=8, prefill_chunk=64, num_blocks=blocks)
+        plain = Engine(model, max_batch_size=8, prefill_chunk=64, lookahead=False)
+        assert ahead.lookahead and ahead.cuda_graphs and plain.cuda_graphs
+        assert [g.tokens for g in ahead.generate(reqs)] == [g.tokens for g in plain.generate(reqs)]
+        assert (ahead.stats.preemptions > 0) == (blocks is not None)
+        assert ahead.free_blocks == ahead.num_blocks - 1 and not ahead.has_unfinished()
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["sambay", "dense"])
 def test_compiled_graphed_decode_matches_reference(which):
     from sambay.bench import _teacher_forced, engine_for
 
