@@ -3,7 +3,7 @@
     sambay ask "What is 347 * 28?" [--model PATH] [--temperature 0.6] [--top-p 0.95] [--top-k 0]
                [--max-new-tokens N] [--seed 0] [--system TEXT] [--stop STR] [--reference ANSWER]
                [--stream/--no-stream] [--json] [--device cuda] [--dtype bfloat16]
-               [--quantize fp8] [--kv-cache-dtype fp8]
+               [--quantize fp8] [--kv-cache-dtype fp8] [--max-batch-size N] [--num-blocks N]
     sambay eval problems.jsonl --k 4 --out DIR [--limit N] [--progress] [model and sampling flags]
     torchrun --nproc-per-node G -m reasoning eval problems.jsonl --k 4 --out DIR   # data-parallel
     sambay serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-queue N]
@@ -32,12 +32,16 @@ class InputError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def _add_fp8_args(g: argparse._ArgumentGroup) -> None:
+def _add_engine_args(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
     g.add_argument("--quantize", choices=["fp8"],
                    help="fp8: every projection and the lm_head in float8 e4m3 with per-row scales, computed at load")
     g.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto",
                    help="fp8: the growing K/V cache in float8 e4m3 with per-(token, head) scales (default auto: "
                         "the model's dtype)")
+    g.add_argument("--max-batch-size", type=int, metavar="N",
+                   help="most requests decoding at once (default: the engine's, 256 on CUDA, 32 on CPU)")
+    g.add_argument("--num-blocks", type=int, metavar="N", help="K/V blocks in the pool (default: the engine's; "
+                                                               "on CUDA what 90%% of the free memory holds)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +49,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", metavar="PATH", help="checkpoint folder (default: the built-in model)")
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
-    _add_fp8_args(g)
+    _add_engine_args(g)
     s = p.add_argument_group("sampling (defaults: the model's generation_config.json, else the reasoning defaults)")
     s.add_argument("--temperature", type=float, help="0 is greedy (reasoning default 0.6)")
     s.add_argument("--top-p", type=float, help="nucleus mass in (0, 1] (reasoning default 0.95)")
@@ -100,7 +104,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu for the built-in model, else cuda "
                                      "when available)")
     sv.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
-    _add_fp8_args(sv)
+    _add_engine_args(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/*")
@@ -112,10 +116,6 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
                     help="larger request bodies get 413 (default 1 MiB)")
     sv.add_argument("--no-reasoning-parser", dest="reasoning_parser", action="store_false",
                     help="leave <think>...</think> in content instead of splitting it into reasoning_content")
-    sv.add_argument("--max-batch-size", type=int, metavar="N",
-                    help="most requests decoding at once (default: the engine's, 256 on CUDA, 32 on CPU)")
-    sv.add_argument("--num-blocks", type=int, metavar="N", help="K/V blocks in the pool (default: the engine's; "
-                                                                "on CUDA what 90%% of the free memory holds)")
     sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sv.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -132,6 +132,17 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def _engine_options(args: argparse.Namespace) -> dict[str, int]:
+    """The engine flags given (the engine checks their values)."""
+    return {k: v for k, v in (("max_batch_size", args.max_batch_size), ("num_blocks", args.num_blocks))
+            if v is not None}
+
+
+def _flag_names(message: str) -> str:
+    """An engine error in the words of the command line."""
+    return message.replace("max_batch_size", "--max-batch-size").replace("num_blocks", "--num-blocks")
+
+
 def _load(args: argparse.Namespace):
     from . import api
     from .engine import parse_dtype
@@ -139,9 +150,9 @@ def _load(args: argparse.Namespace):
     try:
         parse_dtype(args.dtype)
         return api.load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
-                        kv_cache_dtype=args.kv_cache_dtype)
+                        kv_cache_dtype=args.kv_cache_dtype, **_engine_options(args))
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        raise InputError(str(e)) from None
+        raise InputError(_flag_names(str(e))) from None
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -242,8 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
     if args.device is None and args.model is None:
         args.device = "cpu"  # the built-in model is tiny: the CPU serves it anywhere
-    options = {k: v for k, v in (("max_batch_size", args.max_batch_size), ("num_blocks", args.num_blocks))
-               if v is not None}
+    options = _engine_options(args)
     try:
         parse_dtype(args.dtype)
         # the engine is built in its own process (see reasoning.server.engine_process); its errors come back here
@@ -251,7 +261,7 @@ def _serve(args: argparse.Namespace) -> int:
                                                  quantize=args.quantize, kv_cache_dtype=args.kv_cache_dtype,
                                                  **options), max_queue=args.max_queue)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        raise InputError(str(e)) from None
+        raise InputError(_flag_names(str(e))) from None
     name = args.served_model_name or ("sambay-builtin" if args.model is None else Path(args.model).resolve().name)
     app = build_app(engine, model_name=name, api_key=args.api_key, reasoning_parser=args.reasoning_parser,
                     max_body_bytes=args.max_body_bytes)

@@ -195,17 +195,20 @@ def _whole_lines(out: Path) -> int:
 
 def test_killed_midway_then_rerun_completes_only_what_is_missing(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    job = subprocess.Popen(_eval_command(out, ranks=2), env=_env(), stdout=subprocess.DEVNULL,
+    # one request at a time per rank: records come one by one, seconds before the job would end
+    # (in batches they came in bursts, and a job could finish before the kill landed)
+    one = ("--max-batch-size", "1")
+    job = subprocess.Popen(_eval_command(out, 2, *one), env=_env(), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not out.exists() or _whole_lines(out) < 4:
         assert job.poll() is None and time.monotonic() < deadline, "the job ended before it could be killed"
-        time.sleep(0.005)  # the ranks write their records in bursts: kill soon after the first
+        time.sleep(0.01)
     job.send_signal(signal.SIGTERM)  # what a scheduler does: torchrun ends both ranks, mid-write perhaps
     job.wait(timeout=120)
     kept = _whole_lines(out)
     assert 4 <= kept < TOTAL
-    proc = _run(out, ranks=2)
+    proc = _run(out, 2, *one)
     assert _ran_now(proc.stdout) == TOTAL - kept
     assert (out / "generations.jsonl").read_text() == (reference / "generations.jsonl").read_text()
     assert _summary(out) == _summary(reference)

@@ -408,6 +408,8 @@ def test_cli_subprocess(folder: Path) -> None:
     (["--top-k", "-1"], "--top-k must be an integer >= 0"),
     (["--model", "/no/such/folder"], "does not exist"),
     (["--dtype", "float8"], "unknown dtype"),
+    (["--max-batch-size", "0"], "--max-batch-size must be >= 1"),
+    (["--num-blocks", "1"], "--num-blocks must be >= 2"),
 ])
 def test_cli_bad_input(folder: Path, flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     model = [] if "--model" in flags else ["--model", str(folder)]
