@@ -24,7 +24,8 @@
 #             (WORKLOAD_ARGS="--profile-host": a cProfile of the host loop in each results.json)
 #   memory    lognormal in a pool of 16 max-length requests (560K tokens), both models
 #   validate  the steady-state method against a complete end-to-end run of a small log-normal job
-#             (256 requests, lengths up to 4K, batches up to 64), both models
+#             (256 requests, lengths up to 4K, batches up to 64), both models: about 3 minutes a model
+#             (five engines, each capturing its graphs), so a call of its own (VALIDATE_LIMIT, 400 s)
 #   serve     through the server vs the engine alone, concurrency 1, 16, 256, both models
 #   http      examples/bench_http.py: the HTTP side alone over a stand-in engine (this machine's CPU)
 #   eval      sambay eval of 64 problems x k=8 (examples/eval_gpu.sh)
@@ -119,7 +120,7 @@ for stage in $STAGES; do
       TAIL=8 bench 100 workload_memory --models dense,sambay --workload lognormal --requests 256 --steady-steps 100 \
         --max-batch-size 256 --num-blocks 35001 ;;
     validate)
-      TAIL=12 bench ${VALIDATE_LIMIT:-150} workload_validate --models dense,sambay --workload lognormal --requests 256 \
+      TAIL=12 bench ${VALIDATE_LIMIT:-400} workload_validate --models dense,sambay --workload lognormal --requests 256 \
         --steady-steps 60 --max-batch-size 64 --validate ;;
     serve)
       for m in sambay dense; do
