@@ -24,8 +24,9 @@
 #             (WORKLOAD_ARGS="--profile-host": a cProfile of the host loop in each results.json)
 #   memory    lognormal in a pool of 16 max-length requests (560K tokens), both models
 #   validate  the steady-state method against a complete end-to-end run of a small log-normal job
-#             (256 requests, lengths up to 4K, batches up to 64), both models: about 3 minutes a model
-#             (five engines, each capturing its graphs), so a call of its own (VALIDATE_LIMIT, 400 s)
+#             (256 requests, lengths up to 4K, batches up to 64), both models; each builds five engines
+#             (capturing graphs each time), and 120-250 s did not see the dense model through: a call
+#             of its own (VALIDATE_LIMIT, default 400 s)
 #   serve     through the server vs the engine alone, concurrency 1, 16, 256, both models
 #   http      examples/bench_http.py: the HTTP side alone over a stand-in engine (this machine's CPU)
 #   eval      sambay eval of 64 problems x k=8 (examples/eval_gpu.sh)
