@@ -123,6 +123,7 @@ class _Launched:
     results: list[torch.Tensor] = field(default_factory=list)  # (rows, 2) token + non-finite flag, on the device
     joined: list[Sequence] = field(default_factory=list)  # prefills that sampled a first token, in results' order
     host: tuple[torch.Tensor, torch.cuda.Event | None] | None = None  # results on their way to the host
+    failure: tuple[list[Sequence], str] | None = None  # its decode step failed: these requests end with this
     outputs: list[StepOutput] = field(default_factory=list)  # requests that already failed
 
 
@@ -355,13 +356,14 @@ class Engine:
         self.stats.steps += 1
         launched = _Launched(plan, [])
         # A failure of the runner (out of memory, say) ends the requests it was computing, with the
-        # error; the engine, its other requests and its memory go on.
+        # error (once the tokens before it are booked: see step); the engine, its other requests and
+        # its memory go on.
         if live:
             sources = [self._rows.get(id(seq), -1) for seq in plan.decode]
             try:
                 launched.results.append(self.runner.decode(plan.decode, sources))
             except Exception as e:  # noqa: BLE001
-                launched.outputs += self._fail(live, f"the decode step failed: {type(e).__name__}: {e}")
+                launched.failure = (live, f"the decode step failed: {type(e).__name__}: {e}")
                 return launched
             self.stats.decode_steps += 1
             self.stats.decode_rows += len(live)
@@ -485,6 +487,12 @@ class Engine:
                 self._deferred = e
         done, waited = self._complete(launched)
         outputs += done
+        for failed in (launched, self._planned):  # the decode step launched in this call failed:
+            if failed is not None and failed.failure is not None:  # after the tokens before it, end its requests
+                seqs, message = failed.failure
+                failed.failure = None
+                seqs = [seq for seq in seqs if seq.status is not Status.FINISHED]
+                outputs += self._fail(seqs, message) if seqs else []
         if not launched.plan.prefills and launched.decoded:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.wait_seconds += waited
@@ -540,4 +548,6 @@ class Engine:
             for out in self.step():
                 if out.finished and out.request_id in wanted:
                     done[out.request_id] = out.generation
+        while self._planned is not None and not self.scheduler.has_unfinished():
+            self.step()  # a step launched for requests that have ended since (lookahead): read it, drop it
         return [done[i] for i in ids]

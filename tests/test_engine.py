@@ -174,6 +174,34 @@ def test_lookahead_feeds_each_step_its_tokens_on_the_device(kind, monkeypatch):
         assert engine.free_blocks == engine.num_blocks - 1 and not engine.has_unfinished()
 
 
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_a_failing_decode_step_after_a_stop_keeps_the_stop(lookahead):
+    """With lookahead a step is launched before the last one's tokens are read: when that launch
+    fails, a request whose last token (read after it) was a stop token still ends "stop" with it;
+    and generate() returns with no step in flight (place() works, nothing is unfinished)."""
+    model = tiny("dense")
+    p = prompts(model, [5])[0]
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=3)
+    full = Engine(model, max_batch_size=1).generate([Request(p, params)])[0].tokens
+    stop = full[3]
+    engine = Engine(model, max_batch_size=2, lookahead=lookahead)
+    real, calls = engine.runner.decode, [0]
+
+    def decode(seqs, sources=None):
+        calls[0] += 1
+        if calls[0] == full.index(stop) + 1:  # the step after the one that samples the stop token
+            raise torch.OutOfMemoryError("injected")
+        return real(seqs, sources)
+
+    engine.runner.decode = decode
+    g = engine.generate([Request(p, params, stop_token_ids=[stop])])[0]
+    assert (g.tokens, g.finish_reason) == (full[:full.index(stop) + 1], "stop")
+    engine.runner.decode = real
+    g = engine.generate([Request(p, params, stop_token_ids=[full[1]])])[0]
+    assert g.tokens == full[:2] and not engine.has_unfinished() and engine._planned is None
+    engine.place([8])  # nothing in flight
+
+
 # ----------------------------------------------------------------------------- fp8 K/V cache
 
 
