@@ -429,11 +429,12 @@ class Engine:
             rows = tokens.tolist()
         waited = time.perf_counter() - t_wait
         now = time.perf_counter()
-        for seq, (token, bad) in zip(launched.decoded + launched.joined, rows):
+        for i, (seq, (token, bad)) in enumerate(zip(launched.decoded + launched.joined, rows)):
             if seq is None:
                 continue
             seq.pending -= 1
-            if seq.status is Status.FINISHED:
+            if seq.status is Status.FINISHED:  # its token is dropped: the row is not counted either
+                self.stats.decode_rows -= i < len(launched.decoded)
                 continue
             if bad:
                 gen = self._finish(seq, "error", NON_FINITE)
@@ -493,6 +494,14 @@ class Engine:
                 failed.failure = None
                 seqs = [seq for seq in seqs if seq.status is not Status.FINISHED]
                 outputs += self._fail(seqs, message) if seqs else []
+        ahead = self._planned
+        if ahead is not None and not ahead.plan.prefills and not ahead.outputs and \
+                all(seq is None or seq.status is Status.FINISHED for seq in ahead.decoded):
+            # launched for requests that this step ended: nothing of it is wanted (nor counted)
+            self._planned = None
+            self.stats.steps -= 1
+            self.stats.decode_steps -= bool(ahead.decoded)
+            self.stats.decode_rows -= sum(seq is not None for seq in ahead.decoded)
         if not launched.plan.prefills and launched.decoded:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.wait_seconds += waited
@@ -548,6 +557,4 @@ class Engine:
             for out in self.step():
                 if out.finished and out.request_id in wanted:
                     done[out.request_id] = out.generation
-        while self._planned is not None and not self.scheduler.has_unfinished():
-            self.step()  # a step launched for requests that have ended since (lookahead): read it, drop it
         return [done[i] for i in ids]

@@ -202,6 +202,31 @@ def test_a_failing_decode_step_after_a_stop_keeps_the_stop(lookahead):
     engine.place([8])  # nothing in flight
 
 
+def test_lookahead_leaves_nothing_in_flight_and_counts_what_it_keeps():
+    """A caller stepping until it has seen every finish (a server's loop) finds nothing unfinished
+    and nothing in flight after the last one, though the step launched with it was for requests
+    that had just stopped; the counters are those of the engine without lookahead (rows computed
+    and dropped are not counted); a placed request at its budget still finishes."""
+    model = tiny("dense")
+    ps = prompts(model, [5, 8])
+    params = [SamplingParams(temperature=1.0, max_new_tokens=12, seed=3 + i) for i in range(2)]
+    full = [Engine(model, max_batch_size=1).generate([Request(p, sp)])[0].tokens for p, sp in zip(ps, params)]
+    stats = []
+    for lookahead in (False, True):
+        engine = Engine(model, max_batch_size=2, lookahead=lookahead)
+        ids = [engine.add(Request(p, sp, stop_token_ids=[t[3]])) for p, sp, t in zip(ps, params, full)]
+        finished = set()
+        while finished != set(ids):
+            finished |= {o.request_id for o in engine.step() if o.finished}
+        assert not engine.has_unfinished() and engine._planned is None
+        s = engine.stats
+        stats.append((s.steps, s.decode_steps, s.decode_rows))
+        engine.place([8], SamplingParams(temperature=0.0, max_new_tokens=1))  # at its budget already
+        outs = [o for _ in range(3) for o in engine.step()]
+        assert [o.finish_reason for o in outs] == ["length"] and not engine.has_unfinished()
+    assert stats[0] == stats[1]
+
+
 # ----------------------------------------------------------------------------- fp8 K/V cache
 
 

@@ -62,9 +62,9 @@ class Sequence:
 
     @property
     def out_of_budget(self) -> bool:
-        """Its last token is sampled (``max_new_tokens``): a step launched before that token is
-        read back computes nothing for it."""
-        return self.generated >= self.params.max_new_tokens
+        """Its last token (``max_new_tokens``) is sampled and still on the device: a step launched
+        before that token is read back computes nothing for it."""
+        return self.pending > 0 and self.generated >= self.params.max_new_tokens
 
     def tokens_between(self, start: int, end: int) -> list[int]:
         assert not self.pending, "tokens still on the device"
