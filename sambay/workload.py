@@ -204,23 +204,34 @@ def run_end_to_end(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth
 
 
 @torch.no_grad()
+def place_stationary(engine: Engine, s: WorkloadSettings) -> list[tuple[int, int]]:
+    """Put the stationary mix into ``engine``'s running set, as many requests as its pool holds;
+    returns their (output length, tokens generated). They are placed oldest first (most tokens
+    generated: in a saturated engine a request's progress is its age), so the engine's admission
+    order, which picks who is preempted when the pool runs dry (the most recent), is a real run's:
+    placed in the mix's random order, a request 30K tokens in could be the one preempted and
+    recomputed, where a real run preempts one that has just begun."""
+    room = (engine.num_blocks - 1) * engine.block_size
+    placed, used = [], 0
+    for L, g in stationary_mix(s, engine.max_batch_size, s.seed + 2):  # as many as the pool holds
+        need = -(-(s.prompt + g + 1) // engine.block_size) * engine.block_size
+        if used + need > room:
+            break
+        placed.append((L, g))
+        used += need
+    placed.sort(key=lambda lg: -lg[1])
+    params = [SamplingParams(temperature=0.0, max_new_tokens=L) for L, _ in placed]
+    engine.place([s.prompt + g for _, g in placed], params, [g for _, g in placed])
+    return placed
+
+
 def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth: float) -> dict[str, Any]:
     """Continuous: the running set placed at the stationary mix, then ``steady_steps`` real steps
     with admissions and completions. Static: :func:`run_static_life` (the whole job, simulated)."""
     if policy == "static":
         return run_static_life(model, s, bandwidth)
     engine = _engine(model, s, policy)
-    mix = stationary_mix(s, engine.max_batch_size, s.seed + 2)
-    room = (engine.num_blocks - 1) * engine.block_size
-    placed, used = [], 0
-    for L, g in mix:  # as many as the pool holds
-        need = -(-(s.prompt + g + 1) // engine.block_size) * engine.block_size
-        if used + need > room:
-            break
-        placed.append((L, g))
-        used += need
-    params = [SamplingParams(temperature=0.0, max_new_tokens=L) for L, _ in placed]
-    engine.place([s.prompt + g for _, g in placed], params, [g for _, g in placed])
+    placed = place_stationary(engine, s)
     for r in _requests(s, draw_lengths(s, s.requests, s.seed + 3), model.config.vocab_size, s.seed):
         engine.add(r)
     if model.device.type == "cuda":

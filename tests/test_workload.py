@@ -56,6 +56,27 @@ def test_steady_state_and_end_to_end_runs(kind):
     assert steady["mean_batch"] > 2 and math.isfinite(steady["tokens_per_s"])
 
 
+def test_steady_state_places_oldest_first_so_the_youngest_is_preempted():
+    """The stationary mix goes into the running set in order of age (tokens generated, most
+    first): the admission order a real saturated run has, so a pool that runs dry preempts a
+    request that has just begun, not one chosen by the mix's random order."""
+    model = build("dense", "tiny", "cpu", torch.float32)
+    s = wl.WorkloadSettings(workload="uniform", requests=8, prompt=8, min_len=20, max_len=120, max_batch_size=8,
+                            num_blocks=30)
+    engine = wl._engine(model, s, "continuous")
+    placed = wl.place_stationary(engine, s)
+    running = engine.scheduler.running
+    assert len(running) == len(placed) >= 4
+    assert [len(seq.tokens) for seq in running] == sorted((g for _, g in placed), reverse=True)
+    assert [seq.admitted for seq in running] == sorted(seq.admitted for seq in running)
+    youngest = min(running, key=lambda seq: len(seq.tokens))
+    for _ in range(200):  # the pool (29 blocks of 16 tokens, placed nearly full) runs dry as the rows grow
+        if engine.scheduler.preemptions:
+            break
+        engine.step()
+    assert engine.scheduler.preemptions == 1 and engine.scheduler.waiting[0] is youngest
+
+
 @pytest.mark.parametrize("num_blocks", [20, 40, 91])
 def test_scheduled_job_is_the_engine_without_the_model(num_blocks):
     """The static job simulated through the engine's own scheduler runs, step for step, the rows
