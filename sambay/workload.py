@@ -203,7 +203,6 @@ def run_end_to_end(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth
                                               time.process_time() - c0)}
 
 
-@torch.no_grad()
 def place_stationary(engine: Engine, s: WorkloadSettings) -> list[tuple[int, int]]:
     """Put the stationary mix into ``engine``'s running set, as many requests as its pool holds;
     returns their (output length, tokens generated). They are placed oldest first (most tokens
@@ -225,6 +224,7 @@ def place_stationary(engine: Engine, s: WorkloadSettings) -> list[tuple[int, int
     return placed
 
 
+@torch.no_grad()
 def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwidth: float) -> dict[str, Any]:
     """Continuous: the running set placed at the stationary mix, then ``steady_steps`` real steps
     with admissions and completions. Static: :func:`run_static_life` (the whole job, simulated)."""
@@ -250,7 +250,7 @@ def run_steady_state(model: nn.Module, s: WorkloadSettings, policy: str, bandwid
         profiler.disable()
     report = _report(model, engine, meter, s, tokens, time.perf_counter() - t0, s.steady_steps or 0,
                      time.process_time() - c0)
-    if profiler is not None:  # where the host's time goes (waiting for the device included: the copy's tolist)
+    if profiler is not None:  # where the host's time goes (waiting for the device included: the tokens' copy)
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
         report["host_profile"] = text.getvalue()
