@@ -350,7 +350,8 @@ class Engine:
         self.stats.preemptions = self.scheduler.preemptions
         for src, dst in plan.moves:
             self.runner.move_slot(src, dst)
-        live = [seq for seq in plan.decode if not seq.out_of_budget]
+        decoded = [None if seq.out_of_budget else seq for seq in plan.decode]
+        live = [seq for seq in decoded if seq is not None]
         if not live and not plan.prefills:
             return None
         self.stats.steps += 1
@@ -368,12 +369,9 @@ class Engine:
             self.stats.decode_steps += 1
             self.stats.decode_rows += len(live)
             self._rows = {id(seq): i for i, seq in enumerate(plan.decode)}
-            for seq in plan.decode:
-                if seq.out_of_budget:
-                    launched.decoded.append(None)
-                else:  # its last token is in the cache now, its next one on the device
-                    seq.num_cached, seq.pending = seq.num_tokens, seq.pending + 1
-                    launched.decoded.append(seq)
+            for seq in live:  # its last token is in the cache now, its next one on the device
+                seq.num_cached, seq.pending = seq.num_tokens, seq.pending + 1
+            launched.decoded = decoded
         return launched
 
     def _prefill(self, launched: _Launched) -> None:

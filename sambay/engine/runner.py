@@ -135,33 +135,18 @@ class ModelRunner:
         back) computes nothing: a padding row in its place."""
         n = len(seqs)
         size = next(b for b in self.ladder if b >= n) if self.cuda_graphs else n
-        ids, pos, slots, top_k, long, source, temperature, top_p, u = ([] for _ in range(9))
+        # Per row: (token, position, write slot, top-k, LongRoPE, source) and (temperature, top-p,
+        # uniform number). A padding row (and one out of budget): position 0 of the scratch block, greedy.
+        bs, pad_ints, pad_floats = self.block_size, (0, 0, SCRATCH_BLOCK * self.block_size, 0, 0, -1), (0.0, 1.0, 0.0)
+        ints, floats = [pad_ints] * size, [pad_floats] * size
         rows, cols, blocks = [], [], []  # block-table entries that changed since the last step
-        scratch = SCRATCH_BLOCK * self.block_size
         for i, seq in enumerate(seqs):
-            sp = seq.params
-            if seq.out_of_budget:
-                ids.append(0)
-                pos.append(0)
-                slots.append(scratch)
-                top_k.append(0)
-                long.append(False)
-                source.append(-1)
-                temperature.append(0.0)
-                top_p.append(1.0)
-                u.append(0.0)
-            else:
-                p = seq.num_tokens - 1  # the last sampled token goes in at its position
-                ids.append(seq.tokens[-1] if not seq.pending else 0)
-                source.append(sources[i] if seq.pending else -1)
-                pos.append(p)
-                slots.append(seq.blocks[p // self.block_size] * self.block_size + p % self.block_size)
-                top_k.append(sp.top_k)
-                long.append(seq.long_rope)
-                temperature.append(sp.temperature)
-                top_p.append(sp.top_p)
+            if not seq.out_of_budget:
+                sp, p = seq.params, seq.num_tokens - 1  # the last sampled token goes in at its position
+                ints[i] = (0 if seq.pending else seq.tokens[-1], p, seq.blocks[p // bs] * bs + p % bs, sp.top_k,
+                           int(seq.long_rope), sources[i] if seq.pending else -1)
                 # greedy rows never read their uniform number: skip its hash (a few us a row)
-                u.append(uniform(sp.seed, seq.generated) if sp.temperature > 0 else 0.0)
+                floats[i] = (sp.temperature, sp.top_p, uniform(sp.seed, seq.generated) if sp.temperature > 0 else 0.0)
             if self._owner[i] != (seq, seq.admitted):  # a new occupant of slot i (or readmitted)
                 self._owner[i], self._filled[i] = (seq, seq.admitted), 0
             new = range(self._filled[i], len(seq.blocks))
@@ -169,16 +154,6 @@ class ModelRunner:
             cols += new
             blocks += seq.blocks[self._filled[i]:]
             self._filled[i] = len(seq.blocks)
-        pad = size - n  # padding rows: position 0 of the scratch block, greedy
-        ids += [0] * pad
-        pos += [0] * pad
-        slots += [scratch] * pad
-        top_k += [0] * pad
-        long += [False] * pad
-        source += [-1] * pad
-        temperature += [0.0] * pad
-        top_p += [1.0] * pad
-        u += [0.0] * pad
         for i in range(n, size):
             if self._owner[i] is not None:
                 self._owner[i] = None
@@ -188,8 +163,8 @@ class ModelRunner:
         w = self._width(seqs)
         if self._copied is not None:
             self._copied.synchronize()  # the last step's copies have read the host buffers
-        self._host_ints[:, :size] = torch.tensor([ids, pos, slots, top_k, long, source], dtype=torch.long)
-        self._host_floats[:, :size] = torch.tensor([temperature, top_p, u], dtype=torch.float32)
+        self._host_ints[:, :size] = torch.tensor(ints, dtype=torch.long).T
+        self._host_floats[:, :size] = torch.tensor(floats, dtype=torch.float32).T
         self.ints.copy_(self._host_ints, non_blocking=True)
         self.floats.copy_(self._host_floats, non_blocking=True)
         if self._copied is not None:
